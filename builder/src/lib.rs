@@ -1,0 +1,10 @@
+//! berth's builder: LinuxKit-style YAML definitions to bootable artifacts.
+//!
+//! One module per stage of the pipeline (see ARCHITECTURE.md): [`spec`]
+//! parses and validates, [`reference`] names images, [`store`] holds them,
+//! [`flatten`] turns layers into filesystem entries, [`bundle`] writes OCI
+//! runtime bundles, [`assemble`] makes the whole tree, and [`outputs`] writes
+//! it in each format.
+
+pub mod reference;
+pub mod spec;

@@ -1,0 +1,322 @@
+//! The definition: LinuxKit's YAML schema as typed, validated Rust values.
+//!
+//! This module owns parsing ([`parse`]), merging several files into one
+//! definition ([`Definition::merge`]) and the semantic checks ([`validate`]).
+//! It does no I/O: callers hand it text and a name for that text, so `berth
+//! validate` and the tests see exactly what `berth build` sees.
+//! What an image reference points at, and what the image's own label adds, is
+//! decided later (`plan`, `bundle`).
+
+mod located;
+mod parse;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use located::{Located, Origin};
+pub use parse::{parse, parse_label};
+pub use validate::{CAPABILITIES, RLIMITS, validate};
+
+/// A whole definition: one YAML file, or several merged in order.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<Kernel>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init: Vec<Located<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub onboot: Vec<Image>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub onshutdown: Vec<Image>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Image>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<File>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<Trust>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// The kernel's file name inside the kernel image (default `kernel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// The modules tarball inside the kernel image (default `kernel.tar`,
+    /// `none` for no modules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar: Option<String>,
+    /// A microcode cpio inside the kernel image, prepended to the initrd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ucode: Option<String>,
+}
+
+/// A user or group: a number, or the name of another container whose
+/// allocated id it shares.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum IdRef {
+    Number(u32),
+    Name(String),
+}
+
+/// A device node the container may use (`devices:`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minor: Option<i64>,
+    /// The file mode, octal: YAML `0666` is read as the text it is written as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Located<String>>,
+}
+
+/// A scalar that LinuxKit reads as a string even when YAML types it as a
+/// number or a boolean (sysctl values).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Integer(i64),
+    Boolean(bool),
+    String(String),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Integer(n) => write!(f, "{n}"),
+            Scalar::Boolean(b) => write!(f, "{b}"),
+            Scalar::String(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One entry of `uidMappings` / `gidMappings`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdMapping {
+    #[serde(rename = "containerID")]
+    pub container_id: u32,
+    #[serde(rename = "hostID")]
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// One `onboot`, `onshutdown` or `services` entry, or the
+/// `org.mobyproject.config` label of an image (which has no `name`/`image`).
+///
+/// Every field is optional so that "not set" stays distinguishable from
+/// "set to empty": LinuxKit's precedence (YAML over label over image config)
+/// depends on it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Image {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<Located<String>>>,
+    #[serde(
+        rename = "capabilities.add",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub capabilities_add: Option<Vec<Located<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ambient: Option<Vec<Located<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<Vec<contract::Mount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binds: Option<Vec<Located<String>>>,
+    #[serde(rename = "binds.add", default, skip_serializing_if = "Option::is_none")]
+    pub binds_add: Option<Vec<Located<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<Vec<Located<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<Device>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<Located<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uts: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked_paths: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly_paths: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<Located<IdRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<Located<IdRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_gids: Option<Vec<Located<IdRef>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_new_privileges: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_propagation: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroups_path: Option<String>,
+    /// The OCI runtime specification's `linux.resources`, as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sysctl: Option<BTreeMap<String, Scalar>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimits: Option<Vec<Located<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid_mappings: Option<Vec<IdMapping>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid_mappings: Option<Vec<IdMapping>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<contract::Runtime>,
+}
+
+impl Image {
+    /// The entry's name; validation guarantees one for YAML entries.
+    pub fn name(&self) -> &str {
+        self.name.as_ref().map_or("", |n| n.value.as_str())
+    }
+}
+
+/// One entry of `files:`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub path: Located<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symlink: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents: Option<String>,
+    /// A file on the build host, relative to the YAML file; `~` is the home
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `yaml`: the definition itself, as the builder saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Located<String>>,
+    /// A missing `source` is skipped instead of failing the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+    /// Octal; default 0600 for files and symlinks, 0700 for directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<Located<IdRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<Located<IdRef>>,
+}
+
+/// One entry of `volumes:`: an image made available to containers as a
+/// directory or as an OCI layout.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    pub name: Located<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<Vec<String>>,
+}
+
+/// `trust:`, kept for LinuxKit compatibility; berth's signature policy uses it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<Vec<String>>,
+}
+
+impl Definition {
+    /// Merges `next` into `self` as LinuxKit does when several files are
+    /// given: kernel fields that `next` sets override, lists append.
+    /// Duplicate names are left for [`validate`] to report, with both places.
+    pub fn merge(&mut self, next: Definition) {
+        if let Some(kernel) = next.kernel {
+            let mine = self.kernel.get_or_insert_with(Kernel::default);
+            let Kernel {
+                image,
+                cmdline,
+                binary,
+                tar,
+                ucode,
+            } = kernel;
+            mine.image = image.or(mine.image.take());
+            mine.cmdline = cmdline.or(mine.cmdline.take());
+            mine.binary = binary.or(mine.binary.take());
+            mine.tar = tar.or(mine.tar.take());
+            mine.ucode = ucode.or(mine.ucode.take());
+        }
+        self.init.extend(next.init);
+        self.onboot.extend(next.onboot);
+        self.onshutdown.extend(next.onshutdown);
+        self.services.extend(next.services);
+        self.files.extend(next.files);
+        self.volumes.extend(next.volumes);
+        if let Some(trust) = next.trust {
+            let mine = self.trust.get_or_insert_with(Trust::default);
+            for (list, more) in [(&mut mine.image, trust.image), (&mut mine.org, trust.org)] {
+                if let Some(more) = more {
+                    list.get_or_insert_with(Vec::new).extend(more);
+                }
+            }
+        }
+    }
+
+    /// Every image reference the definition names, with where it is named.
+    pub fn image_references(&self) -> Vec<&Located<String>> {
+        let kernel = self.kernel.iter().filter_map(|k| k.image.as_ref());
+        let entries = self
+            .onboot
+            .iter()
+            .chain(&self.onshutdown)
+            .chain(&self.services)
+            .filter_map(|i| i.image.as_ref());
+        let volumes = self.volumes.iter().filter_map(|v| v.image.as_ref());
+        kernel
+            .chain(&self.init)
+            .chain(entries)
+            .chain(volumes)
+            .collect()
+    }
+}

@@ -1,0 +1,635 @@
+//! Semantic checks on a parsed (and merged) [`Definition`]: the rules the
+//! YAML grammar cannot express.
+//!
+//! Every problem is collected, not just the first, and each names the place
+//! it was written.
+
+use std::collections::BTreeMap;
+
+use super::parse::{Problem, SpecError};
+use super::{Definition, File, IdRef, Image, Located};
+
+/// Linux capabilities by name (capability.h), in number order.
+pub const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Resource limits by name (setrlimit(2)), as the OCI spec spells them.
+pub const RLIMITS: &[&str] = &[
+    "RLIMIT_AS",
+    "RLIMIT_CORE",
+    "RLIMIT_CPU",
+    "RLIMIT_DATA",
+    "RLIMIT_FSIZE",
+    "RLIMIT_LOCKS",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_NOFILE",
+    "RLIMIT_NPROC",
+    "RLIMIT_RSS",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_STACK",
+];
+
+/// Normalises a capability as LinuxKit accepts it (`cap_sys_admin`,
+/// `SYS_ADMIN`), or `None` if it names no capability.
+pub fn capability(name: &str) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    CAPABILITIES.iter().copied().find(|c| *c == full)
+}
+
+/// A parsed `rlimits` entry: `name,soft,hard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub name: &'static str,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Parses `nofile,1024,4096` (names with or without `RLIMIT_`, any case;
+/// `unlimited` or `-1` for no limit).
+pub fn rlimit(text: &str) -> Result<Rlimit, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [name, soft, hard] = parts[..] else {
+        return Err(format!("rlimit {text:?} is not of the form name,soft,hard"));
+    };
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("RLIMIT_") {
+        upper
+    } else {
+        format!("RLIMIT_{upper}")
+    };
+    let name = RLIMITS
+        .iter()
+        .copied()
+        .find(|r| *r == full)
+        .ok_or_else(|| format!("unknown rlimit {name:?}"))?;
+    let number = |v: &str| -> Result<u64, String> {
+        match v {
+            "unlimited" | "-1" => Ok(u64::MAX),
+            _ => v
+                .parse()
+                .map_err(|_| format!("rlimit value {v:?} is not a number or \"unlimited\"")),
+        }
+    };
+    let (soft, hard) = (number(soft)?, number(hard)?);
+    if soft > hard {
+        return Err(format!("rlimit {name}: soft limit {soft} exceeds hard limit {hard}"));
+    }
+    Ok(Rlimit { name, soft, hard })
+}
+
+/// A parsed bind: `src:dst[:opt,opt]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind<'a> {
+    pub source: &'a str,
+    pub destination: &'a str,
+    pub options: Vec<&'a str>,
+}
+
+pub fn bind(text: &str) -> Result<Bind<'_>, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, destination, options) = match parts[..] {
+        [s, d] => (s, d, Vec::new()),
+        [s, d, o] => (s, d, o.split(',').filter(|o| !o.is_empty()).collect()),
+        _ => return Err(format!("bind {text:?} is not of the form src:dst[:options]")),
+    };
+    if source.is_empty() || destination.is_empty() {
+        return Err(format!("bind {text:?} has an empty source or destination"));
+    }
+    if !destination.starts_with('/') {
+        return Err(format!("bind {text:?}: destination must be an absolute path"));
+    }
+    Ok(Bind {
+        source,
+        destination,
+        options,
+    })
+}
+
+/// Parses a mode written as octal (`"0644"`, or YAML `0644` read as text).
+pub fn mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("mode {text:?} is not an octal number"))?;
+    if mode > 0o7777 {
+        return Err(format!("mode {text:?} is more than 07777"));
+    }
+    Ok(mode)
+}
+
+/// Checks a whole definition. Parsing has already checked keys and types.
+pub fn validate(definition: &Definition) -> Result<(), SpecError> {
+    let mut problems = Problems::default();
+    // Every entry's name can stand for its uid/gid; only service names must
+    // be unique (onboot and onshutdown bundles carry their index), as in
+    // LinuxKit.
+    let mut names: BTreeMap<&str, &Located<String>> = BTreeMap::new();
+    for image in definition.onboot.iter().chain(&definition.onshutdown) {
+        if let Some(name) = &image.name {
+            names.insert(name.as_str(), name);
+        }
+    }
+    let mut services: BTreeMap<&str, &Located<String>> = BTreeMap::new();
+    for (i, image) in definition.services.iter().enumerate() {
+        if let Some(name) = &image.name {
+            names.insert(name.as_str(), name);
+            if let Some(first) = services.insert(name.as_str(), name) {
+                problems.at(
+                    name,
+                    format!("services[{i}].name"),
+                    format!(
+                        "duplicate service name {:?}: already used at {}",
+                        name.value,
+                        first.position()
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(kernel) = &definition.kernel {
+        if kernel.image.is_none() {
+            problems.plain("kernel.image", "the kernel section needs an image".into());
+        }
+    }
+    for (i, reference) in definition.init.iter().enumerate() {
+        check_reference(&mut problems, reference, &format!("init[{i}]"));
+    }
+    for (section, images) in [
+        ("onboot", &definition.onboot),
+        ("onshutdown", &definition.onshutdown),
+        ("services", &definition.services),
+    ] {
+        for (i, image) in images.iter().enumerate() {
+            check_entry(&mut problems, image, &format!("{section}[{i}]"), &names);
+        }
+    }
+    for (i, file) in definition.files.iter().enumerate() {
+        check_file(&mut problems, file, &format!("files[{i}]"), &names);
+    }
+    for (i, volume) in definition.volumes.iter().enumerate() {
+        let path = format!("volumes[{i}]");
+        check_name(&mut problems, &volume.name, &format!("{path}.name"));
+        if let Some(format) = &volume.format {
+            if !["oci", "filesystem"].contains(&format.as_str()) {
+                problems.at(
+                    format,
+                    format!("{path}.format"),
+                    format!("unknown volume format {:?} (oci or filesystem)", format.value),
+                );
+            }
+        }
+        if let Some(image) = &volume.image {
+            check_reference(&mut problems, image, &format!("{path}.image"));
+        }
+    }
+    problems.finish()
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn at<T>(&mut self, place: &Located<T>, path: String, message: String) {
+        self.0.push(Problem {
+            position: place.position(),
+            path,
+            message,
+        });
+    }
+
+    fn plain(&mut self, path: &str, message: String) {
+        self.0.push(Problem {
+            position: "<definition>".into(),
+            path: path.into(),
+            message,
+        });
+    }
+
+    fn finish(self) -> Result<(), SpecError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError { problems: self.0 })
+        }
+    }
+}
+
+fn check_reference(problems: &mut Problems, reference: &Located<String>, path: &str) {
+    if let Err(message) = crate::reference::Reference::parse(reference) {
+        problems.at(reference, path.into(), message.to_string());
+    }
+}
+
+/// Names become directory names under `/containers`.
+fn check_name(problems: &mut Problems, name: &Located<String>, path: &str) {
+    let ok = !name.is_empty()
+        && name.as_str() != "."
+        && name.as_str() != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        problems.at(
+            name,
+            path.into(),
+            format!(
+                "name {:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                name.value
+            ),
+        );
+    }
+}
+
+fn check_entry(
+    problems: &mut Problems,
+    image: &Image,
+    path: &str,
+    names: &BTreeMap<&str, &Located<String>>,
+) {
+    let Some(name) = &image.name else {
+        let where_ = image.image.as_ref().map(|i| i.position());
+        problems.0.push(Problem {
+            position: where_.unwrap_or_else(|| "<definition>".into()),
+            path: format!("{path}.name"),
+            message: "every entry needs a name".into(),
+        });
+        return;
+    };
+    check_name(problems, name, &format!("{path}.name"));
+    match &image.image {
+        Some(reference) => check_reference(problems, reference, &format!("{path}.image")),
+        None => problems.at(
+            name,
+            format!("{path}.image"),
+            format!("entry {:?} has no image", name.value),
+        ),
+    }
+    check_config(problems, image, path, names);
+}
+
+/// Checks the fields an entry shares with an image label, so labels are
+/// checked by the same code when they are read.
+pub(crate) fn check_image_config(image: &Image, path: &str) -> Result<(), SpecError> {
+    let mut problems = Problems::default();
+    check_config(&mut problems, image, path, &BTreeMap::new());
+    problems.finish()
+}
+
+fn check_config(
+    problems: &mut Problems,
+    image: &Image,
+    path: &str,
+    names: &BTreeMap<&str, &Located<String>>,
+) {
+    for (key, list) in [
+        ("capabilities", &image.capabilities),
+        ("capabilities.add", &image.capabilities_add),
+        ("ambient", &image.ambient),
+    ] {
+        for (i, cap) in list.iter().flatten().enumerate() {
+            let special = key != "ambient" && ["all", "none"].contains(&cap.as_str());
+            if !special && capability(cap).is_none() {
+                problems.at(
+                    cap,
+                    format!("{path}.{key}[{i}]"),
+                    format!("unknown capability {:?}", cap.value),
+                );
+            }
+        }
+    }
+    for (key, list) in [("binds", &image.binds), ("binds.add", &image.binds_add)] {
+        for (i, b) in list.iter().flatten().enumerate() {
+            if let Err(message) = bind(b) {
+                problems.at(b, format!("{path}.{key}[{i}]"), message);
+            }
+        }
+    }
+    for (i, t) in image.tmpfs.iter().flatten().enumerate() {
+        let destination = t.split(':').next().unwrap_or("");
+        if !destination.starts_with('/') {
+            problems.at(
+                t,
+                format!("{path}.tmpfs[{i}]"),
+                format!("tmpfs {:?}: destination must be an absolute path", t.value),
+            );
+        }
+    }
+    for (i, r) in image.rlimits.iter().flatten().enumerate() {
+        if let Err(message) = rlimit(r) {
+            problems.at(r, format!("{path}.rlimits[{i}]"), message);
+        }
+    }
+    for (i, e) in image.env.iter().flatten().enumerate() {
+        if !e.contains('=') || e.starts_with('=') {
+            problems.at(
+                e,
+                format!("{path}.env[{i}]"),
+                format!("env {:?} is not of the form NAME=value", e.value),
+            );
+        }
+    }
+    for (key, ns, allow_none) in [
+        ("net", &image.net, true),
+        ("pid", &image.pid, false),
+        ("ipc", &image.ipc, false),
+        ("uts", &image.uts, false),
+        ("userns", &image.userns, false),
+    ] {
+        if let Some(ns) = ns {
+            let value = ns.as_str();
+            let ok = value == "host"
+                || value == "new"
+                || (allow_none && value == "none")
+                || value.starts_with('/');
+            if !ok {
+                let choices = if allow_none {
+                    "host, new, none or a path"
+                } else {
+                    "host, new or a path"
+                };
+                problems.at(
+                    ns,
+                    format!("{path}.{key}"),
+                    format!("namespace {value:?} must be {choices}"),
+                );
+            }
+        }
+    }
+    if let Some(p) = &image.rootfs_propagation {
+        let known = [
+            "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
+            "runbindable",
+        ];
+        if !known.contains(&p.as_str()) {
+            problems.at(
+                p,
+                format!("{path}.rootfsPropagation"),
+                format!("unknown propagation {:?}", p.value),
+            );
+        }
+    }
+    for (i, device) in image.devices.iter().flatten().enumerate() {
+        let dpath = format!("{path}.devices[{i}]");
+        if !["a", "b", "c", "u", "p"].contains(&device.kind.as_str()) {
+            problems.0.push(Problem {
+                position: "<definition>".into(),
+                path: format!("{dpath}.type"),
+                message: format!("unknown device type {:?} (a, b, c, u or p)", device.kind),
+            });
+        }
+        if let Some(m) = &device.mode {
+            if let Err(message) = mode(m) {
+                problems.at(m, format!("{dpath}.mode"), message);
+            }
+        }
+    }
+    let ids = [("uid", &image.uid), ("gid", &image.gid)];
+    let extra = image.additional_gids.iter().flatten();
+    for (key, id) in ids
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v)))
+        .chain(extra.enumerate().map(|(i, v)| (format!("additionalGids[{i}]"), v)))
+    {
+        check_id(problems, id, &format!("{path}.{key}"), names);
+    }
+}
+
+fn check_id(
+    problems: &mut Problems,
+    id: &Located<IdRef>,
+    path: &str,
+    names: &BTreeMap<&str, &Located<String>>,
+) {
+    // Labels are checked without the names of the definition: they may name
+    // any entry, which is resolved when the bundle is made.
+    if let IdRef::Name(name) = &id.value {
+        if !names.is_empty() && !names.contains_key(name.as_str()) {
+            problems.at(
+                id,
+                path.into(),
+                format!("{name:?} is neither a number nor the name of a container"),
+            );
+        }
+    }
+}
+
+fn check_file(
+    problems: &mut Problems,
+    file: &File,
+    path: &str,
+    names: &BTreeMap<&str, &Located<String>>,
+) {
+    let kinds: Vec<&str> = [
+        ("contents", file.contents.is_some()),
+        ("source", file.source.is_some()),
+        ("directory", file.directory == Some(true)),
+        ("symlink", file.symlink.is_some()),
+        ("metadata", file.metadata.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    if kinds.len() > 1 {
+        problems.at(
+            &file.path,
+            path.into(),
+            format!(
+                "file {:?} sets {}: give only one of contents, source, directory, symlink or metadata",
+                file.path.value,
+                kinds.join(" and ")
+            ),
+        );
+    }
+    if kinds.is_empty() {
+        problems.at(
+            &file.path,
+            path.into(),
+            format!(
+                "file {:?} needs one of contents, source, directory, symlink or metadata",
+                file.path.value
+            ),
+        );
+    }
+    let trimmed = file.path.trim_start_matches('/');
+    if trimmed.is_empty() || trimmed.split('/').any(|c| c == "..") {
+        problems.at(
+            &file.path,
+            format!("{path}.path"),
+            format!("path {:?} must name something inside the image", file.path.value),
+        );
+    }
+    if let Some(metadata) = &file.metadata {
+        if metadata.as_str() != "yaml" {
+            problems.at(
+                metadata,
+                format!("{path}.metadata"),
+                format!("unknown metadata {:?} (only yaml)", metadata.value),
+            );
+        }
+    }
+    if let Some(m) = &file.mode {
+        if let Err(message) = mode(m) {
+            problems.at(m, format!("{path}.mode"), message);
+        }
+    }
+    for (key, id) in [("uid", &file.uid), ("gid", &file.gid)] {
+        if let Some(id) = id {
+            check_id(problems, id, &format!("{path}.{key}"), names);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Origin, parse};
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let d = parse(yaml, &Origin::from("v.yml")).unwrap();
+        match validate(&d) {
+            Ok(()) => vec![],
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn duplicate_names_point_at_both_places() {
+        assert_eq!(
+            problems(
+                "onboot:\n  - name: a\n    image: x\n  - name: a\n    image: x\nservices:\n  - name: b\n    image: y\n  - name: b\n    image: y\n"
+            ),
+            ["v.yml:9:11: services[1].name: duplicate service name \"b\": already used at v.yml:7:11"]
+        );
+    }
+
+    #[test]
+    fn capabilities_are_checked_and_normalised() {
+        assert_eq!(capability("sys_admin"), Some("CAP_SYS_ADMIN"));
+        assert_eq!(capability("cap_bpf"), Some("CAP_BPF"));
+        assert_eq!(capability("CAP_FLY"), None);
+        assert_eq!(
+            problems("services:\n  - name: a\n    image: x\n    capabilities: [all, CAP_FLY]\n"),
+            ["v.yml:4:25: services[0].capabilities[1]: unknown capability \"CAP_FLY\""]
+        );
+    }
+
+    #[test]
+    fn rlimits_parse() {
+        assert_eq!(
+            rlimit("nofile,1024,4096"),
+            Ok(Rlimit {
+                name: "RLIMIT_NOFILE",
+                soft: 1024,
+                hard: 4096
+            })
+        );
+        assert_eq!(rlimit("RLIMIT_CORE,unlimited,unlimited").unwrap().hard, u64::MAX);
+        assert!(rlimit("nofile,1024").is_err());
+        assert!(rlimit("nofiles,1,2").is_err());
+        assert!(rlimit("nofile,9,2").is_err());
+    }
+
+    #[test]
+    fn binds_parse() {
+        assert_eq!(
+            bind("/a:/b:ro,rshared").unwrap(),
+            Bind {
+                source: "/a",
+                destination: "/b",
+                options: vec!["ro", "rshared"]
+            }
+        );
+        assert!(bind("/a").is_err());
+        assert!(bind("/a:b").is_err());
+        assert!(bind("/a:/b:c:d").is_err());
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(mode("0644"), Ok(0o644));
+        assert_eq!(mode("755"), Ok(0o755));
+        assert!(mode("0999").is_err());
+        assert!(mode("077777").is_err());
+    }
+
+    #[test]
+    fn files_need_exactly_one_kind() {
+        assert_eq!(
+            problems("files:\n  - path: etc/x\n    contents: a\n    directory: true\n"),
+            ["v.yml:2:11: files[0]: file \"etc/x\" sets contents and directory: give only one of contents, source, directory, symlink or metadata"]
+        );
+        assert_eq!(
+            problems("files:\n  - path: etc/x\n    mode: \"0644\"\n"),
+            ["v.yml:2:11: files[0]: file \"etc/x\" needs one of contents, source, directory, symlink or metadata"]
+        );
+        assert_eq!(
+            problems("files:\n  - path: ../etc/x\n    contents: a\n"),
+            ["v.yml:2:11: files[0].path: path \"../etc/x\" must name something inside the image"]
+        );
+    }
+
+    #[test]
+    fn namespaces_and_ids() {
+        assert_eq!(
+            problems(
+                "services:\n  - name: a\n    image: x\n    pid: none\n    net: /run/netns/a\n    uid: b\n"
+            ),
+            [
+                "v.yml:4:10: services[0].pid: namespace \"none\" must be host, new or a path",
+                "v.yml:6:10: services[0].uid: \"b\" is neither a number nor the name of a container"
+            ]
+        );
+        assert!(
+            problems("services:\n  - name: a\n    image: x\n    uid: 100\n    gid: a\n").is_empty()
+        );
+    }
+}
