@@ -8,3 +8,6 @@
 
 pub mod reference;
 pub mod spec;
+pub mod bundle;
+pub mod entry;
+pub mod outputs;

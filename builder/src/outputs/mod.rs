@@ -1,0 +1,332 @@
+//! Output formats: one entry stream in, artifacts out.
+//!
+//! Every artifact is written under a temporary name in the output directory
+//! and renamed into place only when all of them are complete ([`Pending`]),
+//! so a failed build leaves nothing behind and never replaces a good
+//! artifact with half of a new one. File names follow LinuxKit's.
+
+pub mod compress;
+pub mod cpio;
+pub mod tar;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+pub use compress::Compression;
+
+use crate::entry::{Entry, Sink, copy_entry};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Format {
+    /// The whole filesystem: `NAME.tar`.
+    Tar,
+    /// `NAME-kernel`, `NAME-initrd.img`, `NAME-cmdline`.
+    KernelInitrd,
+    /// `NAME-initrd.tar` holding `kernel`, `initrd.img`, `cmdline`,
+    /// `ucode.cpio`.
+    TarKernelInitrd,
+}
+
+impl Format {
+    pub const ALL: &[(&str, Format)] = &[
+        ("tar", Format::Tar),
+        ("kernel+initrd", Format::KernelInitrd),
+        ("tar-kernel-initrd", Format::TarKernelInitrd),
+    ];
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Format::ALL
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| {
+                let known: Vec<_> = Format::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown format {s:?} (known: {})", known.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = Format::ALL.iter().find(|(_, x)| x == self).map_or("?", |(n, _)| n);
+        f.write_str(name)
+    }
+}
+
+/// Artifacts being written, renamed into place by [`Pending::commit`] and
+/// deleted if dropped before.
+pub struct Pending {
+    directory: PathBuf,
+    files: Vec<(NamedTempFile, Option<PathBuf>)>,
+}
+
+impl Pending {
+    pub fn new(directory: &Path) -> Pending {
+        Pending {
+            directory: directory.to_path_buf(),
+            files: Vec::new(),
+        }
+    }
+
+    /// A new temporary file; `name` is what it becomes on commit, `None` for
+    /// scratch files that are only deleted.
+    fn create(&mut self, name: Option<&str>) -> io::Result<(usize, File)> {
+        let temp = tempfile::Builder::new()
+            .prefix(".berth-")
+            .tempfile_in(&self.directory)?;
+        let file = temp.as_file().try_clone()?;
+        self.files
+            .push((temp, name.map(|n| self.directory.join(n))));
+        Ok((self.files.len() - 1, file))
+    }
+
+    fn path(&self, index: usize) -> &Path {
+        self.files[index].0.path()
+    }
+
+    fn rename(&mut self, index: usize, name: &str) {
+        self.files[index].1 = Some(self.directory.join(name));
+    }
+
+    /// Renames every artifact into place; returns their paths.
+    pub fn commit(self) -> io::Result<Vec<PathBuf>> {
+        let mut done = Vec::new();
+        for (temp, destination) in self.files {
+            match destination {
+                Some(destination) => {
+                    temp.as_file().sync_all()?;
+                    // Artifacts are ordinary files: 0644, not tempfile's 0600.
+                    use std::os::unix::fs::PermissionsExt;
+                    temp.as_file()
+                        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+                    temp.persist(&destination).map_err(|e| e.error)?;
+                    done.push(destination);
+                }
+                None => drop(temp),
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// The sinks for the requested formats, fed by one stream.
+pub struct Writers {
+    sinks: Vec<Box<dyn Sink>>,
+    parts: Option<Parts>,
+    name: String,
+    formats: Vec<Format>,
+}
+
+impl Writers {
+    pub fn new(
+        pending: &mut Pending,
+        name: &str,
+        formats: &[Format],
+        compression: Compression,
+    ) -> io::Result<Writers> {
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let mut parts = None;
+        if formats.contains(&Format::Tar) {
+            let (_, file) = pending.create(Some(&format!("{name}.tar")))?;
+            sinks.push(Box::new(tar::TarWriter::new(BufWriter::with_capacity(
+                1 << 20,
+                file,
+            ))));
+        }
+        if formats.contains(&Format::KernelInitrd) || formats.contains(&Format::TarKernelInitrd)
+        {
+            let (sink, split) = KernelInitrd::new(pending, compression)?;
+            sinks.push(Box::new(sink));
+            parts = Some(split);
+        }
+        Ok(Writers {
+            sinks,
+            parts,
+            name: name.to_string(),
+            formats: formats.to_vec(),
+        })
+    }
+
+    pub fn sink(&mut self) -> &mut dyn Sink {
+        self
+    }
+
+    /// Ends the stream and lays out the kernel/initrd formats.
+    pub fn finish(mut self, pending: &mut Pending) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.finish()?;
+        }
+        self.sinks.clear();
+        let Some(parts) = self.parts else {
+            return Ok(());
+        };
+        let name = &self.name;
+        if self.formats.contains(&Format::TarKernelInitrd) {
+            let (_, file) = pending.create(Some(&format!("{name}-initrd.tar")))?;
+            let mut tar = tar::TarWriter::new(BufWriter::new(file));
+            for (inner, part) in [
+                ("kernel", parts.kernel),
+                ("initrd.img", parts.initrd),
+                ("cmdline", parts.cmdline),
+                ("ucode.cpio", parts.ucode),
+            ] {
+                let mut file = File::open(pending.path(part))?;
+                let size = file.metadata()?.len();
+                if size > 0 {
+                    let entry = Entry::file(inner, 0o644, size, crate::entry::DEFAULT_MTIME);
+                    copy_entry(&mut tar, &entry, &mut file)?;
+                }
+            }
+            tar.finish()?;
+        }
+        if self.formats.contains(&Format::KernelInitrd) {
+            for (part, suffix) in [(parts.kernel, "kernel"), (parts.cmdline, "cmdline")] {
+                if std::fs::metadata(pending.path(part))?.len() > 0 {
+                    pending.rename(part, &format!("{name}-{suffix}"));
+                }
+            }
+            let initrd_name = format!("{name}-initrd.img");
+            if std::fs::metadata(pending.path(parts.ucode))?.len() == 0 {
+                pending.rename(parts.initrd, &initrd_name);
+            } else {
+                // Early microcode must come first and uncompressed
+                // (Documentation/arch/x86/microcode.rst).
+                let (_, file) = pending.create(Some(&initrd_name))?;
+                let mut out = BufWriter::new(file);
+                for part in [parts.ucode, parts.initrd] {
+                    io::copy(&mut File::open(pending.path(part))?, &mut out)?;
+                }
+                out.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Writers {
+    fn entry(&mut self, entry: &Entry) -> io::Result<()> {
+        self.sinks.iter_mut().try_for_each(|s| s.entry(entry))
+    }
+    fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.sinks.iter_mut().try_for_each(|s| s.data(chunk))
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where each part of the kernel/initrd split went, as indices into
+/// [`Pending`].
+#[derive(Clone, Copy)]
+struct Parts {
+    kernel: usize,
+    cmdline: usize,
+    ucode: usize,
+    initrd: usize,
+}
+
+/// Splits the stream as LinuxKit does: `boot/kernel`, `boot/cmdline` and
+/// `boot/ucode.cpio` become their own files, anything else under `boot/` is
+/// dropped, and the rest becomes the compressed cpio initrd.
+struct KernelInitrd {
+    kernel: BufWriter<File>,
+    cmdline: BufWriter<File>,
+    ucode: BufWriter<File>,
+    initrd: Option<cpio::CpioWriter<Box<dyn compress::Encoder>>>,
+    target: Target,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Kernel,
+    Cmdline,
+    Ucode,
+    Initrd,
+    Drop,
+}
+
+impl KernelInitrd {
+    fn new(pending: &mut Pending, compression: Compression) -> io::Result<(KernelInitrd, Parts)> {
+        let (kernel_index, kernel) = pending.create(None)?;
+        let (cmdline_index, cmdline) = pending.create(None)?;
+        let (ucode_index, ucode) = pending.create(None)?;
+        let (initrd_index, initrd) = pending.create(None)?;
+        let parts = Parts {
+            kernel: kernel_index,
+            cmdline: cmdline_index,
+            ucode: ucode_index,
+            initrd: initrd_index,
+        };
+        let encoder = compress::encoder(compression, BufWriter::with_capacity(1 << 20, initrd))?;
+        let sink = KernelInitrd {
+            kernel: BufWriter::with_capacity(1 << 20, kernel),
+            cmdline: BufWriter::new(cmdline),
+            ucode: BufWriter::new(ucode),
+            initrd: Some(cpio::CpioWriter::new(encoder)),
+            target: Target::Drop,
+        };
+        Ok((sink, parts))
+    }
+}
+
+impl Sink for KernelInitrd {
+    fn entry(&mut self, entry: &Entry) -> io::Result<()> {
+        self.target = match entry.path.as_str() {
+            "boot/kernel" => Target::Kernel,
+            "boot/cmdline" => Target::Cmdline,
+            "boot/ucode.cpio" => Target::Ucode,
+            p if p.starts_with("boot/") => Target::Drop,
+            _ => Target::Initrd,
+        };
+        // A second kernel or cmdline replaces the first, as in LinuxKit.
+        for (target, file) in [
+            (Target::Kernel, &mut self.kernel),
+            (Target::Cmdline, &mut self.cmdline),
+            (Target::Ucode, &mut self.ucode),
+        ] {
+            if self.target == target {
+                file.flush()?;
+                file.get_mut().set_len(0)?;
+                file.get_mut().rewind()?;
+            }
+        }
+        if self.target == Target::Initrd {
+            self.initrd.as_mut().expect("initrd finished").entry(entry)?;
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
+        match self.target {
+            Target::Kernel => self.kernel.write_all(chunk),
+            Target::Cmdline => self.cmdline.write_all(chunk),
+            Target::Ucode => self.ucode.write_all(chunk),
+            Target::Initrd => self.initrd.as_mut().expect("initrd finished").data(chunk),
+            Target::Drop => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        for file in [&mut self.kernel, &mut self.cmdline, &mut self.ucode] {
+            file.flush()?;
+        }
+        if let Some(mut initrd) = self.initrd.take() {
+            initrd.finish()?;
+            initrd.into_inner().finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a whole small file, for tests and listings.
+pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
