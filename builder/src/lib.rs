@@ -11,3 +11,8 @@ pub mod spec;
 pub mod bundle;
 pub mod entry;
 pub mod outputs;
+pub mod flatten;
+pub mod store;
+pub mod assemble;
+pub mod plan;
+pub mod build;

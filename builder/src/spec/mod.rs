@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 
 pub use located::{Located, Origin};
 pub use parse::{parse, parse_label};
-pub use validate::{CAPABILITIES, RLIMITS, validate};
+pub use parse::{Problem, SpecError};
+pub use validate::{
+    Bind, CAPABILITIES, RLIMITS, Rlimit, bind, capability, check_label, mode, rlimit, validate,
+};
 
 /// A whole definition: one YAML file, or several merged in order.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]

@@ -316,11 +316,16 @@ fn check_entry(
     check_config(problems, image, path, names);
 }
 
-/// Checks the fields an entry shares with an image label, so labels are
-/// checked by the same code when they are read.
-pub(crate) fn check_image_config(image: &Image, path: &str) -> Result<(), SpecError> {
+/// Checks an image's `org.mobyproject.config` label with the same rules as
+/// a YAML entry; a label has no name or image of its own.
+pub fn check_label(label: &Image, image: &str) -> Result<(), SpecError> {
     let mut problems = Problems::default();
-    check_config(&mut problems, image, path, &BTreeMap::new());
+    for (key, value) in [("name", &label.name), ("image", &label.image)] {
+        if let Some(value) = value {
+            problems.at(value, key.into(), format!("{key} cannot be set in an image label"));
+        }
+    }
+    check_config(&mut problems, label, &format!("label of {image}"), &BTreeMap::new());
     problems.finish()
 }
 

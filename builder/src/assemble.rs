@@ -1,0 +1,521 @@
+//! Assembly: the whole filesystem of the image as one entry stream, in
+//! LinuxKit's order: kernel, init images, onboot, onshutdown and services
+//! bundles, then `files`.
+//!
+//! Images must already be resolved ([`crate::plan`]); this module reads
+//! their blobs through the [`ImageSource`] and writes to a [`Sink`]. It never
+//! touches the host filesystem except to read `files:` sources.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use contract::BundleKind;
+
+use crate::bundle::{Bundle, BundleError, IdMap, ImageDefaults};
+use crate::entry::{self, DEFAULT_MTIME, Entry, Kind, Sink, copy_entry, write_bytes};
+use crate::flatten::{FlattenError, flatten};
+use crate::plan::Plan;
+use crate::spec::{self, Definition, File, SpecError};
+use crate::store::{Image, ImageSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error(transparent)]
+    Flatten(#[from] FlattenError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("kernel image {image}: {message}")]
+    Kernel { image: String, message: String },
+    #[error("{position}: file {path:?}: {message}")]
+    File {
+        position: String,
+        path: String,
+        message: String,
+    },
+    #[error("writing the image: {0}")]
+    Write(#[source] io::Error),
+}
+
+impl From<io::Error> for AssembleError {
+    fn from(e: io::Error) -> Self {
+        AssembleError::Write(e)
+    }
+}
+
+/// Options that change the bytes of the result.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `SOURCE_DATE_EPOCH`: the time of every entry berth makes, and the
+    /// latest time any entry may carry.
+    pub source_date_epoch: Option<u64>,
+}
+
+/// The sink wrapper that knows which directories exist, so that parents are
+/// made exactly once, and that applies the time policy.
+struct Tree<'a> {
+    sink: &'a mut dyn Sink,
+    directories: HashSet<String>,
+    epoch: Option<u64>,
+}
+
+impl Tree<'_> {
+    fn mtime(&self) -> u64 {
+        self.epoch.unwrap_or(DEFAULT_MTIME)
+    }
+
+    fn write(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        let mut entry = entry.clone();
+        if let Some(epoch) = self.epoch {
+            entry.mtime = entry.mtime.min(epoch);
+        }
+        self.parents(&entry.path, 0o755, 0, 0)?;
+        if entry.is_dir() {
+            self.directories.insert(entry.path.clone());
+        }
+        copy_entry(self.sink, &entry, data)
+    }
+
+    /// Makes the missing ancestors of `path` with the given metadata.
+    fn parents(&mut self, path: &str, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+        for ancestor in entry::ancestors(path) {
+            if self.directories.insert(ancestor.to_string()) {
+                let mut dir = Entry::directory(ancestor, mode, self.mtime());
+                dir.uid = uid;
+                dir.gid = gid;
+                self.sink.entry(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn directory(&mut self, path: &str) -> io::Result<()> {
+        if !self.directories.contains(path) {
+            let dir = Entry::directory(path, 0o755, self.mtime());
+            self.write(&dir, &mut io::empty())?;
+        }
+        Ok(())
+    }
+
+    fn bytes(&mut self, path: &str, mode: u32, bytes: &[u8]) -> io::Result<()> {
+        self.parents(path, 0o755, 0, 0)?;
+        let entry = Entry::file(path, mode, bytes.len() as u64, self.mtime());
+        write_bytes(self.sink, &entry, bytes)
+    }
+}
+
+/// How an image's root is adjusted, as LinuxKit does for the roots of init
+/// images and containers: files a container runtime must control are
+/// dropped or replaced, and mount points it needs are made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Root {
+    Init,
+    Container,
+}
+
+const DROPPED: &[&str] = &[
+    ".dockerenv",
+    "Dockerfile",
+    "dev/console",
+    "dev/pts",
+    "dev/shm",
+    "etc/hostname",
+];
+const HOSTS: &str = "127.0.0.1       localhost\n::1     localhost ip6-localhost ip6-loopback\nfe00::0 ip6-localnet\nff00::0 ip6-mcastprefix\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n";
+const NO_RESOLV_CONF: &str = "\n# no resolv.conf configured\n";
+
+/// Writes an image's filesystem under `prefix` (`""` for `/`).
+fn write_root(
+    tree: &mut Tree,
+    source: &dyn ImageSource,
+    image: &Image,
+    prefix: &str,
+    root: Root,
+) -> Result<(), AssembleError> {
+    let join = |path: &str| {
+        if prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{prefix}/{path}")
+        }
+    };
+    if !prefix.is_empty() {
+        tree.directory(prefix)?;
+    }
+    let mut seen: HashSet<&'static str> = HashSet::new();
+    let resolv_conf = |tree: &mut Tree, path: &str| -> io::Result<()> {
+        match root {
+            Root::Init => {
+                let link = Entry::symlink(path, "/run/resolvconf/resolv.conf", tree.mtime());
+                tree.write(&link, &mut io::empty())
+            }
+            Root::Container => tree.bytes(path, 0o644, NO_RESOLV_CONF.as_bytes()),
+        }
+    };
+    flatten(source, image, &mut |entry, data| {
+        let name = entry.path.as_str();
+        if DROPPED.contains(&name) || DROPPED.iter().any(|d| name.starts_with(&format!("{d}/"))) {
+            return Ok(());
+        }
+        let mut out = entry.clone();
+        out.path = join(name);
+        if let Kind::HardLink { target } = &mut out.kind {
+            *target = join(target);
+        }
+        let result = match name {
+            "etc/hosts" => tree.bytes(&out.path, 0o644, HOSTS.as_bytes()),
+            "etc/resolv.conf" => resolv_conf(tree, &out.path),
+            _ => tree.write(&out, data),
+        };
+        for must in MUST_EXIST {
+            if must.0 == name {
+                seen.insert(must.0);
+            }
+        }
+        result.map_err(|e| FlattenError::Emit(e.to_string()))
+    })?;
+    for (path, kind) in MUST_EXIST {
+        if seen.contains(path) {
+            continue;
+        }
+        let full = join(path);
+        match kind {
+            Must::Directory => tree.directory(&full)?,
+            Must::Hosts => tree.bytes(&full, 0o644, HOSTS.as_bytes())?,
+            Must::Mtab => {
+                let link = Entry::symlink(full, "/proc/mounts", tree.mtime());
+                tree.write(&link, &mut io::empty())?;
+            }
+            Must::ResolvConf => resolv_conf(tree, &full)?,
+        }
+    }
+    Ok(())
+}
+
+enum Must {
+    Directory,
+    Hosts,
+    Mtab,
+    ResolvConf,
+}
+
+/// What every container root has, in LinuxKit's order.
+const MUST_EXIST: &[(&str, Must)] = &[
+    ("dev", Must::Directory),
+    ("dev/pts", Must::Directory),
+    ("dev/shm", Must::Directory),
+    ("etc", Must::Directory),
+    ("etc/hosts", Must::Hosts),
+    ("etc/mtab", Must::Mtab),
+    ("etc/resolv.conf", Must::ResolvConf),
+    ("proc", Must::Directory),
+    ("sys", Must::Directory),
+];
+
+/// The kernel image gives `boot/kernel`, `boot/cmdline`, `boot/ucode.cpio`
+/// and the contents of its modules tarball; nothing else of it is kept.
+fn write_kernel(
+    tree: &mut Tree,
+    source: &dyn ImageSource,
+    image: &Image,
+    kernel: &spec::Kernel,
+) -> Result<(), AssembleError> {
+    let binary = kernel.binary.as_deref().filter(|b| !b.is_empty()).unwrap_or("kernel");
+    let modules = match kernel.tar.as_deref() {
+        None => Some("kernel.tar"),
+        Some("" | "none") => None,
+        Some(name) => Some(name),
+    };
+    let ucode = kernel.ucode.as_deref().filter(|u| !u.is_empty());
+    let cmdline = kernel.cmdline.clone().unwrap_or_default();
+    let (mut found_kernel, mut found_modules) = (false, false);
+    let fail = |message: String| AssembleError::Kernel {
+        image: image.reference.clone(),
+        message,
+    };
+    let mut nested: Option<String> = None;
+    flatten(source, image, &mut |entry, data| {
+        let emit = |e: io::Error| FlattenError::Emit(e.to_string());
+        let name = entry.path.as_str();
+        if name == binary && entry.kind == Kind::File {
+            if found_kernel {
+                return Err(FlattenError::Emit(format!(
+                    "kernel image {}: more than one kernel",
+                    image.reference
+                )));
+            }
+            found_kernel = true;
+            tree.directory("boot").map_err(emit)?;
+            tree.bytes("boot/cmdline", 0o644, cmdline.as_bytes()).map_err(emit)?;
+            let mut out = entry.clone();
+            out.path = "boot/kernel".into();
+            out.mtime = tree.mtime();
+            tree.write(&out, data).map_err(emit)?;
+        } else if Some(name) == ucode && entry.kind == Kind::File {
+            tree.directory("boot").map_err(emit)?;
+            let mut out = entry.clone();
+            out.path = "boot/ucode.cpio".into();
+            out.mtime = tree.mtime();
+            tree.write(&out, data).map_err(emit)?;
+        } else if Some(name) == modules && entry.kind == Kind::File {
+            found_modules = true;
+            if let Err(message) = write_modules(tree, data) {
+                nested = Some(message.clone());
+                return Err(FlattenError::Emit(message));
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| match (&nested, e) {
+        (Some(message), _) => fail(format!("{}: {message}", modules.unwrap_or_default())),
+        (None, e) => AssembleError::Flatten(e),
+    })?;
+    if !found_kernel {
+        return Err(fail(format!("no kernel file {binary:?} in the image")));
+    }
+    if let (Some(modules), false) = (modules, found_modules) {
+        return Err(fail(format!(
+            "no modules tarball {modules:?} in the image (set kernel.tar: none if it has none)"
+        )));
+    }
+    Ok(())
+}
+
+/// Copies the kernel's modules tarball into `/`. Hard links in it become
+/// relative symbolic links, as LinuxKit makes them: the tarball is a stream
+/// and the number of names of each file is not known in advance.
+fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
+    let mut archive = tar::Archive::new(data);
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
+        let path = entry::clean_path(&raw).map_err(|reason| format!("entry {raw:?}: {reason}"))?;
+        if path.is_empty() {
+            continue;
+        }
+        let h = entry.header();
+        let mode = h.mode().map_err(|e| e.to_string())? & 0o7777;
+        let id = |v: io::Result<u64>| -> Result<u32, String> {
+            let v = v.map_err(|e| e.to_string())?;
+            u32::try_from(v).map_err(|_| format!("entry {raw:?}: id beyond 32 bits"))
+        };
+        let (uid, gid) = (id(h.uid())?, id(h.gid())?);
+        let mtime = h.mtime().map_err(|e| e.to_string())?;
+        let link = entry
+            .link_name()
+            .map_err(|e| e.to_string())?
+            .map(|l| l.to_string_lossy().to_string());
+        let kind = match h.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+            tar::EntryType::Directory => Kind::Directory,
+            tar::EntryType::Symlink => Kind::Symlink {
+                target: link.unwrap_or_default(),
+            },
+            tar::EntryType::Link => {
+                let target = entry::clean_path(&link.unwrap_or_default())
+                    .map_err(|reason| format!("entry {raw:?}: hard link target {reason}"))?;
+                Kind::Symlink {
+                    target: relative(&path, &target),
+                }
+            }
+            other => return Err(format!("entry {raw:?}: unsupported type {other:?}")),
+        };
+        let size = if kind == Kind::File { entry.size() } else { 0 };
+        let out = Entry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            size,
+            links: 1,
+        };
+        tree.write(&out, &mut entry).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The path from the directory of `from` to `to`, both relative to `/`.
+fn relative(from: &str, to: &str) -> String {
+    let from_dir: Vec<&str> = entry::parent(from).split('/').filter(|s| !s.is_empty()).collect();
+    let to_parts: Vec<&str> = to.split('/').collect();
+    let common = from_dir
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut parts: Vec<&str> = vec![".."; from_dir.len() - common];
+    parts.extend(&to_parts[common..]);
+    parts.join("/")
+}
+
+/// Writes the whole image to `sink`.
+pub fn assemble(
+    definition: &Definition,
+    plan: &Plan,
+    source: &dyn ImageSource,
+    options: &Options,
+    sink: &mut dyn Sink,
+) -> Result<(), AssembleError> {
+    let mut tree = Tree {
+        sink,
+        directories: HashSet::new(),
+        epoch: options.source_date_epoch,
+    };
+    let ids = IdMap::new(definition);
+    if let Some(kernel) = &definition.kernel {
+        if let Some(reference) = &kernel.image {
+            write_kernel(&mut tree, source, plan.image(reference), kernel)?;
+        }
+    }
+    for reference in &definition.init {
+        write_root(&mut tree, source, plan.image(reference), "", Root::Init)?;
+    }
+    // An image used by several bundles is written once; the others mount it.
+    let mut written: HashMap<String, String> = HashMap::new();
+    for (kind, entries) in [
+        (BundleKind::Onboot, &definition.onboot),
+        (BundleKind::Onshutdown, &definition.onshutdown),
+        (BundleKind::Service, &definition.services),
+    ] {
+        for (index, entry) in entries.iter().enumerate() {
+            let reference = entry.image.as_ref().expect("validated: every entry has an image");
+            let image = plan.image(reference);
+            let label = plan.label(reference);
+            let config = image.config.config().as_ref();
+            let empty = Vec::new();
+            let defaults = ImageDefaults {
+                entrypoint: config.and_then(|c| c.entrypoint().as_ref()).unwrap_or(&empty),
+                cmd: config.and_then(|c| c.cmd().as_ref()).unwrap_or(&empty),
+                env: config.and_then(|c| c.env().as_ref()).unwrap_or(&empty),
+                working_dir: config.and_then(|c| c.working_dir().as_deref()),
+                label,
+            };
+            let bundle_dir = kind.bundle_path(index, entry.name());
+            let readonly = Bundle::readonly(entry, &defaults);
+            let own_root = format!("{bundle_dir}/{}", if readonly { "rootfs" } else { "lower" });
+            tree.directory(&bundle_dir)?;
+            let root_source = match written.get(&image.digest) {
+                Some(shared) => shared.clone(),
+                None => {
+                    write_root(&mut tree, source, image, &own_root, Root::Container)?;
+                    written.insert(image.digest.clone(), own_root.clone());
+                    own_root
+                }
+            };
+            let bundle = Bundle::make(entry, &defaults, &ids, &bundle_dir, &root_source)?;
+            tree.bytes(&format!("{bundle_dir}/config.json"), 0o644, &bundle.config_json())?;
+            if !readonly {
+                tree.directory(&format!("{bundle_dir}/tmp"))?;
+            }
+            tree.directory(&format!("{bundle_dir}/rootfs"))?;
+            tree.bytes(&format!("{bundle_dir}/runtime.json"), 0o644, &bundle.runtime_json())?;
+        }
+    }
+    for file in &definition.files {
+        write_file(&mut tree, definition, &ids, file)?;
+    }
+    tree.sink.finish()?;
+    Ok(())
+}
+
+/// A `files:` entry. Sources are read relative to the directory of the YAML
+/// file that names them (LinuxKit: the working directory, which is usually
+/// the same); `~/` is the home directory.
+fn write_file(
+    tree: &mut Tree,
+    definition: &Definition,
+    ids: &IdMap,
+    file: &File,
+) -> Result<(), AssembleError> {
+    let fail = |message: String| AssembleError::File {
+        position: file.path.position(),
+        path: file.path.value.clone(),
+        message,
+    };
+    let path = entry::clean_path(&file.path).map_err(fail)?;
+    let is_dir = file.directory == Some(true);
+    let mode = match &file.mode {
+        Some(m) => spec::mode(m).map_err(fail)?,
+        None if is_dir => 0o700,
+        None => 0o600,
+    };
+    let uid = file.uid.as_ref().map(|i| ids.resolve(i)).transpose()?.unwrap_or(0);
+    let gid = file.gid.as_ref().map(|i| ids.resolve(i)).transpose()?.unwrap_or(0);
+    let bytes = if let Some(contents) = &file.contents {
+        Some(contents.clone().into_bytes())
+    } else if let Some(source) = &file.source {
+        let resolved = resolve_source(source, file.path.origin.as_deref());
+        match std::fs::read(&resolved) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && file.optional == Some(true) => {
+                return Ok(());
+            }
+            Err(e) => return Err(fail(format!("cannot read source {}: {e}", resolved.display()))),
+        }
+    } else if file.metadata.is_some() {
+        let yaml = serde_saphyr::to_string(definition)
+            .map_err(|e| fail(format!("cannot write the definition as YAML: {e}")))?;
+        Some(yaml.into_bytes())
+    } else {
+        None
+    };
+    // Parents take the file's read bits as search bits, and its owner.
+    let mut parent_mode = mode & 0o777;
+    for class in [0o700, 0o070, 0o007] {
+        if mode & class != 0 {
+            parent_mode |= class & 0o111;
+        }
+    }
+    tree.parents(&path, parent_mode, uid, gid)?;
+    let mut entry = match (&file.symlink, is_dir) {
+        (_, true) => Entry::directory(path, mode, tree.mtime()),
+        (Some(target), false) => {
+            let mut link = Entry::symlink(path, target.clone(), tree.mtime());
+            link.mode = mode;
+            link
+        }
+        (None, false) => {
+            let bytes = bytes.unwrap_or_default();
+            let mut entry = Entry::file(path, mode, bytes.len() as u64, tree.mtime());
+            entry.uid = uid;
+            entry.gid = gid;
+            tree.write(&entry, &mut &bytes[..])?;
+            return Ok(());
+        }
+    };
+    entry.uid = uid;
+    entry.gid = gid;
+    tree.write(&entry, &mut io::empty())?;
+    Ok(())
+}
+
+fn resolve_source(source: &str, origin: Option<&str>) -> PathBuf {
+    if let Some(rest) = source.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return Path::new(&home).join(rest);
+        }
+    }
+    let path = Path::new(source);
+    match origin.map(Path::new).and_then(Path::parent) {
+        Some(dir) if path.is_relative() && !origin.is_some_and(|o| o.starts_with('<')) => {
+            dir.join(path)
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links() {
+        assert_eq!(relative("usr/bin/a", "usr/bin/b"), "b");
+        assert_eq!(relative("lib/modules/x/a.ko", "lib/firmware/f"), "../../firmware/f");
+        assert_eq!(relative("a", "b/c"), "b/c");
+    }
+}

@@ -1,0 +1,73 @@
+//! One build, start to finish: plan, assemble, write every requested format,
+//! commit the artifacts.
+
+use std::path::PathBuf;
+
+use crate::assemble::{self, AssembleError, assemble};
+use crate::outputs::{Compression, Format, Pending, Writers};
+use crate::plan::{Plan, PlanError};
+use crate::spec::Definition;
+use crate::store::ImageSource;
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The base name of the artifacts.
+    pub name: String,
+    pub output_dir: PathBuf,
+    pub formats: Vec<Format>,
+    pub compression: Compression,
+    /// `amd64` or `arm64`.
+    pub arch: String,
+    pub assemble: assemble::Options,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    #[error("output directory {}: {source}", dir.display())]
+    Output {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a build made.
+#[derive(Debug)]
+pub struct Built {
+    pub artifacts: Vec<PathBuf>,
+    /// Every image reference and the digest it resolved to.
+    pub images: Vec<(String, String)>,
+}
+
+/// Builds `definition` into the requested formats. On error nothing is left
+/// in the output directory.
+pub fn build(
+    definition: &Definition,
+    source: &dyn ImageSource,
+    options: &BuildOptions,
+) -> Result<Built, BuildError> {
+    let plan = Plan::resolve(definition, source, &options.arch)?;
+    let output = |source| BuildError::Output {
+        dir: options.output_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&options.output_dir).map_err(output)?;
+    let mut pending = Pending::new(&options.output_dir);
+    let mut writers = Writers::new(
+        &mut pending,
+        &options.name,
+        &options.formats,
+        options.compression,
+    )
+    .map_err(output)?;
+    assemble(definition, &plan, source, &options.assemble, writers.sink())?;
+    writers.finish(&mut pending).map_err(output)?;
+    let artifacts = pending.commit().map_err(output)?;
+    Ok(Built {
+        artifacts,
+        images: plan.digests(),
+    })
+}
