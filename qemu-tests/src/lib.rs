@@ -1,1 +1,533 @@
+//! Boots berth's artifacts under QEMU and watches the serial console: the
+//! QEMU command line, the KVM probe (KVM hangs on some hosts, so it is
+//! proven with a short run before it is used), waiting for expected console
+//! lines with a deadline, and keeping the transcript of a boot.
+//!
+//! What to build and what to expect is the test binaries' business
+//! (`tests/boot.rs` discovers its cases under `cases/`); this library knows
+//! nothing about berth's YAML. Looking inside an initrd is in [`initrd`].
 
+pub mod initrd;
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// How long a boot may take to print every expected line.
+pub const TCG_TIMEOUT: Duration = Duration::from_secs(120);
+pub const KVM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the KVM probe may take before KVM is declared broken.
+pub const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long QEMU gets to exit by itself once every line has been seen.
+const EXIT_GRACE: Duration = Duration::from_secs(15);
+
+/// Whether this is a CI run (`CI=true`), where a skipped test is a failure:
+/// a runner that lacks QEMU must not turn the suite green.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
+/// The program `name` on `PATH`.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// QEMU's accelerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+
+    /// How long a small kernel+initrd boot may take with this accelerator.
+    pub fn boot_timeout(self) -> Duration {
+        match self {
+            Accel::Kvm => KVM_TIMEOUT,
+            Accel::Tcg => TCG_TIMEOUT,
+        }
+    }
+}
+
+/// The accelerator to boot with, decided once per process: KVM only if
+/// [`probe`] proves it runs a guest, TCG otherwise. `BERTH_QEMU_ACCEL=tcg`
+/// or `=kvm` skips the probe.
+pub fn accel(qemu: &Path) -> Accel {
+    static CHOSEN: OnceLock<Accel> = OnceLock::new();
+    *CHOSEN.get_or_init(|| match std::env::var("BERTH_QEMU_ACCEL").as_deref() {
+        Ok("kvm") => Accel::Kvm,
+        Ok("tcg") => Accel::Tcg,
+        _ => match probe(qemu, Accel::Kvm, KVM_PROBE_TIMEOUT) {
+            Ok(()) => Accel::Kvm,
+            Err(reason) => {
+                eprintln!("qemu-tests: using TCG, KVM does not work here: {reason:#}");
+                Accel::Tcg
+            }
+        },
+    })
+}
+
+/// A multiboot (a.out kludge) image of a few instructions: write 0x20 to
+/// the `isa-debug-exit` port, which makes QEMU exit with status
+/// (0x20 << 1) | 1 = 65. Guest code has to run for that to happen, which is
+/// what KVM fails to do on the hosts this probe is for.
+const PROBE_IMAGE: [u8; 40] = [
+    0x02, 0xb0, 0xad, 0x1b, // magic 0x1badb002
+    0x00, 0x00, 0x01, 0x00, // flags: the address fields below are valid
+    0xfe, 0x4f, 0x51, 0xe4, // checksum: -(magic + flags)
+    0x00, 0x00, 0x10, 0x00, // header_addr 0x100000
+    0x00, 0x00, 0x10, 0x00, // load_addr 0x100000
+    0x00, 0x00, 0x00, 0x00, // load_end_addr: the whole file
+    0x00, 0x00, 0x00, 0x00, // bss_end_addr: no bss
+    0x20, 0x00, 0x10, 0x00, // entry_addr 0x100020
+    0xb0, 0x20, // mov al, 0x20
+    0xe6, 0xf4, // out 0xf4, al
+    0xf4, // hlt
+    0xeb, 0xfd, // jmp back to hlt
+    0x90, // padding
+];
+const PROBE_EXIT_CODE: i32 = 65;
+
+/// Runs a trivial guest with `accel` and fails unless it exits as planned
+/// within `timeout`.
+pub fn probe(qemu: &Path, accel: Accel, timeout: Duration) -> Result<()> {
+    let dir = tempfile::tempdir().context("creating a directory for the probe")?;
+    let image = dir.path().join("probe.bin");
+    fs::write(&image, PROBE_IMAGE).context("writing the probe image")?;
+    let mut child = Command::new(qemu)
+        .args(["-accel", accel.name(), "-machine", "q35", "-m", "64"])
+        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(&image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", qemu.display()))?;
+    let stderr = collect(child.stderr.take());
+    let status = wait_timeout(&mut child, timeout)?;
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = String::from_utf8_lossy(&join(stderr)).trim().to_string();
+    match status {
+        None => bail!("{} guest did not finish in {timeout:?}", accel.name()),
+        Some(status) if status.code() == Some(PROBE_EXIT_CODE) => Ok(()),
+        Some(status) => bail!("{} guest: qemu {status}: {stderr}", accel.name()),
+    }
+}
+
+/// Waits for `child` for at most `timeout`; `None` if it is still running.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `command` to completion with its output captured, killing it after
+/// `timeout`.
+pub fn output_with_timeout(command: &mut Command, timeout: Duration) -> Result<Output> {
+    let shown = shell_line(command);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {shown}"))?;
+    let stdout = collect(child.stdout.take());
+    let stderr = collect(child.stderr.take());
+    let status = wait_timeout(&mut child, timeout)?;
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{shown} did not finish in {timeout:?}");
+    };
+    Ok(Output {
+        status,
+        stdout: join(stdout),
+        stderr: join(stderr),
+    })
+}
+
+fn collect<R: Read + Send + 'static>(stream: Option<R>) -> Option<thread::JoinHandle<Vec<u8>>> {
+    stream.map(|mut stream| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stream.read_to_end(&mut bytes);
+            bytes
+        })
+    })
+}
+
+fn join(handle: Option<thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    handle
+        .and_then(|handle| handle.join().ok())
+        .unwrap_or_default()
+}
+
+/// A virtual machine booting a kernel directly (`-kernel`), its console on
+/// the first serial port, which QEMU connects to its stdout.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub qemu: PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    /// Appended after the standard arguments (disks, network, firmware).
+    pub extra_args: Vec<OsString>,
+}
+
+impl Machine {
+    /// 512 MiB, q35, the given kernel and command line.
+    pub fn new(qemu: &Path, accel: Accel, kernel: &Path, cmdline: &str) -> Machine {
+        Machine {
+            qemu: qemu.to_path_buf(),
+            accel,
+            memory_mib: 512,
+            kernel: kernel.to_path_buf(),
+            initrd: None,
+            cmdline: cmdline.to_string(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn initrd(mut self, initrd: &Path) -> Self {
+        self.initrd = Some(initrd.to_path_buf());
+        self
+    }
+
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = [
+            "-machine",
+            "q35",
+            "-accel",
+            self.accel.name(),
+            "-m",
+            &self.memory_mib.to_string(),
+            "-nographic",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-kernel",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        args.push(self.kernel.clone().into_os_string());
+        if let Some(initrd) = &self.initrd {
+            args.push("-initrd".into());
+            args.push(initrd.clone().into_os_string());
+        }
+        args.push("-append".into());
+        args.push(self.cmdline.clone().into());
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.qemu);
+        command.args(self.args());
+        command
+    }
+
+    /// The command line, quoted for a POSIX shell, to rerun a boot by hand.
+    pub fn command_line(&self) -> String {
+        shell_line(&self.command())
+    }
+}
+
+/// `command` as one line a POSIX shell would run the same way.
+pub fn shell_line(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(shell_quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(word: &OsStr) -> String {
+    let word = word.to_string_lossy();
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain {
+        word.into_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r#"'\''"#))
+    }
+}
+
+/// The lines of an `expect` file: blank lines and `#` comments dropped,
+/// surrounding white space trimmed.
+pub fn parse_expect(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Console text that ends a boot at once: nothing good comes after it, and
+/// waiting out the timeout would only slow the failure down.
+pub const FATAL_MARKERS: &[&str] = &["Kernel panic - not syncing"];
+
+/// What happened during one boot.
+#[derive(Debug)]
+pub struct BootReport {
+    pub command_line: String,
+    /// Everything the guest wrote to its serial console.
+    pub serial: Vec<u8>,
+    /// QEMU's own messages.
+    pub stderr: Vec<u8>,
+    /// How many expected lines were seen before the boot ended.
+    pub matched: usize,
+    pub elapsed: Duration,
+    /// `Err` says why the boot failed.
+    pub verdict: std::result::Result<(), String>,
+}
+
+/// Where [`BootReport::save`] put the transcript.
+#[derive(Debug)]
+pub struct SavedReport {
+    pub serial: PathBuf,
+    pub command: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl BootReport {
+    /// Writes `serial.log`, `qemu-command.txt` and `qemu-stderr.log` into
+    /// `dir`.
+    pub fn save(&self, dir: &Path) -> Result<SavedReport> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let saved = SavedReport {
+            serial: dir.join("serial.log"),
+            command: dir.join("qemu-command.txt"),
+            stderr: dir.join("qemu-stderr.log"),
+        };
+        fs::write(&saved.serial, &self.serial)
+            .with_context(|| format!("writing {}", saved.serial.display()))?;
+        fs::write(&saved.command, format!("{}\n", self.command_line))
+            .with_context(|| format!("writing {}", saved.command.display()))?;
+        fs::write(&saved.stderr, &self.stderr)
+            .with_context(|| format!("writing {}", saved.stderr.display()))?;
+        Ok(saved)
+    }
+
+    /// The last `n` lines of the serial console, for failure messages.
+    pub fn serial_tail(&self, n: usize) -> String {
+        let text = String::from_utf8_lossy(&self.serial);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Boots `machine` and waits until every line of `expect` has appeared on
+/// the serial console, in order (a console line matches when it contains
+/// the expected text), or `timeout` passes, or QEMU exits first, or the
+/// console shows one of [`FATAL_MARKERS`]. QEMU is killed if it is still
+/// running once the verdict is in (after a grace period for a guest that
+/// is powering off). `Err` only if QEMU could not be started.
+pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<BootReport> {
+    let started = Instant::now();
+    let mut child = machine
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", machine.command_line()))?;
+    let serial = Arc::new(Mutex::new(Vec::new()));
+    let (lines_tx, lines) = mpsc::channel();
+    let reader = {
+        let stdout = child.stdout.take().context("qemu stdout")?;
+        let serial = Arc::clone(&serial);
+        thread::spawn(move || read_console(stdout, &serial, &lines_tx))
+    };
+    let stderr = collect(child.stderr.take());
+
+    let deadline = started + timeout;
+    let mut matched = 0;
+    let verdict = loop {
+        let Some(expected) = expect.get(matched) else {
+            break Ok(());
+        };
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(marker) = FATAL_MARKERS.iter().find(|m| line.contains(*m)) {
+                    break Err(format!(
+                        "the console showed {marker:?} while waiting for {expected:?}: {line}"
+                    ));
+                }
+                if line.contains(expected.as_str()) {
+                    matched += 1;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                break Err(format!(
+                    "timed out after {timeout:?} waiting for line {} of {}: {expected:?}",
+                    matched + 1,
+                    expect.len()
+                ));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = child
+                    .wait()
+                    .map_or_else(|e| e.to_string(), |s| s.to_string());
+                break Err(format!(
+                    "qemu exited ({status}) before line {} of {} appeared: {expected:?}",
+                    matched + 1,
+                    expect.len()
+                ));
+            }
+        }
+    };
+    let grace = if verdict.is_ok() {
+        EXIT_GRACE
+    } else {
+        Duration::ZERO
+    };
+    if wait_timeout(&mut child, grace)?.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = reader.join();
+    let serial = std::mem::take(&mut *serial.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(BootReport {
+        command_line: machine.command_line(),
+        serial,
+        stderr: join(stderr),
+        matched,
+        elapsed: started.elapsed(),
+        verdict,
+    })
+}
+
+/// Copies the console into `serial` and hands each complete line (without
+/// its `\r\n`) to `lines`; a last unterminated line is sent at the end.
+fn read_console(mut stdout: impl Read, serial: &Mutex<Vec<u8>>, lines: &mpsc::Sender<String>) {
+    let mut pending = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        let n = match stdout.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buffer[..n];
+        serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(chunk);
+        pending.extend_from_slice(chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            // The receiver is gone once the verdict is in; keep copying.
+            let _ = lines.send(console_line(&line));
+        }
+    }
+    if !pending.is_empty() {
+        let _ = lines.send(console_line(&pending));
+    }
+}
+
+fn console_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .trim_end_matches(['\r', '\n'])
+        .to_string()
+}
+
+/// Writes `text` to standard error in one call, so lines of parallel tests
+/// do not interleave.
+pub fn note(text: &str) {
+    let _ = io::stderr()
+        .lock()
+        .write_all(format!("{text}\n").as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expect_files_drop_comments_and_blanks() {
+        let lines = parse_expect("# header\n\n  BERTH-E2E: done  \nreboot: Power down\n");
+        assert_eq!(lines, ["BERTH-E2E: done", "reboot: Power down"]);
+    }
+
+    #[test]
+    fn command_lines_are_quoted_for_a_shell() {
+        let machine = Machine::new(
+            Path::new("qemu-system-x86_64"),
+            Accel::Tcg,
+            Path::new("out/a-kernel"),
+            "console=ttyS0 root=it's",
+        )
+        .initrd(Path::new("out/a-initrd.img"));
+        assert_eq!(
+            machine.command_line(),
+            "qemu-system-x86_64 -machine q35 -accel tcg -m 512 -nographic -no-reboot \
+             -serial stdio -monitor none -kernel out/a-kernel -initrd out/a-initrd.img \
+             -append 'console=ttyS0 root=it'\\''s'"
+        );
+    }
+
+    #[test]
+    fn console_lines_are_split_and_kept() {
+        let serial = Mutex::new(Vec::new());
+        let (tx, rx) = mpsc::channel();
+        read_console(&b"one\r\ntwo\nthree"[..], &serial, &tx);
+        drop(tx);
+        assert_eq!(rx.iter().collect::<Vec<_>>(), ["one", "two", "three"]);
+        assert_eq!(serial.into_inner().unwrap(), b"one\r\ntwo\nthree");
+    }
+
+    /// The probe guest itself works: under TCG it must exit as planned, so a
+    /// failed KVM probe means KVM, not the probe.
+    #[test]
+    fn probe_guest_runs_under_tcg() {
+        let Some(qemu) = find_program(QEMU) else {
+            assert!(!ci(), "{QEMU} is missing");
+            eprintln!("skipped: {QEMU} is not installed");
+            return;
+        };
+        probe(&qemu, Accel::Tcg, Duration::from_secs(30)).unwrap();
+    }
+}

@@ -1,1 +1,258 @@
-fn main() {}
+//! Development tasks, run as `cargo xtask TASK`, so that they need nothing
+//! but cargo and Debian's packages.
+//!
+//! - `test`: installs what the tests need (as root, with apt-get), then runs
+//!   every test of the workspace, the QEMU boot tests included.
+//! - `example`: the main job: builds the example images from Debian packages
+//!   into the cache, builds `examples/hello.yml` into `out/`, and prints the
+//!   QEMU command that boots it.
+//! - `bench`: builds LinuxKit's reference benchmark image (shared/bench) and
+//!   prints wall time and peak memory of berth building it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages the tests and the example need on the host.
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("cpio", "cpio"),
+    ("dpkg-deb", "dpkg"),
+];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("example") => example(),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask test [-- CARGO TEST ARGS] | example | bench [RUNS]");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Installs missing host packages when running as root; otherwise says
+/// which are missing. Also makes sure apt's package lists exist, since the
+/// fixtures are fetched with `apt-get download`.
+fn prerequisites() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(program, _)| !have(program))
+        .map(|(_, package)| *package)
+        .collect();
+    let lists_empty = std::fs::read_dir("/var/lib/apt/lists")
+        .map(|d| {
+            !d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+        })
+        .unwrap_or(true);
+    if missing.is_empty() && !lists_empty {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing prerequisites: run `apt-get update && apt-get install -y {}` as root",
+            PACKAGES.iter().map(|(_, p)| *p).collect::<Vec<_>>().join(" ")
+        );
+    }
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    if !missing.is_empty() {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    prerequisites()?;
+    // The boot tests drive the berth binary.
+    run(cargo().args(["build", "--package", "builder", "--bin", "berth"]))?;
+    run(cargo().args(["test", "--workspace"]).args(extra))
+}
+
+/// The cache and work directories of the example and the benchmark.
+fn work() -> PathBuf {
+    root().join("target").join("berth-example")
+}
+
+fn example() -> Result<()> {
+    prerequisites()?;
+    run(cargo().args(["build", "--release", "--package", "builder", "--bin", "berth"]))?;
+    let work = work();
+    let cache = work.join("cache");
+    let images = fixtures::debian::fixture_images(&work.join("debs"), &cache)
+        .context("building the example images from Debian packages")?;
+    eprintln!(
+        "example images in {}: {}, {}, {}",
+        cache.display(),
+        images.kernel,
+        images.init,
+        images.busybox
+    );
+    let out = root().join("out");
+    let started = Instant::now();
+    run(Command::new(root().join("target/release/berth"))
+        .current_dir(root())
+        .args(["build", "--format", "kernel+initrd", "--output"])
+        .arg(&out)
+        .arg("--cache")
+        .arg(&cache)
+        .arg("examples/hello.yml"))?;
+    eprintln!("built in {:.1} s; boot it with:", started.elapsed().as_secs_f64());
+    println!(
+        "qemu-system-x86_64 -m 512 -nographic -no-reboot -kernel out/hello-kernel -initrd out/hello-initrd.img -append \"$(cat out/hello-cmdline)\""
+    );
+    Ok(())
+}
+
+/// Builds shared/bench/bench.yml `runs` times from a warm cache and prints
+/// the median wall time and the peak memory of each run.
+fn bench(args: &[String]) -> Result<()> {
+    let runs: usize = args.first().map_or(Ok(3), |r| r.parse()).context("RUNS")?;
+    let shared = root().join("../shared/bench");
+    if !shared.join("setup.sh").exists() {
+        bail!("{} not found: clone berth beside shared/", shared.display());
+    }
+    if !have("/usr/bin/time") {
+        if !is_root() {
+            bail!("install GNU time (apt-get install time) to measure peak memory");
+        }
+        run(Command::new("apt-get").args(["install", "-y", "-q", "time"]))?;
+    }
+    run(cargo().args(["build", "--release", "--package", "builder", "--bin", "berth"]))?;
+    let work = root().join("target").join("berth-bench");
+    run(Command::new("bash").arg(shared.join("setup.sh")).arg(&work))?;
+    // setup.sh leaves one OCI layout per image; berth reads one cache.
+    let cache = work.join("cache");
+    let layouts = work.join("layouts");
+    for (name, tag) in [
+        ("kernel", "6.1"),
+        ("init", "1"),
+        ("getty", "1"),
+        ("dhcpcd", "1"),
+        ("rngd", "1"),
+        ("sysctl", "1"),
+        ("sshd", "1"),
+        ("bigsvc", "1"),
+    ] {
+        import(
+            &layouts.join(name),
+            tag,
+            &cache,
+            &format!("127.0.0.1:5000/bench/{name}:{tag}"),
+        )?;
+    }
+    let out = work.join("out");
+    let mut times = Vec::new();
+    for run_number in 1..=runs {
+        let _ = std::fs::remove_dir_all(&out);
+        let output = Command::new("/usr/bin/time")
+            .args(["-f", "%e %M"])
+            .arg(root().join("target/release/berth"))
+            .args(["build", "-f", "kernel+initrd", "-o"])
+            .arg(&out)
+            .arg("--cache")
+            .arg(&cache)
+            .arg(shared.join("bench.yml"))
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() {
+            bail!("berth build failed:\n{stderr}");
+        }
+        let last = stderr.lines().last().unwrap_or_default();
+        let mut fields = last.split_whitespace();
+        let seconds: f64 = fields.next().unwrap_or("0").parse()?;
+        let kib: f64 = fields.next().unwrap_or("0").parse()?;
+        println!("run {run_number}: {seconds:.2} s wall, {:.0} MiB peak memory", kib / 1024.0);
+        times.push(seconds);
+    }
+    times.sort_by(f64::total_cmp);
+    let size = std::fs::metadata(out.join("bench-initrd.img"))?.len();
+    println!(
+        "berth, bench.yml to kernel+initrd (gzip), warm cache: median {:.2} s over {runs} runs; initrd {:.1} MB",
+        times[times.len() / 2],
+        size as f64 / 1e6
+    );
+    println!("LinuxKit v1.2.0 on the same image (shared/bench/README.md): 14.9 s warm, 9.5 s cold");
+    Ok(())
+}
+
+/// Copies the image named `tag` in the OCI layout `from` into the layout
+/// `into` under the name `reference`.
+fn import(from: &Path, tag: &str, into: &Path, reference: &str) -> Result<()> {
+    const NAME: &str = "org.opencontainers.image.ref.name";
+    let read_index = |dir: &Path| -> Result<serde_json::Value> {
+        let path = dir.join("index.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            Err(_) => Ok(serde_json::json!({"schemaVersion": 2, "manifests": []})),
+        }
+    };
+    let source = read_index(from)?;
+    let mut descriptor = source["manifests"]
+        .as_array()
+        .and_then(|m| m.iter().find(|d| d["annotations"][NAME] == tag))
+        .cloned()
+        .with_context(|| format!("{}: no image {tag}", from.display()))?;
+    let blobs = into.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    for blob in std::fs::read_dir(from.join("blobs/sha256"))? {
+        let blob = blob?;
+        let target = blobs.join(blob.file_name());
+        if !target.exists() {
+            std::fs::copy(blob.path(), target)?;
+        }
+    }
+    descriptor["annotations"][NAME] = reference.into();
+    let mut index = read_index(into)?;
+    let manifests = index["manifests"].as_array_mut().context("index.json")?;
+    manifests.retain(|d| d["annotations"][NAME] != reference);
+    manifests.push(descriptor);
+    std::fs::write(into.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    std::fs::write(into.join("index.json"), serde_json::to_vec(&index)?)?;
+    Ok(())
+}

@@ -93,7 +93,8 @@ fn deserialize<T: DeserializeOwned>(text: &str, origin: &Origin) -> Result<T, Sp
             };
             let de = serde_ignored::Deserializer::new(de, &mut record);
             serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
-                path = e.path().to_string();
+                // `.value` is the inside of a `Located`, not a key of the file.
+                path = e.path().to_string().replace(".value", "");
                 e.into_inner()
             })
         })

@@ -1,0 +1,203 @@
+//! End-to-end builds through the `berth` binary against a cache written by
+//! the fixtures crate: layer semantics, the initrd's contents, failure
+//! hygiene and reproducibility.
+
+mod common;
+
+use std::io::Read;
+
+use common::{DEFINITION, berth, files, small_cache, stderr};
+
+/// Lists a tar archive: path, type, size, link target.
+fn tar_listing(bytes: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+    let mut archive = tar::Archive::new(bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string().trim_end_matches('/').to_string();
+            let kind = format!("{:?}", e.header().entry_type());
+            let link = e.link_name().unwrap().map(|l| l.display().to_string());
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            let detail = link.map(String::into_bytes).unwrap_or(data);
+            (path, kind, detail)
+        })
+        .collect()
+}
+
+#[test]
+fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
+    let out = berth(
+        &["build", "-f", "tar", "-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
+    let listing = tar_listing(&tar);
+    let find = |path: &str| listing.iter().find(|(p, _, _)| p == path).cloned();
+    let lower = "containers/onboot/000-first/lower";
+    // The second layer's file wins; the whiteout and the opaque directory
+    // remove what the first layer had.
+    assert_eq!(find(&format!("{lower}/bin/tool")).unwrap().2, b"tool v2");
+    assert!(find(&format!("{lower}/etc/old")).is_none());
+    assert!(find(&format!("{lower}/usr/share/doc/a")).is_none());
+    assert_eq!(find(&format!("{lower}/usr/share/doc/b")).unwrap().2, b"new doc");
+    // The hard link's file was replaced by the second layer: the link keeps
+    // the bytes it was made with.
+    assert_eq!(find(&format!("{lower}/bin/tool-link")).unwrap().2, b"tool v1");
+    // The service shares the onboot bundle's copy of the image.
+    assert!(find("containers/services/svc/rootfs").is_some());
+    assert!(find("containers/services/svc/lower").is_none());
+    assert!(find("containers/services/svc/config.json").is_some());
+    // LinuxKit's fix-ups: /etc/hostname of images is dropped, mount points made.
+    assert!(find("etc/hostname").is_none());
+    assert!(find(&format!("{lower}/proc")).is_some());
+    // Kernel and modules.
+    assert_eq!(find("boot/kernel").unwrap().2, b"not really a kernel");
+    assert_eq!(find("boot/cmdline").unwrap().2, b"console=ttyS0");
+    assert_eq!(find("lib/modules/6.1.0/kernel/a.ko").unwrap().2, b"module a");
+    assert!(find("System.map").is_none());
+    // files:
+    assert_eq!(find("etc/motd").unwrap().2, b"hello");
+    assert_eq!(find("var/lib/state").unwrap().1, "Directory");
+    // Every parent comes before its children.
+    let mut seen = std::collections::HashSet::new();
+    for (path, _, _) in &listing {
+        let path = path.trim_end_matches('/');
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            assert!(seen.contains(parent), "{path} comes before its parent");
+        }
+        seen.insert(path.to_string());
+    }
+}
+
+#[test]
+fn config_json_merges_yaml_label_and_image_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
+    let out = berth(
+        &["build", "-f", "tar", "-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
+    let listing = tar_listing(&tar);
+    let json = |path: &str| -> serde_json::Value {
+        let (_, _, data) = listing.iter().find(|(p, _, _)| p == path).unwrap();
+        serde_json::from_slice(data).unwrap()
+    };
+    let first = json("containers/onboot/000-first/config.json");
+    assert_eq!(first["process"]["args"], serde_json::json!(["/bin/tool", "--once"]));
+    assert_eq!(first["process"]["env"], serde_json::json!(["PATH=/bin"]));
+    assert_eq!(
+        first["process"]["capabilities"]["effective"],
+        serde_json::json!(["CAP_SYS_ADMIN"])
+    );
+    let svc = json("containers/services/svc/config.json");
+    assert_eq!(svc["process"]["args"], serde_json::json!(["/bin/tool"]));
+    assert_eq!(svc["root"]["readonly"], true);
+    let runtime = json("containers/services/svc/runtime.json");
+    assert_eq!(
+        runtime["mounts"][0]["source"],
+        "/containers/onboot/000-first/lower"
+    );
+}
+
+#[test]
+fn every_format_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
+    let mut builds = Vec::new();
+    for (run, compress) in [("a", "gzip"), ("b", "gzip"), ("c", "zstd"), ("d", "zstd")] {
+        let out = berth(
+            &[
+                "build", "-f", "tar", "-f", "kernel+initrd", "-f", "tar-kernel-initrd",
+                "--compress", compress, "-o", run, "--cache", cache.to_str().unwrap(), "image.yml",
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        builds.push(dir.path().join(run));
+    }
+    let expected = [
+        "image-cmdline",
+        "image-initrd.img",
+        "image-initrd.tar",
+        "image-kernel",
+        "image.tar",
+    ];
+    for pair in [(0, 1), (2, 3)] {
+        assert_eq!(files(&builds[pair.0]), expected);
+        for name in expected {
+            let a = std::fs::read(builds[pair.0].join(name)).unwrap();
+            let b = std::fs::read(builds[pair.1].join(name)).unwrap();
+            assert!(a == b, "{name} differs between two builds");
+        }
+    }
+    // The initrd holds everything but boot/, as a valid gzip cpio.
+    let initrd = std::fs::read(builds[0].join("image-initrd.img")).unwrap();
+    let mut cpio = Vec::new();
+    flate2::read::GzDecoder::new(&initrd[..]).read_to_end(&mut cpio).unwrap();
+    let text = String::from_utf8_lossy(&cpio);
+    assert!(text.contains("containers/services/svc/config.json"));
+    assert!(!text.contains("boot/kernel"));
+    assert!(text.ends_with('\0') && cpio.len() % 512 == 0);
+    // The zstd initrd decodes to the same cpio.
+    let zstd_initrd = std::fs::read(builds[2].join("image-initrd.img")).unwrap();
+    assert_eq!(zstd::decode_all(&zstd_initrd[..]).unwrap(), cpio);
+}
+
+#[test]
+fn source_date_epoch_sets_the_time_of_generated_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["build", "-f", "tar", "-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"])
+        .current_dir(dir.path())
+        .env("SOURCE_DATE_EPOCH", "1000000000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let mtime = entry.header().mtime().unwrap();
+        assert!(mtime <= 1_000_000_000, "{:?} has mtime {mtime}", entry.path().unwrap());
+    }
+}
+
+#[test]
+fn a_missing_image_names_the_reference_and_the_cache_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    std::fs::write(
+        dir.path().join("image.yml"),
+        DEFINITION.replace("test/init:1", "test/absent:2"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("out/image.tar"), b"an older build").unwrap();
+    let out = berth(
+        &["build", "-f", "tar", "-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains("image.yml:5:5: image docker.io/test/absent:2 not found: looked in the cache at"),
+        "{message}"
+    );
+    assert!(message.contains(cache.to_str().unwrap()), "{message}");
+    // The older artifact is untouched and no temporary file is left.
+    assert_eq!(files(&dir.path().join("out")), ["image.tar"]);
+    assert_eq!(std::fs::read(dir.path().join("out/image.tar")).unwrap(), b"an older build");
+}

@@ -1,0 +1,118 @@
+//! Helpers shared by the builder's integration tests: a cache written with
+//! the fixtures crate, and the berth binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fixtures::{Image, Layer, Layout};
+
+pub const KERNEL: &str = "docker.io/test/kernel:1";
+pub const INIT: &str = "docker.io/test/init:1";
+pub const SERVICE: &str = "docker.io/test/service:1";
+
+/// A cache with a small kernel image (a fake kernel, a modules tarball with
+/// a hard link), an init image and a two-layer service image.
+pub fn small_cache(dir: &Path) -> PathBuf {
+    let cache = dir.join("cache");
+    let layout = Layout::create(&cache).unwrap();
+    let mut modules = tar::Builder::new(Vec::new());
+    for (path, data) in [("lib/modules/6.1.0/kernel/a.ko", &b"module a"[..])] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        header.set_cksum();
+        modules.append_data(&mut header, path, data).unwrap();
+    }
+    let modules = modules.into_inner().unwrap();
+    let kernel = Image::new().layer(
+        Layer::new()
+            .file("kernel", 0o644, b"not really a kernel".to_vec())
+            .file("kernel.tar", 0o644, modules)
+            .file("System.map", 0o644, b"map".to_vec()),
+    );
+    layout.add_image(KERNEL, &kernel).unwrap();
+    let init = Image::new().layer(
+        Layer::new()
+            .dir("bin", 0o755)
+            .file("bin/busybox", 0o755, b"busybox".to_vec())
+            .symlink("bin/sh", "busybox")
+            .file("init", 0o755, b"#!/bin/sh\necho init\n".to_vec())
+            .file("etc/hostname", 0o644, b"dropped\n".to_vec()),
+    );
+    layout.add_image(INIT, &init).unwrap();
+    let service = Image::new()
+        .layer(
+            Layer::new()
+                .file("bin/tool", 0o755, b"tool v1".to_vec())
+                .file("etc/old", 0o644, b"old".to_vec())
+                .file("usr/share/doc/a", 0o644, b"doc".to_vec())
+                .hardlink("bin/tool-link", "bin/tool"),
+        )
+        .layer(
+            Layer::new()
+                .compression(fixtures::Compression::Zstd)
+                .file("bin/tool", 0o755, b"tool v2".to_vec())
+                .whiteout("etc/old")
+                .opaque("usr/share/doc")
+                .file("usr/share/doc/b", 0o644, b"new doc".to_vec()),
+        )
+        .cmd(["/bin/tool"])
+        .env("PATH=/bin")
+        .label(
+            "org.mobyproject.config",
+            r#"{"pid":"host","capabilities":["CAP_SYS_ADMIN"],"binds":["/etc/resolv.conf:/etc/resolv.conf"]}"#,
+        );
+    layout.add_image(SERVICE, &service).unwrap();
+    cache
+}
+
+pub const DEFINITION: &str = "\
+kernel:
+  image: test/kernel:1
+  cmdline: console=ttyS0
+init:
+  - test/init:1
+onboot:
+  - name: first
+    image: test/service:1
+    command: [/bin/tool, --once]
+services:
+  - name: svc
+    image: test/service:1
+    readonly: true
+files:
+  - path: etc/motd
+    contents: hello
+  - path: /var/lib/state
+    directory: true
+";
+
+pub fn berth(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The files in `dir`, sorted, hidden ones included.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}

@@ -1,0 +1,316 @@
+//! Boot tests in the style of LinuxKit's `test/cases`: every directory
+//! under `cases/` is one test. `image.yml` is built with
+//! `berth build -f kernel+initrd` against a cache holding the fixture images
+//! (`fixtures::debian`), the result is booted under QEMU, and the lines of
+//! `expect` must appear on the serial console in order. An optional
+//! `inspect` file lists checks on the initrd, read with the real `cpio`.
+//!
+//! A missing prerequisite (QEMU, cpio, Debian packages) is a visible skip;
+//! with `CI=true` it is a failure. Each case leaves its artifacts, the
+//! serial transcript and the QEMU command line in
+//! `target/qemu-tests/CASE/`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use qemu_tests::{Accel, Machine, initrd};
+
+/// A `berth build` that takes longer than this is hung.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn main() {
+    let args = Arguments::from_args();
+    let paths = Arc::new(Paths::discover());
+    let setup = Arc::new(OnceLock::new());
+    let trials = match cases(&paths.workspace.join("qemu-tests/cases")) {
+        Ok(cases) => cases
+            .into_iter()
+            .map(|case| {
+                let paths = Arc::clone(&paths);
+                let setup = Arc::clone(&setup);
+                Trial::ignorable_test(case.name.clone(), move || {
+                    let setup = setup.get_or_init(|| Setup::prepare(&paths));
+                    run_case(&case, &paths, setup)
+                })
+            })
+            .collect(),
+        Err(error) => vec![Trial::test("discover cases", move || Err(error.into()))],
+    };
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// Where things are: derived from the test binary's own path
+/// (`TARGET/PROFILE/deps/boot-…`), so the berth binary comes from the same
+/// target directory and profile as the tests.
+struct Paths {
+    workspace: PathBuf,
+    target: PathBuf,
+    profile_dir: PathBuf,
+}
+
+impl Paths {
+    fn discover() -> Paths {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("qemu-tests lives in the workspace")
+            .to_path_buf();
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| workspace.join("target/debug"));
+        let target = profile_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| workspace.join("target"));
+        Paths {
+            workspace,
+            target,
+            profile_dir,
+        }
+    }
+
+    fn cargo_profile(&self) -> String {
+        match self.profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        }
+    }
+
+    fn berth(&self) -> PathBuf {
+        self.profile_dir.join("berth")
+    }
+
+    fn fixtures_work(&self) -> PathBuf {
+        self.target.join("berth-fixtures/work")
+    }
+
+    fn fixtures_cache(&self) -> PathBuf {
+        self.target.join("berth-fixtures/cache")
+    }
+
+    fn case_dir(&self, case: &str) -> PathBuf {
+        self.target.join("qemu-tests").join(case)
+    }
+}
+
+struct Case {
+    name: String,
+    dir: PathBuf,
+}
+
+fn cases(root: &Path) -> Result<Vec<Case>, String> {
+    let entries = fs::read_dir(root).map_err(|e| format!("reading {}: {e}", root.display()))?;
+    let mut cases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", root.display()))?;
+        let dir = entry.path();
+        if !dir.join("image.yml").is_file() {
+            continue;
+        }
+        if !dir.join("expect").is_file() {
+            return Err(format!("{} has image.yml but no expect", dir.display()));
+        }
+        cases.push(Case {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            dir,
+        });
+    }
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(cases)
+}
+
+/// What every case needs, prepared once by the first case that runs.
+enum Setup {
+    Ready {
+        qemu: PathBuf,
+        accel: Accel,
+        berth: PathBuf,
+    },
+    Skip(String),
+    Fail(String),
+}
+
+impl Setup {
+    fn prepare(paths: &Paths) -> Setup {
+        let Some(qemu) = qemu_tests::find_program(qemu_tests::QEMU) else {
+            return Setup::Skip(format!("{} is not installed", qemu_tests::QEMU));
+        };
+        if let Err(error) =
+            fixtures::debian::fixture_images(&paths.fixtures_work(), &paths.fixtures_cache())
+        {
+            return Setup::Skip(format!("the fixture images could not be made: {error:#}"));
+        }
+        if let Err(error) = build_berth(paths) {
+            return Setup::Fail(error);
+        }
+        let accel = qemu_tests::accel(&qemu);
+        Setup::Ready {
+            qemu,
+            accel,
+            berth: paths.berth(),
+        }
+    }
+}
+
+/// Builds the berth binary (a no-op when it is up to date) in this test's
+/// target directory and profile.
+fn build_berth(paths: &Paths) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--quiet", "-p", "builder", "--bin", "berth"])
+        .args(["--profile", &paths.cargo_profile()])
+        .arg("--target-dir")
+        .arg(&paths.target)
+        .current_dir(&paths.workspace);
+    let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
+        .map_err(|error| format!("{error:#}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building berth failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    if !paths.berth().is_file() {
+        return Err(format!("cargo built no {}", paths.berth().display()));
+    }
+    Ok(())
+}
+
+/// A skip, or in CI a failure.
+fn skip(reason: String) -> Result<Completion, Failed> {
+    if qemu_tests::ci() {
+        Err(format!("skipped, and CI=true makes a skip a failure: {reason}").into())
+    } else {
+        qemu_tests::note(&format!("skipped: {reason}"));
+        Ok(Completion::ignored_with(reason))
+    }
+}
+
+fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Failed> {
+    let (qemu, accel, berth) = match setup {
+        Setup::Ready { qemu, accel, berth } => (qemu, *accel, berth),
+        Setup::Skip(reason) => return skip(reason.clone()),
+        Setup::Fail(error) => return Err(error.clone().into()),
+    };
+    let checks = match fs::read_to_string(case.dir.join("inspect")) {
+        Ok(text) => initrd::parse_checks(&text)
+            .map_err(|e| format!("{}: {e:#}", case.dir.join("inspect").display()))?,
+        Err(_) => Vec::new(),
+    };
+    if !checks.is_empty() {
+        if let Some(tool) = initrd::TOOLS
+            .iter()
+            .find(|tool| qemu_tests::find_program(tool).is_none())
+        {
+            return skip(format!(
+                "{tool} is not installed (needed to inspect the initrd)"
+            ));
+        }
+    }
+    let expect = qemu_tests::parse_expect(
+        &fs::read_to_string(case.dir.join("expect"))
+            .map_err(|e| format!("reading {}: {e}", case.dir.join("expect").display()))?,
+    );
+
+    let results = paths.case_dir(&case.name);
+    let out = results.join("out");
+    if out.exists() {
+        fs::remove_dir_all(&out).map_err(|e| format!("clearing {}: {e}", out.display()))?;
+    }
+    fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+
+    // Build.
+    let name = &case.name;
+    let mut command = Command::new(berth);
+    command
+        .args(["build", "-f", "kernel+initrd", "-o"])
+        .arg(&out)
+        .arg("--cache")
+        .arg(paths.fixtures_cache())
+        .args(["--name", name])
+        .arg(case.dir.join("image.yml"))
+        .current_dir(&case.dir);
+    let shown = qemu_tests::shell_line(&command);
+    let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
+        .map_err(|e| format!("{e:#}"))?;
+    let log = results.join("berth-build.log");
+    let _ = fs::write(
+        &log,
+        [
+            shown.as_bytes(),
+            b"\n",
+            output.stdout.as_slice(),
+            output.stderr.as_slice(),
+        ]
+        .concat(),
+    );
+    if !output.status.success() {
+        return Err(format!(
+            "{shown} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        )
+        .into());
+    }
+    let kernel = out.join(format!("{name}-kernel"));
+    let initrd_image = out.join(format!("{name}-initrd.img"));
+    let cmdline_file = out.join(format!("{name}-cmdline"));
+    for artifact in [&kernel, &initrd_image, &cmdline_file] {
+        if !artifact.is_file() {
+            return Err(format!("{shown} wrote no {}", artifact.display()).into());
+        }
+    }
+    for artifact in [&kernel, &initrd_image] {
+        if fs::metadata(artifact).map_or(0, |m| m.len()) == 0 {
+            return Err(format!("{shown} wrote an empty {}", artifact.display()).into());
+        }
+    }
+
+    // Inspect.
+    if !checks.is_empty() {
+        initrd::inspect(&initrd_image, &checks).map_err(|e| format!("{e:#}"))?;
+    }
+
+    // Boot.
+    let cmdline = fs::read_to_string(&cmdline_file)
+        .map_err(|e| format!("reading {}: {e}", cmdline_file.display()))?;
+    let machine = Machine::new(qemu, accel, &kernel, cmdline.trim()).initrd(&initrd_image);
+    let report =
+        qemu_tests::boot(&machine, &expect, accel.boot_timeout()).map_err(|e| format!("{e:#}"))?;
+    let saved = report
+        .save(&results)
+        .map_err(|e| format!("saving the transcript: {e:#}"))?;
+    match &report.verdict {
+        Ok(()) => {
+            qemu_tests::note(&format!(
+                "{name}: booted with {} in {:.1} s",
+                accel.name(),
+                report.elapsed.as_secs_f64()
+            ));
+            Ok(Completion::Completed)
+        }
+        Err(reason) => Err(format!(
+            "{reason}\n\
+             matched {} of {} expected lines\n\
+             serial transcript: {}\n\
+             qemu command line: {}\n\
+             qemu stderr:       {}\n\
+             last console lines:\n{}",
+            report.matched,
+            expect.len(),
+            saved.serial.display(),
+            saved.command.display(),
+            saved.stderr.display(),
+            report.serial_tail(25)
+        )
+        .into()),
+    }
+}
