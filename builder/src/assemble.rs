@@ -222,7 +222,11 @@ fn write_kernel(
     image: &Image,
     kernel: &spec::Kernel,
 ) -> Result<(), AssembleError> {
-    let binary = kernel.binary.as_deref().filter(|b| !b.is_empty()).unwrap_or("kernel");
+    let binary = kernel
+        .binary
+        .as_deref()
+        .filter(|b| !b.is_empty())
+        .unwrap_or("kernel");
     let modules = match kernel.tar.as_deref() {
         None => Some("kernel.tar"),
         Some("" | "none") => None,
@@ -248,7 +252,8 @@ fn write_kernel(
             }
             found_kernel = true;
             tree.directory("boot").map_err(emit)?;
-            tree.bytes("boot/cmdline", 0o644, cmdline.as_bytes()).map_err(emit)?;
+            tree.bytes("boot/cmdline", 0o644, cmdline.as_bytes())
+                .map_err(emit)?;
             let mut out = entry.clone();
             out.path = "boot/kernel".into();
             out.mtime = tree.mtime();
@@ -340,7 +345,10 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
 
 /// The path from the directory of `from` to `to`, both relative to `/`.
 fn relative(from: &str, to: &str) -> String {
-    let from_dir: Vec<&str> = entry::parent(from).split('/').filter(|s| !s.is_empty()).collect();
+    let from_dir: Vec<&str> = entry::parent(from)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let to_parts: Vec<&str> = to.split('/').collect();
     let common = from_dir
         .iter()
@@ -366,10 +374,10 @@ pub fn assemble(
         epoch: options.source_date_epoch,
     };
     let ids = IdMap::new(definition);
-    if let Some(kernel) = &definition.kernel {
-        if let Some(reference) = &kernel.image {
-            write_kernel(&mut tree, source, plan.image(reference), kernel)?;
-        }
+    if let Some(kernel) = &definition.kernel
+        && let Some(reference) = &kernel.image
+    {
+        write_kernel(&mut tree, source, plan.image(reference), kernel)?;
     }
     for reference in &definition.init {
         write_root(&mut tree, source, plan.image(reference), "", Root::Init)?;
@@ -382,13 +390,18 @@ pub fn assemble(
         (BundleKind::Service, &definition.services),
     ] {
         for (index, entry) in entries.iter().enumerate() {
-            let reference = entry.image.as_ref().expect("validated: every entry has an image");
+            let reference = entry
+                .image
+                .as_ref()
+                .expect("validated: every entry has an image");
             let image = plan.image(reference);
             let label = plan.label(reference);
             let config = image.config.config().as_ref();
             let empty = Vec::new();
             let defaults = ImageDefaults {
-                entrypoint: config.and_then(|c| c.entrypoint().as_ref()).unwrap_or(&empty),
+                entrypoint: config
+                    .and_then(|c| c.entrypoint().as_ref())
+                    .unwrap_or(&empty),
                 cmd: config.and_then(|c| c.cmd().as_ref()).unwrap_or(&empty),
                 env: config.and_then(|c| c.env().as_ref()).unwrap_or(&empty),
                 working_dir: config.and_then(|c| c.working_dir().as_deref()),
@@ -407,12 +420,20 @@ pub fn assemble(
                 }
             };
             let bundle = Bundle::make(entry, &defaults, &ids, &bundle_dir, &root_source)?;
-            tree.bytes(&format!("{bundle_dir}/config.json"), 0o644, &bundle.config_json())?;
+            tree.bytes(
+                &format!("{bundle_dir}/config.json"),
+                0o644,
+                &bundle.config_json(),
+            )?;
             if !readonly {
                 tree.directory(&format!("{bundle_dir}/tmp"))?;
             }
             tree.directory(&format!("{bundle_dir}/rootfs"))?;
-            tree.bytes(&format!("{bundle_dir}/runtime.json"), 0o644, &bundle.runtime_json())?;
+            tree.bytes(
+                &format!("{bundle_dir}/runtime.json"),
+                0o644,
+                &bundle.runtime_json(),
+            )?;
         }
     }
     for file in &definition.files {
@@ -443,8 +464,18 @@ fn write_file(
         None if is_dir => 0o700,
         None => 0o600,
     };
-    let uid = file.uid.as_ref().map(|i| ids.resolve(i)).transpose()?.unwrap_or(0);
-    let gid = file.gid.as_ref().map(|i| ids.resolve(i)).transpose()?.unwrap_or(0);
+    let uid = file
+        .uid
+        .as_ref()
+        .map(|i| ids.resolve(i))
+        .transpose()?
+        .unwrap_or(0);
+    let gid = file
+        .gid
+        .as_ref()
+        .map(|i| ids.resolve(i))
+        .transpose()?
+        .unwrap_or(0);
     let bytes = if let Some(contents) = &file.contents {
         Some(contents.clone().into_bytes())
     } else if let Some(source) = &file.source {
@@ -454,7 +485,12 @@ fn write_file(
             Err(e) if e.kind() == io::ErrorKind::NotFound && file.optional == Some(true) => {
                 return Ok(());
             }
-            Err(e) => return Err(fail(format!("cannot read source {}: {e}", resolved.display()))),
+            Err(e) => {
+                return Err(fail(format!(
+                    "cannot read source {}: {e}",
+                    resolved.display()
+                )));
+            }
         }
     } else if file.metadata.is_some() {
         let yaml = serde_saphyr::to_string(definition)
@@ -494,10 +530,10 @@ fn write_file(
 }
 
 fn resolve_source(source: &str, origin: Option<&str>) -> PathBuf {
-    if let Some(rest) = source.strip_prefix("~/") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return Path::new(&home).join(rest);
-        }
+    if let Some(rest) = source.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return Path::new(&home).join(rest);
     }
     let path = Path::new(source);
     match origin.map(Path::new).and_then(Path::parent) {
@@ -515,7 +551,10 @@ mod tests {
     #[test]
     fn relative_links() {
         assert_eq!(relative("usr/bin/a", "usr/bin/b"), "b");
-        assert_eq!(relative("lib/modules/x/a.ko", "lib/firmware/f"), "../../firmware/f");
+        assert_eq!(
+            relative("lib/modules/x/a.ko", "lib/firmware/f"),
+            "../../firmware/f"
+        );
         assert_eq!(relative("a", "b/c"), "b/c");
     }
 }

@@ -16,11 +16,21 @@ pub const DEFAULT_MTIME: u64 = 1_492_533_000;
 pub enum Kind {
     File,
     Directory,
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
     /// Another name for a regular file emitted earlier in the same stream.
-    HardLink { target: String },
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    HardLink {
+        target: String,
+    },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 
@@ -109,7 +119,9 @@ pub fn copy_entry(sink: &mut dyn Sink, entry: &Entry, reader: &mut dyn Read) -> 
     let mut remaining = entry.size;
     let mut buffer = vec![0u8; 256 * 1024];
     while remaining > 0 {
-        let want = buffer.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = buffer
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let n = reader.read(&mut buffer[..want])?;
         if n == 0 {
             return Err(io::Error::new(

@@ -66,7 +66,10 @@ enum RecordKind {
     File,
     Symlink,
     /// A hard link to the file that stood at `target` when it was read.
-    HardLink { target: String, file: Position },
+    HardLink {
+        target: String,
+        file: Position,
+    },
     Other,
 }
 
@@ -172,11 +175,15 @@ fn header<R: Read>(cx: &Context, entry: &tar::Entry<R>) -> Result<Option<Header>
         tar::EntryType::Regular | tar::EntryType::Continuous => (RecordKind::File, Kind::File),
         tar::EntryType::Directory => (RecordKind::Directory, Kind::Directory),
         tar::EntryType::Symlink => {
-            let target = link.clone().ok_or_else(|| cx.hostile(&raw, "symbolic link without a target"))?;
+            let target = link
+                .clone()
+                .ok_or_else(|| cx.hostile(&raw, "symbolic link without a target"))?;
             (RecordKind::Symlink, Kind::Symlink { target })
         }
         tar::EntryType::Link => {
-            let target = link.clone().ok_or_else(|| cx.hostile(&raw, "hard link without a target"))?;
+            let target = link
+                .clone()
+                .ok_or_else(|| cx.hostile(&raw, "hard link without a target"))?;
             let target = entry::clean_path(&target)
                 .map_err(|reason| cx.hostile(&raw, format!("hard link target {reason}")))?;
             (
@@ -401,13 +408,12 @@ pub fn flatten(
             if !survives && orphan_names.is_none() {
                 continue;
             }
-            if survives {
-                if let RecordKind::HardLink { file, .. } = &index.records[&h.name].kind {
-                    if index.orphans.contains_key(file) {
-                        // Emitted with the orphaned file's bytes instead.
-                        continue;
-                    }
-                }
+            if survives
+                && let RecordKind::HardLink { file, .. } = &index.records[&h.name].kind
+                && index.orphans.contains_key(file)
+            {
+                // Emitted with the orphaned file's bytes instead.
+                continue;
             }
             let mut names: Vec<&str> = Vec::new();
             if survives {
@@ -429,10 +435,10 @@ pub fn flatten(
                 out.path = (*name).to_string();
                 if let Kind::HardLink { target } = &mut out.kind {
                     // Links to a file that was orphaned point at its new name.
-                    if let RecordKind::HardLink { file, .. } = &index.records[&h.name].kind {
-                        if let Some(o) = index.orphans.get(file) {
-                            *target = o[0].clone();
-                        }
+                    if let RecordKind::HardLink { file, .. } = &index.records[&h.name].kind
+                        && let Some(o) = index.orphans.get(file)
+                    {
+                        *target = o[0].clone();
                     }
                 }
                 if i == 0 {
@@ -467,13 +473,13 @@ fn ensure_parents(
             continue;
         }
         let mut dir = Entry::directory(ancestor, 0o755, entry::DEFAULT_MTIME);
-        if let Some(r) = index.records.get(ancestor) {
-            if r.kind == RecordKind::Directory {
-                dir.mode = r.mode;
-                dir.uid = r.uid;
-                dir.gid = r.gid;
-                dir.mtime = r.mtime;
-            }
+        if let Some(r) = index.records.get(ancestor)
+            && r.kind == RecordKind::Directory
+        {
+            dir.mode = r.mode;
+            dir.uid = r.uid;
+            dir.gid = r.gid;
+            dir.mtime = r.mtime;
         }
         emitted.insert(ancestor.to_string());
         emit(&dir, &mut io::empty())?;

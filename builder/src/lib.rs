@@ -6,13 +6,13 @@
 //! runtime bundles, [`assemble`] makes the whole tree, and [`outputs`] writes
 //! it in each format.
 
-pub mod reference;
-pub mod spec;
+pub mod assemble;
+pub mod build;
 pub mod bundle;
 pub mod entry;
-pub mod outputs;
 pub mod flatten;
-pub mod store;
-pub mod assemble;
+pub mod outputs;
 pub mod plan;
-pub mod build;
+pub mod reference;
+pub mod spec;
+pub mod store;

@@ -103,10 +103,10 @@ fn load(files: &[String]) -> Result<Definition> {
             Err(e) => problems.extend(e.problems),
         }
     }
-    if problems.is_empty() {
-        if let Err(e) = spec::validate(&definition) {
-            problems.extend(e.problems);
-        }
+    if problems.is_empty()
+        && let Err(e) = spec::validate(&definition)
+    {
+        problems.extend(e.problems);
     }
     if !problems.is_empty() {
         bail!(spec::SpecError { problems });
@@ -150,10 +150,9 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--name {name:?}: a name must be non-empty and contain no '/'");
             }
             let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(v) if !v.is_empty() => Some(
-                    v.parse::<u64>()
-                        .with_context(|| format!("SOURCE_DATE_EPOCH {v:?} is not a number of seconds"))?,
-                ),
+                Ok(v) if !v.is_empty() => Some(v.parse::<u64>().with_context(|| {
+                    format!("SOURCE_DATE_EPOCH {v:?} is not a number of seconds")
+                })?),
                 _ => None,
             };
             let store = LocalLayout::new(cache.unwrap_or_else(default_cache));

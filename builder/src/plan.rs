@@ -25,7 +25,9 @@ pub enum PlanError {
         position: String,
         source: StoreError,
     },
-    #[error("{position}: image {reference}: @pkg: references need `berth pkg build`, which this version of berth does not have yet")]
+    #[error(
+        "{position}: image {reference}: @pkg: references need `berth pkg build`, which this version of berth does not have yet"
+    )]
     Package { position: String, reference: String },
     #[error(transparent)]
     Label(#[from] SpecError),

@@ -67,7 +67,9 @@ impl Reference {
                 "sha256" => hex.len() == 64,
                 "sha512" => hex.len() == 128,
                 _ => return Err(fail("digest algorithm must be sha256 or sha512")),
-            } && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            } && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if !hex_ok {
                 return Err(fail("digest is not lowercase hex of the right length"));
             }
@@ -87,7 +89,9 @@ impl Reference {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             if !ok {
-                return Err(fail("tag must be 1 to 128 of [A-Za-z0-9_.-], not starting with . or -"));
+                return Err(fail(
+                    "tag must be 1 to 128 of [A-Za-z0-9_.-], not starting with . or -",
+                ));
             }
         }
         let (registry, repository) = match name.split_once('/') {
@@ -166,7 +170,10 @@ mod tests {
     fn normalises_like_docker() {
         assert_eq!(full("alpine"), "docker.io/library/alpine:latest");
         assert_eq!(full("linuxkit/init:v1.0"), "docker.io/linuxkit/init:v1.0");
-        assert_eq!(full("127.0.0.1:5000/bench/kernel:6.1"), "127.0.0.1:5000/bench/kernel:6.1");
+        assert_eq!(
+            full("127.0.0.1:5000/bench/kernel:6.1"),
+            "127.0.0.1:5000/bench/kernel:6.1"
+        );
         assert_eq!(full("localhost/x"), "localhost/x:latest");
         let digest = format!("sha256:{}", "a".repeat(64));
         assert_eq!(
@@ -185,7 +192,16 @@ mod tests {
             Reference::parse("@pkg:../images/getty").unwrap(),
             Reference::Package("../images/getty".into())
         );
-        for bad in ["", "Alpine", "a b", "x:", "x@sha256:12", "x@md5:00", "@pkg:", "x:-t"] {
+        for bad in [
+            "",
+            "Alpine",
+            "a b",
+            "x:",
+            "x@sha256:12",
+            "x@md5:00",
+            "@pkg:",
+            "x:-t",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }

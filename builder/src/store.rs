@@ -137,10 +137,10 @@ impl LocalLayout {
                 .is_some_and(|n| names.contains(n))
         });
         if let Some(found) = by_name {
-            if let Some(digest) = &reference.digest {
-                if found.digest().to_string() != *digest {
-                    return Ok(None);
-                }
+            if let Some(digest) = &reference.digest
+                && found.digest().to_string() != *digest
+            {
+                return Ok(None);
             }
             return Ok(Some(found.clone()));
         }
@@ -171,13 +171,13 @@ impl ImageSource for LocalLayout {
             cache: self.root.clone(),
         })?;
         if is_index_type(descriptor.media_type()) {
-            let bytes = self.read_small_blob(&name, &descriptor.digest().to_string())?;
-            let index: ImageIndex = serde_json::from_slice(&bytes)
-                .map_err(|e| invalid(&name, "image index", e))?;
+            let bytes = self.read_small_blob(&name, descriptor.digest().as_ref())?;
+            let index: ImageIndex =
+                serde_json::from_slice(&bytes).map_err(|e| invalid(&name, "image index", e))?;
             let matching = index.manifests().iter().find(|m| {
-                m.platform()
-                    .as_ref()
-                    .is_some_and(|p| p.architecture().to_string() == arch && p.os().to_string() == "linux")
+                m.platform().as_ref().is_some_and(|p| {
+                    p.architecture().to_string() == arch && p.os().to_string() == "linux"
+                })
             });
             descriptor = match matching {
                 Some(m) => m.clone(),
@@ -231,16 +231,15 @@ impl ImageSource for LocalLayout {
                 "only sha256 digests are supported",
             ))
         })?;
-        let file = File::open(&path).map_err(|e| {
-            fail(io::Error::new(
-                e.kind(),
-                format!("{}: {e}", path.display()),
-            ))
-        })?;
+        let file = File::open(&path)
+            .map_err(|e| fail(io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
         Ok(Box::new(VerifyingReader {
             inner: BufReader::with_capacity(1 << 20, file),
             hasher: Sha256::new(),
-            expected: digest.split_once(':').map(|(_, h)| h.to_string()).unwrap_or_default(),
+            expected: digest
+                .split_once(':')
+                .map(|(_, h)| h.to_string())
+                .unwrap_or_default(),
             done: false,
         }))
     }
@@ -249,7 +248,9 @@ impl ImageSource for LocalLayout {
 fn is_index_type(media_type: &MediaType) -> bool {
     match media_type {
         MediaType::ImageIndex => true,
-        MediaType::Other(other) => other == "application/vnd.docker.distribution.manifest.list.v2+json",
+        MediaType::Other(other) => {
+            other == "application/vnd.docker.distribution.manifest.list.v2+json"
+        }
         _ => false,
     }
 }

@@ -23,7 +23,9 @@ fn check(yaml: &str) -> String {
 
 #[test]
 fn malformed_yaml() {
-    insta::assert_snapshot!(check("services:\n  - name: a\n    image: \"b\n  - name: c\n"));
+    insta::assert_snapshot!(check(
+        "services:\n  - name: a\n    image: \"b\n  - name: c\n"
+    ));
 }
 
 #[test]
@@ -57,8 +59,16 @@ fn several_semantic_problems_at_once() {
 #[test]
 fn merged_files_report_each_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.yml"), "services:\n  - name: x\n    image: i\n").unwrap();
-    std::fs::write(dir.path().join("b.yml"), "services:\n  - name: x\n    image: j\n").unwrap();
+    std::fs::write(
+        dir.path().join("a.yml"),
+        "services:\n  - name: x\n    image: i\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.yml"),
+        "services:\n  - name: x\n    image: j\n",
+    )
+    .unwrap();
     let out = berth(&["validate", "a.yml", "b.yml"], dir.path());
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

@@ -16,7 +16,13 @@ fn tar_listing(bytes: &[u8]) -> Vec<(String, String, Vec<u8>)> {
         .unwrap()
         .map(|e| {
             let mut e = e.unwrap();
-            let path = e.path().unwrap().display().to_string().trim_end_matches('/').to_string();
+            let path = e
+                .path()
+                .unwrap()
+                .display()
+                .to_string()
+                .trim_end_matches('/')
+                .to_string();
             let kind = format!("{:?}", e.header().entry_type());
             let link = e.link_name().unwrap().map(|l| l.display().to_string());
             let mut data = Vec::new();
@@ -33,7 +39,16 @@ fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
     let cache = small_cache(dir.path());
     std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
     let out = berth(
-        &["build", "-f", "tar", "-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"],
+        &[
+            "build",
+            "-f",
+            "tar",
+            "-o",
+            "out",
+            "--cache",
+            cache.to_str().unwrap(),
+            "image.yml",
+        ],
         dir.path(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -46,10 +61,16 @@ fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
     assert_eq!(find(&format!("{lower}/bin/tool")).unwrap().2, b"tool v2");
     assert!(find(&format!("{lower}/etc/old")).is_none());
     assert!(find(&format!("{lower}/usr/share/doc/a")).is_none());
-    assert_eq!(find(&format!("{lower}/usr/share/doc/b")).unwrap().2, b"new doc");
+    assert_eq!(
+        find(&format!("{lower}/usr/share/doc/b")).unwrap().2,
+        b"new doc"
+    );
     // The hard link's file was replaced by the second layer: the link keeps
     // the bytes it was made with.
-    assert_eq!(find(&format!("{lower}/bin/tool-link")).unwrap().2, b"tool v1");
+    assert_eq!(
+        find(&format!("{lower}/bin/tool-link")).unwrap().2,
+        b"tool v1"
+    );
     // The service shares the onboot bundle's copy of the image.
     assert!(find("containers/services/svc/rootfs").is_some());
     assert!(find("containers/services/svc/lower").is_none());
@@ -60,7 +81,10 @@ fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
     // Kernel and modules.
     assert_eq!(find("boot/kernel").unwrap().2, b"not really a kernel");
     assert_eq!(find("boot/cmdline").unwrap().2, b"console=ttyS0");
-    assert_eq!(find("lib/modules/6.1.0/kernel/a.ko").unwrap().2, b"module a");
+    assert_eq!(
+        find("lib/modules/6.1.0/kernel/a.ko").unwrap().2,
+        b"module a"
+    );
     assert!(find("System.map").is_none());
     // files:
     assert_eq!(find("etc/motd").unwrap().2, b"hello");
@@ -82,7 +106,16 @@ fn config_json_merges_yaml_label_and_image_config() {
     let cache = small_cache(dir.path());
     std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
     let out = berth(
-        &["build", "-f", "tar", "-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"],
+        &[
+            "build",
+            "-f",
+            "tar",
+            "-o",
+            "out",
+            "--cache",
+            cache.to_str().unwrap(),
+            "image.yml",
+        ],
         dir.path(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -93,7 +126,10 @@ fn config_json_merges_yaml_label_and_image_config() {
         serde_json::from_slice(data).unwrap()
     };
     let first = json("containers/onboot/000-first/config.json");
-    assert_eq!(first["process"]["args"], serde_json::json!(["/bin/tool", "--once"]));
+    assert_eq!(
+        first["process"]["args"],
+        serde_json::json!(["/bin/tool", "--once"])
+    );
     assert_eq!(first["process"]["env"], serde_json::json!(["PATH=/bin"]));
     assert_eq!(
         first["process"]["capabilities"]["effective"],
@@ -118,8 +154,20 @@ fn every_format_is_reproducible() {
     for (run, compress) in [("a", "gzip"), ("b", "gzip"), ("c", "zstd"), ("d", "zstd")] {
         let out = berth(
             &[
-                "build", "-f", "tar", "-f", "kernel+initrd", "-f", "tar-kernel-initrd",
-                "--compress", compress, "-o", run, "--cache", cache.to_str().unwrap(), "image.yml",
+                "build",
+                "-f",
+                "tar",
+                "-f",
+                "kernel+initrd",
+                "-f",
+                "tar-kernel-initrd",
+                "--compress",
+                compress,
+                "-o",
+                run,
+                "--cache",
+                cache.to_str().unwrap(),
+                "image.yml",
             ],
             dir.path(),
         );
@@ -144,7 +192,9 @@ fn every_format_is_reproducible() {
     // The initrd holds everything but boot/, as a valid gzip cpio.
     let initrd = std::fs::read(builds[0].join("image-initrd.img")).unwrap();
     let mut cpio = Vec::new();
-    flate2::read::GzDecoder::new(&initrd[..]).read_to_end(&mut cpio).unwrap();
+    flate2::read::GzDecoder::new(&initrd[..])
+        .read_to_end(&mut cpio)
+        .unwrap();
     let text = String::from_utf8_lossy(&cpio);
     assert!(text.contains("containers/services/svc/config.json"));
     assert!(!text.contains("boot/kernel"));
@@ -160,7 +210,16 @@ fn source_date_epoch_sets_the_time_of_generated_entries() {
     let cache = small_cache(dir.path());
     std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["build", "-f", "tar", "-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"])
+        .args([
+            "build",
+            "-f",
+            "tar",
+            "-o",
+            "out",
+            "--cache",
+            cache.to_str().unwrap(),
+            "image.yml",
+        ])
         .current_dir(dir.path())
         .env("SOURCE_DATE_EPOCH", "1000000000")
         .output()
@@ -171,7 +230,11 @@ fn source_date_epoch_sets_the_time_of_generated_entries() {
     for entry in archive.entries().unwrap() {
         let entry = entry.unwrap();
         let mtime = entry.header().mtime().unwrap();
-        assert!(mtime <= 1_000_000_000, "{:?} has mtime {mtime}", entry.path().unwrap());
+        assert!(
+            mtime <= 1_000_000_000,
+            "{:?} has mtime {mtime}",
+            entry.path().unwrap()
+        );
     }
 }
 
@@ -187,17 +250,31 @@ fn a_missing_image_names_the_reference_and_the_cache_and_leaves_nothing() {
     std::fs::create_dir(dir.path().join("out")).unwrap();
     std::fs::write(dir.path().join("out/image.tar"), b"an older build").unwrap();
     let out = berth(
-        &["build", "-f", "tar", "-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"],
+        &[
+            "build",
+            "-f",
+            "tar",
+            "-o",
+            "out",
+            "--cache",
+            cache.to_str().unwrap(),
+            "image.yml",
+        ],
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(1));
     let message = stderr(&out);
     assert!(
-        message.contains("image.yml:5:5: image docker.io/test/absent:2 not found: looked in the cache at"),
+        message.contains(
+            "image.yml:5:5: image docker.io/test/absent:2 not found: looked in the cache at"
+        ),
         "{message}"
     );
     assert!(message.contains(cache.to_str().unwrap()), "{message}");
     // The older artifact is untouched and no temporary file is left.
     assert_eq!(files(&dir.path().join("out")), ["image.tar"]);
-    assert_eq!(std::fs::read(dir.path().join("out/image.tar")).unwrap(), b"an older build");
+    assert_eq!(
+        std::fs::read(dir.path().join("out/image.tar")).unwrap(),
+        b"an older build"
+    );
 }

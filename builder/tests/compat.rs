@@ -64,10 +64,20 @@ fn every_linuxkit_yaml_validates() {
             (Ok(()), false) => {}
             (Err(e), false) => failures.push(e.to_string()),
             (Err(_), true) => rejected.push(name),
-            (Ok(()), true) => failures.push(format!("{name}: listed as an exception but validates")),
+            (Ok(()), true) => {
+                failures.push(format!("{name}: listed as an exception but validates"))
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(rejected.len(), exceptions.len(), "an exception names a file that does not exist");
-    eprintln!("{} files validated, {} known rejections", files.len() - rejected.len(), rejected.len());
+    assert_eq!(
+        rejected.len(),
+        exceptions.len(),
+        "an exception names a file that does not exist"
+    );
+    eprintln!(
+        "{} files validated, {} known rejections",
+        files.len() - rejected.len(),
+        rejected.len()
+    );
 }

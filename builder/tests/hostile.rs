@@ -16,7 +16,9 @@ fn refused(name: &str, layers: Vec<Layer>, expected: &str) {
     for layer in layers {
         image = image.layer(layer);
     }
-    layout.add_image("docker.io/test/hostile:1", &image).unwrap();
+    layout
+        .add_image("docker.io/test/hostile:1", &image)
+        .unwrap();
     std::fs::write(
         dir.path().join("image.yml"),
         "init:\n  - test/init:1\nservices:\n  - name: bad\n    image: test/hostile:1\n",
@@ -24,8 +26,16 @@ fn refused(name: &str, layers: Vec<Layer>, expected: &str) {
     .unwrap();
     let out = berth(
         &[
-            "build", "-f", "tar", "-f", "kernel+initrd", "-o", "out", "--cache",
-            cache.to_str().unwrap(), "image.yml",
+            "build",
+            "-f",
+            "tar",
+            "-f",
+            "kernel+initrd",
+            "-o",
+            "out",
+            "--cache",
+            cache.to_str().unwrap(),
+            "image.yml",
         ],
         dir.path(),
     );
@@ -35,8 +45,15 @@ fn refused(name: &str, layers: Vec<Layer>, expected: &str) {
         message.contains("image docker.io/test/hostile:1: layer sha256:"),
         "{name}: {message}"
     );
-    assert!(message.contains(expected), "{name}: expected {expected:?} in {message}");
-    assert_eq!(files(&dir.path().join("out")), Vec::<String>::new(), "{name}");
+    assert!(
+        message.contains(expected),
+        "{name}: expected {expected:?} in {message}"
+    );
+    assert_eq!(
+        files(&dir.path().join("out")),
+        Vec::<String>::new(),
+        "{name}"
+    );
 }
 
 #[test]
@@ -80,16 +97,15 @@ fn writing_through_a_symlink_is_refused() {
 fn hard_links_out_of_the_image_are_refused() {
     refused(
         "hard link to an absolute path outside",
-        vec![Layer::new().raw(
-            RawEntry::new(EntryType::Link, "shadow").link_name("/etc/shadow"),
-        )],
+        vec![Layer::new().raw(RawEntry::new(EntryType::Link, "shadow").link_name("/etc/shadow"))],
         "entry \"shadow\" refused: hard link to \"/etc/shadow\", which is not a regular file of the image",
     );
     refused(
         "hard link climbing out",
-        vec![Layer::new().raw(
-            RawEntry::new(EntryType::Link, "shadow").link_name("../../etc/shadow"),
-        )],
+        vec![
+            Layer::new()
+                .raw(RawEntry::new(EntryType::Link, "shadow").link_name("../../etc/shadow")),
+        ],
         "hard link target \"../../etc/shadow\" climbs out of the root",
     );
     refused(

@@ -120,7 +120,11 @@ pub struct Runtime {
     pub mkdir: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<Vec<Interface>>,
-    #[serde(rename = "bindNS", default, skip_serializing_if = "BindNamespaces::is_empty")]
+    #[serde(
+        rename = "bindNS",
+        default,
+        skip_serializing_if = "BindNamespaces::is_empty"
+    )]
     pub bind_namespaces: BindNamespaces,
     /// The containerd namespace in LinuxKit; kept so such files still parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,7 +157,10 @@ mod tests {
             r#"{"mkdir":["/var/lib/x"],"bindNS":{"net":"/run/netns/x"},"interfaces":[{"name":"eth1","add":"veth","peer":"veth1","createInRoot":true}]}"#,
         )
         .unwrap();
-        assert_eq!(runtime.mkdir.as_deref(), Some(&["/var/lib/x".to_string()][..]));
+        assert_eq!(
+            runtime.mkdir.as_deref(),
+            Some(&["/var/lib/x".to_string()][..])
+        );
         assert_eq!(runtime.bind_namespaces.net.as_deref(), Some("/run/netns/x"));
         let again = serde_json::to_string(&runtime).unwrap();
         assert_eq!(serde_json::from_str::<Runtime>(&again).unwrap(), runtime);

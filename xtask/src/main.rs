@@ -88,7 +88,11 @@ fn prerequisites() -> Result<()> {
     if !is_root() {
         bail!(
             "missing prerequisites: run `apt-get update && apt-get install -y {}` as root",
-            PACKAGES.iter().map(|(_, p)| *p).collect::<Vec<_>>().join(" ")
+            PACKAGES
+                .iter()
+                .map(|(_, p)| *p)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     run(Command::new("apt-get").args(["update", "-q"]))?;
@@ -121,7 +125,14 @@ fn work() -> PathBuf {
 
 fn example() -> Result<()> {
     prerequisites()?;
-    run(cargo().args(["build", "--release", "--package", "builder", "--bin", "berth"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "builder",
+        "--bin",
+        "berth",
+    ]))?;
     let work = work();
     let cache = work.join("cache");
     let images = fixtures::debian::fixture_images(&work.join("debs"), &cache)
@@ -142,7 +153,10 @@ fn example() -> Result<()> {
         .arg("--cache")
         .arg(&cache)
         .arg("examples/hello.yml"))?;
-    eprintln!("built in {:.1} s; boot it with:", started.elapsed().as_secs_f64());
+    eprintln!(
+        "built in {:.1} s; boot it with:",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "qemu-system-x86_64 -m 512 -nographic -no-reboot -kernel out/hello-kernel -initrd out/hello-initrd.img -append \"$(cat out/hello-cmdline)\""
     );
@@ -163,7 +177,14 @@ fn bench(args: &[String]) -> Result<()> {
         }
         run(Command::new("apt-get").args(["install", "-y", "-q", "time"]))?;
     }
-    run(cargo().args(["build", "--release", "--package", "builder", "--bin", "berth"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "builder",
+        "--bin",
+        "berth",
+    ]))?;
     let work = root().join("target").join("berth-bench");
     run(Command::new("bash").arg(shared.join("setup.sh")).arg(&work))?;
     // setup.sh leaves one OCI layout per image; berth reads one cache.
@@ -207,7 +228,10 @@ fn bench(args: &[String]) -> Result<()> {
         let mut fields = last.split_whitespace();
         let seconds: f64 = fields.next().unwrap_or("0").parse()?;
         let kib: f64 = fields.next().unwrap_or("0").parse()?;
-        println!("run {run_number}: {seconds:.2} s wall, {:.0} MiB peak memory", kib / 1024.0);
+        println!(
+            "run {run_number}: {seconds:.2} s wall, {:.0} MiB peak memory",
+            kib / 1024.0
+        );
         times.push(seconds);
     }
     times.sort_by(f64::total_cmp);
@@ -252,7 +276,10 @@ fn import(from: &Path, tag: &str, into: &Path, reference: &str) -> Result<()> {
     let manifests = index["manifests"].as_array_mut().context("index.json")?;
     manifests.retain(|d| d["annotations"][NAME] != reference);
     manifests.push(descriptor);
-    std::fs::write(into.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    std::fs::write(
+        into.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     std::fs::write(into.join("index.json"), serde_json::to_vec(&index)?)?;
     Ok(())
 }

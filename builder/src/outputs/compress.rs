@@ -318,7 +318,11 @@ mod tests {
         (0..len)
             .map(|i| {
                 state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                if i % 3 == 0 { (state >> 24) as u8 } else { b"berth"[i % 5] }
+                if i % 3 == 0 {
+                    (state >> 24) as u8
+                } else {
+                    b"berth"[i % 5]
+                }
             })
             .collect()
     }

@@ -145,10 +145,12 @@ impl<W: Write> Sink for CpioWriter<W> {
             }
             Kind::HardLink { target } => {
                 let &(target_inode, links) =
-                    self.links.get(target).ok_or_else(|| CpioError::DanglingLink {
-                        path: path.into(),
-                        target: target.clone(),
-                    })?;
+                    self.links
+                        .get(target)
+                        .ok_or_else(|| CpioError::DanglingLink {
+                            path: path.into(),
+                            target: target.clone(),
+                        })?;
                 inode = target_inode;
                 nlink = links;
                 S_IFREG
@@ -256,9 +258,8 @@ mod tests {
         assert_eq!(
             header,
             concat!(
-                "070701", "00000001", "000081a4", "00000000", "00000000", "00000001",
-                "00000005", "00000003", "00000000", "00000000", "00000000", "00000000",
-                "00000002", "00000000"
+                "070701", "00000001", "000081a4", "00000000", "00000000", "00000001", "00000005",
+                "00000003", "00000000", "00000000", "00000000", "00000000", "00000002", "00000000"
             )
         );
         assert_eq!(&out[110..112], b"a\0");
@@ -291,9 +292,17 @@ mod tests {
         // after 110 + "bin/a\0" + 1 byte of data, padded to 120.
         let field = |at: usize, index: usize| {
             let start = at + 6 + 8 * index;
-            std::str::from_utf8(&out[start..start + 8]).unwrap().to_string()
+            std::str::from_utf8(&out[start..start + 8])
+                .unwrap()
+                .to_string()
         };
-        assert_eq!((field(0, 0), field(0, 4)), ("00000001".into(), "00000002".into()));
-        assert_eq!((field(120, 0), field(120, 4)), ("00000001".into(), "00000002".into()));
+        assert_eq!(
+            (field(0, 0), field(0, 4)),
+            ("00000001".into(), "00000002".into())
+        );
+        assert_eq!(
+            (field(120, 0), field(120, 4)),
+            ("00000001".into(), "00000002".into())
+        );
     }
 }

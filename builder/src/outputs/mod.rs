@@ -54,7 +54,10 @@ impl std::str::FromStr for Format {
 
 impl std::fmt::Display for Format {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = Format::ALL.iter().find(|(_, x)| x == self).map_or("?", |(n, _)| n);
+        let name = Format::ALL
+            .iter()
+            .find(|(_, x)| x == self)
+            .map_or("?", |(n, _)| n);
         f.write_str(name)
     }
 }
@@ -139,8 +142,7 @@ impl Writers {
                 file,
             ))));
         }
-        if formats.contains(&Format::KernelInitrd) || formats.contains(&Format::TarKernelInitrd)
-        {
+        if formats.contains(&Format::KernelInitrd) || formats.contains(&Format::TarKernelInitrd) {
             let (sink, split) = KernelInitrd::new(pending, compression)?;
             sinks.push(Box::new(sink));
             parts = Some(split);
@@ -297,7 +299,10 @@ impl Sink for KernelInitrd {
             }
         }
         if self.target == Target::Initrd {
-            self.initrd.as_mut().expect("initrd finished").entry(entry)?;
+            self.initrd
+                .as_mut()
+                .expect("initrd finished")
+                .entry(entry)?;
         }
         Ok(())
     }

@@ -51,11 +51,11 @@ impl<W: Write> TarWriter<W> {
             pax_record(&mut pax, "path", &name);
             header.set_path(truncate_name(&name))?;
         }
-        if let Some(link) = link {
-            if link.len() > 100 || !link.is_ascii() || header.set_link_name(link).is_err() {
-                pax_record(&mut pax, "linkpath", link);
-                header.set_link_name(truncate_name(link))?;
-            }
+        if let Some(link) = link
+            && (link.len() > 100 || !link.is_ascii() || header.set_link_name(link).is_err())
+        {
+            pax_record(&mut pax, "linkpath", link);
+            header.set_link_name(truncate_name(link))?;
         }
         const USTAR_MAX_SIZE: u64 = 0o77_777_777_777;
         if entry.size > USTAR_MAX_SIZE {
@@ -74,8 +74,7 @@ impl<W: Write> TarWriter<W> {
         header.set_gid(u64::from(entry.gid.min(USTAR_MAX_ID)));
         header.set_mode(entry.mode & 0o7777);
         header.set_mtime(entry.mtime.min(0o77_777_777_777));
-        if let Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } = entry.kind
-        {
+        if let Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } = entry.kind {
             header.set_device_major(major)?;
             header.set_device_minor(minor)?;
         }
@@ -83,7 +82,10 @@ impl<W: Write> TarWriter<W> {
         if !pax.is_empty() {
             let mut extended = tar::Header::new_ustar();
             extended.set_entry_type(tar::EntryType::XHeader);
-            extended.set_path(truncate_name(&format!("PaxHeaders/{}", basename(&entry.path))))?;
+            extended.set_path(truncate_name(&format!(
+                "PaxHeaders/{}",
+                basename(&entry.path)
+            )))?;
             extended.set_size(pax.len() as u64);
             extended.set_mode(0o644);
             extended.set_mtime(entry.mtime.min(0o77_777_777_777));
@@ -181,7 +183,11 @@ mod tests {
         for entry in archive.entries().unwrap() {
             let entry = entry.unwrap();
             let link = entry.link_name().unwrap().map(|l| l.display().to_string());
-            seen.push((entry.path().unwrap().display().to_string(), link, entry.size()));
+            seen.push((
+                entry.path().unwrap().display().to_string(),
+                link,
+                entry.size(),
+            ));
         }
         assert_eq!(
             seen,

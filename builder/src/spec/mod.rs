@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use located::{Located, Origin};
-pub use parse::{parse, parse_label};
 pub use parse::{Problem, SpecError};
+pub use parse::{parse, parse_label};
 pub use validate::{
     Bind, CAPABILITIES, RLIMITS, Rlimit, bind, capability, check_label, mode, rlimit, validate,
 };

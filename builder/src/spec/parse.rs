@@ -198,7 +198,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.init[0].position(), "f.yml:2:5");
-        assert_eq!(d.services[0].name.as_ref().unwrap().position(), "f.yml:4:11");
+        assert_eq!(
+            d.services[0].name.as_ref().unwrap().position(),
+            "f.yml:4:11"
+        );
     }
 
     #[test]

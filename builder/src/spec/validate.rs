@@ -122,7 +122,9 @@ pub fn rlimit(text: &str) -> Result<Rlimit, String> {
     };
     let (soft, hard) = (number(soft)?, number(hard)?);
     if soft > hard {
-        return Err(format!("rlimit {name}: soft limit {soft} exceeds hard limit {hard}"));
+        return Err(format!(
+            "rlimit {name}: soft limit {soft} exceeds hard limit {hard}"
+        ));
     }
     Ok(Rlimit { name, soft, hard })
 }
@@ -140,13 +142,19 @@ pub fn bind(text: &str) -> Result<Bind<'_>, String> {
     let (source, destination, options) = match parts[..] {
         [s, d] => (s, d, Vec::new()),
         [s, d, o] => (s, d, o.split(',').filter(|o| !o.is_empty()).collect()),
-        _ => return Err(format!("bind {text:?} is not of the form src:dst[:options]")),
+        _ => {
+            return Err(format!(
+                "bind {text:?} is not of the form src:dst[:options]"
+            ));
+        }
     };
     if source.is_empty() || destination.is_empty() {
         return Err(format!("bind {text:?} has an empty source or destination"));
     }
     if !destination.starts_with('/') {
-        return Err(format!("bind {text:?}: destination must be an absolute path"));
+        return Err(format!(
+            "bind {text:?}: destination must be an absolute path"
+        ));
     }
     Ok(Bind {
         source,
@@ -195,10 +203,10 @@ pub fn validate(definition: &Definition) -> Result<(), SpecError> {
             }
         }
     }
-    if let Some(kernel) = &definition.kernel {
-        if kernel.image.is_none() {
-            problems.plain("kernel.image", "the kernel section needs an image".into());
-        }
+    if let Some(kernel) = &definition.kernel
+        && kernel.image.is_none()
+    {
+        problems.plain("kernel.image", "the kernel section needs an image".into());
     }
     for (i, reference) in definition.init.iter().enumerate() {
         check_reference(&mut problems, reference, &format!("init[{i}]"));
@@ -218,14 +226,17 @@ pub fn validate(definition: &Definition) -> Result<(), SpecError> {
     for (i, volume) in definition.volumes.iter().enumerate() {
         let path = format!("volumes[{i}]");
         check_name(&mut problems, &volume.name, &format!("{path}.name"));
-        if let Some(format) = &volume.format {
-            if !["oci", "filesystem"].contains(&format.as_str()) {
-                problems.at(
-                    format,
-                    format!("{path}.format"),
-                    format!("unknown volume format {:?} (oci or filesystem)", format.value),
-                );
-            }
+        if let Some(format) = &volume.format
+            && !["oci", "filesystem"].contains(&format.as_str())
+        {
+            problems.at(
+                format,
+                format!("{path}.format"),
+                format!(
+                    "unknown volume format {:?} (oci or filesystem)",
+                    format.value
+                ),
+            );
         }
         if let Some(image) = &volume.image {
             check_reference(&mut problems, image, &format!("{path}.image"));
@@ -322,10 +333,19 @@ pub fn check_label(label: &Image, image: &str) -> Result<(), SpecError> {
     let mut problems = Problems::default();
     for (key, value) in [("name", &label.name), ("image", &label.image)] {
         if let Some(value) = value {
-            problems.at(value, key.into(), format!("{key} cannot be set in an image label"));
+            problems.at(
+                value,
+                key.into(),
+                format!("{key} cannot be set in an image label"),
+            );
         }
     }
-    check_config(&mut problems, label, &format!("label of {image}"), &BTreeMap::new());
+    check_config(
+        &mut problems,
+        label,
+        &format!("label of {image}"),
+        &BTreeMap::new(),
+    );
     problems.finish()
 }
 
@@ -411,7 +431,13 @@ fn check_config(
     }
     if let Some(p) = &image.rootfs_propagation {
         let known = [
-            "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
+            "private",
+            "rprivate",
+            "shared",
+            "rshared",
+            "slave",
+            "rslave",
+            "unbindable",
             "runbindable",
         ];
         if !known.contains(&p.as_str()) {
@@ -431,10 +457,10 @@ fn check_config(
                 message: format!("unknown device type {:?} (a, b, c, u or p)", device.kind),
             });
         }
-        if let Some(m) = &device.mode {
-            if let Err(message) = mode(m) {
-                problems.at(m, format!("{dpath}.mode"), message);
-            }
+        if let Some(m) = &device.mode
+            && let Err(message) = mode(m)
+        {
+            problems.at(m, format!("{dpath}.mode"), message);
         }
     }
     let ids = [("uid", &image.uid), ("gid", &image.gid)];
@@ -442,7 +468,11 @@ fn check_config(
     for (key, id) in ids
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v)))
-        .chain(extra.enumerate().map(|(i, v)| (format!("additionalGids[{i}]"), v)))
+        .chain(
+            extra
+                .enumerate()
+                .map(|(i, v)| (format!("additionalGids[{i}]"), v)),
+        )
     {
         check_id(problems, id, &format!("{path}.{key}"), names);
     }
@@ -456,14 +486,15 @@ fn check_id(
 ) {
     // Labels are checked without the names of the definition: they may name
     // any entry, which is resolved when the bundle is made.
-    if let IdRef::Name(name) = &id.value {
-        if !names.is_empty() && !names.contains_key(name.as_str()) {
-            problems.at(
-                id,
-                path.into(),
-                format!("{name:?} is neither a number nor the name of a container"),
-            );
-        }
+    if let IdRef::Name(name) = &id.value
+        && !names.is_empty()
+        && !names.contains_key(name.as_str())
+    {
+        problems.at(
+            id,
+            path.into(),
+            format!("{name:?} is neither a number nor the name of a container"),
+        );
     }
 }
 
@@ -509,22 +540,25 @@ fn check_file(
         problems.at(
             &file.path,
             format!("{path}.path"),
-            format!("path {:?} must name something inside the image", file.path.value),
+            format!(
+                "path {:?} must name something inside the image",
+                file.path.value
+            ),
         );
     }
-    if let Some(metadata) = &file.metadata {
-        if metadata.as_str() != "yaml" {
-            problems.at(
-                metadata,
-                format!("{path}.metadata"),
-                format!("unknown metadata {:?} (only yaml)", metadata.value),
-            );
-        }
+    if let Some(metadata) = &file.metadata
+        && metadata.as_str() != "yaml"
+    {
+        problems.at(
+            metadata,
+            format!("{path}.metadata"),
+            format!("unknown metadata {:?} (only yaml)", metadata.value),
+        );
     }
-    if let Some(m) = &file.mode {
-        if let Err(message) = mode(m) {
-            problems.at(m, format!("{path}.mode"), message);
-        }
+    if let Some(m) = &file.mode
+        && let Err(message) = mode(m)
+    {
+        problems.at(m, format!("{path}.mode"), message);
     }
     for (key, id) in [("uid", &file.uid), ("gid", &file.gid)] {
         if let Some(id) = id {
@@ -552,7 +586,9 @@ mod tests {
             problems(
                 "onboot:\n  - name: a\n    image: x\n  - name: a\n    image: x\nservices:\n  - name: b\n    image: y\n  - name: b\n    image: y\n"
             ),
-            ["v.yml:9:11: services[1].name: duplicate service name \"b\": already used at v.yml:7:11"]
+            [
+                "v.yml:9:11: services[1].name: duplicate service name \"b\": already used at v.yml:7:11"
+            ]
         );
     }
 
@@ -577,7 +613,10 @@ mod tests {
                 hard: 4096
             })
         );
-        assert_eq!(rlimit("RLIMIT_CORE,unlimited,unlimited").unwrap().hard, u64::MAX);
+        assert_eq!(
+            rlimit("RLIMIT_CORE,unlimited,unlimited").unwrap().hard,
+            u64::MAX
+        );
         assert!(rlimit("nofile,1024").is_err());
         assert!(rlimit("nofiles,1,2").is_err());
         assert!(rlimit("nofile,9,2").is_err());
@@ -610,11 +649,15 @@ mod tests {
     fn files_need_exactly_one_kind() {
         assert_eq!(
             problems("files:\n  - path: etc/x\n    contents: a\n    directory: true\n"),
-            ["v.yml:2:11: files[0]: file \"etc/x\" sets contents and directory: give only one of contents, source, directory, symlink or metadata"]
+            [
+                "v.yml:2:11: files[0]: file \"etc/x\" sets contents and directory: give only one of contents, source, directory, symlink or metadata"
+            ]
         );
         assert_eq!(
             problems("files:\n  - path: etc/x\n    mode: \"0644\"\n"),
-            ["v.yml:2:11: files[0]: file \"etc/x\" needs one of contents, source, directory, symlink or metadata"]
+            [
+                "v.yml:2:11: files[0]: file \"etc/x\" needs one of contents, source, directory, symlink or metadata"
+            ]
         );
         assert_eq!(
             problems("files:\n  - path: ../etc/x\n    contents: a\n"),

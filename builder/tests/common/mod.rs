@@ -18,7 +18,8 @@ pub fn small_cache(dir: &Path) -> PathBuf {
     let cache = dir.join("cache");
     let layout = Layout::create(&cache).unwrap();
     let mut modules = tar::Builder::new(Vec::new());
-    for (path, data) in [("lib/modules/6.1.0/kernel/a.ko", &b"module a"[..])] {
+    {
+        let (path, data) = ("lib/modules/6.1.0/kernel/a.ko", &b"module a"[..]);
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
