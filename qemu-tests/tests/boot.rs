@@ -205,15 +205,13 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
             .map_err(|e| format!("{}: {e:#}", case.dir.join("inspect").display()))?,
         Err(_) => Vec::new(),
     };
-    if !checks.is_empty() {
-        if let Some(tool) = initrd::TOOLS
-            .iter()
-            .find(|tool| qemu_tests::find_program(tool).is_none())
-        {
-            return skip(format!(
-                "{tool} is not installed (needed to inspect the initrd)"
-            ));
-        }
+    let missing_tool = initrd::TOOLS
+        .iter()
+        .find(|tool| qemu_tests::find_program(tool).is_none());
+    if let (false, Some(tool)) = (checks.is_empty(), missing_tool) {
+        return skip(format!(
+            "{tool} is not installed (needed to inspect the initrd)"
+        ));
     }
     let expect = qemu_tests::parse_expect(
         &fs::read_to_string(case.dir.join("expect"))
@@ -274,10 +272,13 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
         }
     }
 
-    // Inspect.
-    if !checks.is_empty() {
-        initrd::inspect(&initrd_image, &checks).map_err(|e| format!("{e:#}"))?;
-    }
+    // Inspect. A failed check does not stop the boot: both verdicts
+    // together say more about what went wrong.
+    let inspection = if checks.is_empty() {
+        Ok(())
+    } else {
+        initrd::inspect(&initrd_image, &checks).map_err(|e| format!("{e:#}"))
+    };
 
     // Boot.
     let cmdline = fs::read_to_string(&cmdline_file)
@@ -288,16 +289,8 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     let saved = report
         .save(&results)
         .map_err(|e| format!("saving the transcript: {e:#}"))?;
-    match &report.verdict {
-        Ok(()) => {
-            qemu_tests::note(&format!(
-                "{name}: booted with {} in {:.1} s",
-                accel.name(),
-                report.elapsed.as_secs_f64()
-            ));
-            Ok(Completion::Completed)
-        }
-        Err(reason) => Err(format!(
+    let boot = report.verdict.clone().map_err(|reason| {
+        format!(
             "{reason}\n\
              matched {} of {} expected lines\n\
              serial transcript: {}\n\
@@ -311,6 +304,20 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
             saved.stderr.display(),
             report.serial_tail(25)
         )
-        .into()),
+    });
+    if boot.is_ok() {
+        qemu_tests::note(&format!(
+            "{name}: booted with {} in {:.1} s",
+            accel.name(),
+            report.elapsed.as_secs_f64()
+        ));
+    }
+    match (inspection, boot) {
+        (Ok(()), Ok(())) => Ok(Completion::Completed),
+        (Err(inspection), Ok(())) => {
+            Err(format!("{inspection}\n(the boot itself succeeded)").into())
+        }
+        (Ok(()), Err(boot)) => Err(boot.into()),
+        (Err(inspection), Err(boot)) => Err(format!("{inspection}\n\n{boot}").into()),
     }
 }

@@ -411,7 +411,9 @@ fn check_config(
     ] {
         if let Some(ns) = ns {
             let value = ns.as_str();
+            // `root` is LinuxKit's other spelling of `host`.
             let ok = value == "host"
+                || value == "root"
                 || value == "new"
                 || (allow_none && value == "none")
                 || value.starts_with('/');
