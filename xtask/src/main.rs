@@ -187,6 +187,12 @@ fn bench(args: &[String]) -> Result<()> {
     ]))?;
     let work = root().join("target").join("berth-bench");
     run(Command::new("bash").arg(shared.join("setup.sh")).arg(&work))?;
+    // setup.sh leaves a registry running on loopback; berth does not need
+    // it (it reads the layouts), so stop it.
+    if let Ok(pid) = std::fs::read_to_string(work.join("registry.pid")) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+        let _ = std::fs::remove_file(work.join("registry.pid"));
+    }
     // setup.sh leaves one OCI layout per image; berth reads one cache.
     let cache = work.join("cache");
     let layouts = work.join("layouts");
