@@ -358,6 +358,7 @@ fn index(source: &dyn ImageSource, image: &Image) -> Result<Index, FlattenError>
                 },
             );
         }
+        drain(&cx, archive.into_inner())?;
     }
     let mut index = Index {
         records,
@@ -456,8 +457,18 @@ pub fn flatten(
                 }
             }
         }
+        drain(&cx, archive.into_inner())?;
     }
     Ok(())
+}
+
+/// Reads a layer to its very end: a tar archive ends before its blob does
+/// (padding, trailing blocks), and the blob's digest is checked only when
+/// the last byte has been read.
+fn drain(cx: &Context, mut rest: impl Read) -> Result<(), FlattenError> {
+    io::copy(&mut rest, &mut io::sink())
+        .map(drop)
+        .map_err(|e| cx.read(e))
 }
 
 /// Emits the directories above `path` that have not been emitted yet, with

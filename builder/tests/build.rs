@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Read;
 
-use common::{DEFINITION, berth, files, small_cache, stderr};
+use common::{DEFINITION, berth, berth_env, build_yaml, files, small_cache, stderr};
 
 /// Lists a tar archive: path, type, size, link target.
 fn tar_listing(bytes: &[u8]) -> Vec<(String, String, Vec<u8>)> {
@@ -37,20 +37,7 @@ fn tar_listing(bytes: &[u8]) -> Vec<(String, String, Vec<u8>)> {
 fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path());
-    std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
-    let out = berth(
-        &[
-            "build",
-            "-f",
-            "tar",
-            "-o",
-            "out",
-            "--cache",
-            cache.to_str().unwrap(),
-            "image.yml",
-        ],
-        dir.path(),
-    );
+    let out = build_yaml(dir.path(), &cache, DEFINITION, &["tar"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
     let listing = tar_listing(&tar);
@@ -104,20 +91,7 @@ fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
 fn config_json_merges_yaml_label_and_image_config() {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path());
-    std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
-    let out = berth(
-        &[
-            "build",
-            "-f",
-            "tar",
-            "-o",
-            "out",
-            "--cache",
-            cache.to_str().unwrap(),
-            "image.yml",
-        ],
-        dir.path(),
-    );
+    let out = build_yaml(dir.path(), &cache, DEFINITION, &["tar"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
     let listing = tar_listing(&tar);
@@ -209,21 +183,17 @@ fn source_date_epoch_sets_the_time_of_generated_entries() {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path());
     std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "build",
-            "-f",
-            "tar",
-            "-o",
-            "out",
-            "--cache",
-            cache.to_str().unwrap(),
-            "image.yml",
-        ])
-        .current_dir(dir.path())
-        .env("SOURCE_DATE_EPOCH", "1000000000")
-        .output()
-        .unwrap();
+    let args = [
+        "build",
+        "-f",
+        "tar",
+        "-o",
+        "out",
+        "--cache",
+        cache.to_str().unwrap(),
+        "image.yml",
+    ];
+    let out = berth_env(&args, dir.path(), Some("1000000000"));
     assert!(out.status.success(), "{}", stderr(&out));
     let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
     let mut archive = tar::Archive::new(&tar[..]);
@@ -242,26 +212,10 @@ fn source_date_epoch_sets_the_time_of_generated_entries() {
 fn a_missing_image_names_the_reference_and_the_cache_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path());
-    std::fs::write(
-        dir.path().join("image.yml"),
-        DEFINITION.replace("test/init:1", "test/absent:2"),
-    )
-    .unwrap();
     std::fs::create_dir(dir.path().join("out")).unwrap();
     std::fs::write(dir.path().join("out/image.tar"), b"an older build").unwrap();
-    let out = berth(
-        &[
-            "build",
-            "-f",
-            "tar",
-            "-o",
-            "out",
-            "--cache",
-            cache.to_str().unwrap(),
-            "image.yml",
-        ],
-        dir.path(),
-    );
+    let yaml = DEFINITION.replace("test/init:1", "test/absent:2");
+    let out = build_yaml(dir.path(), &cache, &yaml, &["tar"]);
     assert_eq!(out.status.code(), Some(1));
     let message = stderr(&out);
     assert!(
@@ -277,4 +231,83 @@ fn a_missing_image_names_the_reference_and_the_cache_and_leaves_nothing() {
         std::fs::read(dir.path().join("out/image.tar")).unwrap(),
         b"an older build"
     );
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_fails_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    let layout = fixtures::Layout::create(&cache).unwrap();
+    let layer = fixtures::Layer::new()
+        .compression(fixtures::Compression::None)
+        .file("data", 0o644, b"original bytes".to_vec());
+    layout
+        .add_image(
+            "docker.io/test/tampered:1",
+            &fixtures::Image::new().layer(layer),
+        )
+        .unwrap();
+    // Change the file's bytes inside the stored, uncompressed layer: the tar
+    // still parses, only the digest can tell.
+    let mut tampered = 0;
+    for blob in std::fs::read_dir(cache.join("blobs/sha256")).unwrap() {
+        let path = blob.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(14).position(|w| w == b"original bytes") {
+            bytes[at..at + 8].copy_from_slice(b"tampered");
+            std::fs::write(&path, bytes).unwrap();
+            tampered += 1;
+        }
+    }
+    assert_eq!(tampered, 1);
+    let out = build_yaml(
+        dir.path(),
+        &cache,
+        "services:\n  - name: t\n    image: test/tampered:1\n",
+        &["tar"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains("image docker.io/test/tampered:1: layer sha256:"),
+        "{message}"
+    );
+    assert!(
+        message.contains("content does not match its digest"),
+        "{message}"
+    );
+    assert_eq!(files(&dir.path().join("out")), Vec::<String>::new());
+}
+
+#[test]
+fn a_definition_can_come_from_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "build",
+            "-f",
+            "tar",
+            "-o",
+            "out",
+            "--cache",
+            cache.to_str().unwrap(),
+            "-",
+        ])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(DEFINITION.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // LinuxKit's name for a definition read from standard input.
+    assert_eq!(files(&dir.path().join("out")), ["moby.tar"]);
 }

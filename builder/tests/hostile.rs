@@ -6,7 +6,7 @@ mod common;
 
 use fixtures::{EntryType, Image, Layer, Layout, RawEntry};
 
-use common::{berth, files, small_cache, stderr};
+use common::{build_yaml, files, small_cache, stderr};
 
 fn refused(name: &str, layers: Vec<Layer>, expected: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -19,25 +19,11 @@ fn refused(name: &str, layers: Vec<Layer>, expected: &str) {
     layout
         .add_image("docker.io/test/hostile:1", &image)
         .unwrap();
-    std::fs::write(
-        dir.path().join("image.yml"),
-        "init:\n  - test/init:1\nservices:\n  - name: bad\n    image: test/hostile:1\n",
-    )
-    .unwrap();
-    let out = berth(
-        &[
-            "build",
-            "-f",
-            "tar",
-            "-f",
-            "kernel+initrd",
-            "-o",
-            "out",
-            "--cache",
-            cache.to_str().unwrap(),
-            "image.yml",
-        ],
+    let out = build_yaml(
         dir.path(),
+        &cache,
+        "init:\n  - test/init:1\nservices:\n  - name: bad\n    image: test/hostile:1\n",
+        &["tar", "kernel+initrd"],
     );
     let message = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{name}: {message}");

@@ -94,12 +94,20 @@ files:
 ";
 
 pub fn berth(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
+    berth_env(args, dir, None)
+}
+
+/// Runs berth with `SOURCE_DATE_EPOCH` set to `epoch`, or unset.
+pub fn berth_env(args: &[&str], dir: &Path, epoch: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
         .args(args)
         .current_dir(dir)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .unwrap()
+        .env_remove("SOURCE_DATE_EPOCH");
+    if let Some(epoch) = epoch {
+        command.env("SOURCE_DATE_EPOCH", epoch);
+    }
+    command.output().unwrap()
 }
 
 pub fn stderr(output: &Output) -> String {
@@ -116,4 +124,16 @@ pub fn files(dir: &Path) -> Vec<String> {
     };
     names.sort();
     names
+}
+
+/// Writes `yaml` to `DIR/image.yml` and runs `berth build` on it with the
+/// given formats into `DIR/out`, reading images from `cache`.
+pub fn build_yaml(dir: &Path, cache: &Path, yaml: &str, formats: &[&str]) -> Output {
+    std::fs::write(dir.join("image.yml"), yaml).unwrap();
+    let mut args = vec!["build"];
+    for format in formats {
+        args.extend(["-f", format]);
+    }
+    args.extend(["-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"]);
+    berth(&args, dir)
 }
