@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::assemble::{self, AssembleError, assemble};
+use crate::lock::Lock;
 use crate::outputs::{Compression, Format, Pending, Writers};
 use crate::plan::{Plan, PlanError};
 use crate::spec::Definition;
@@ -19,6 +20,8 @@ pub struct BuildOptions {
     /// `amd64` or `arm64`.
     pub arch: String,
     pub assemble: assemble::Options,
+    /// Build with exactly the digests of this lock.
+    pub lock: Option<Lock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +42,7 @@ pub enum BuildError {
 pub struct Built {
     pub artifacts: Vec<PathBuf>,
     /// Every image reference and the digest it resolved to.
-    pub images: Vec<(String, String)>,
+    pub lock: Lock,
 }
 
 /// Builds `definition` into the requested formats. On error nothing is left
@@ -49,7 +52,7 @@ pub fn build(
     source: &dyn ImageSource,
     options: &BuildOptions,
 ) -> Result<Built, BuildError> {
-    let plan = Plan::resolve(definition, source, &options.arch)?;
+    let plan = Plan::resolve(definition, source, &options.arch, options.lock.as_ref())?;
     let output = |source| BuildError::Output {
         dir: options.output_dir.clone(),
         source,
@@ -65,9 +68,10 @@ pub fn build(
     .map_err(output)?;
     assemble(definition, &plan, source, &options.assemble, writers.sink())?;
     writers.finish(&mut pending).map_err(output)?;
+    let lock = plan.lock();
+    pending
+        .write(&format!("{}.lock", options.name), lock.render().as_bytes())
+        .map_err(output)?;
     let artifacts = pending.commit().map_err(output)?;
-    Ok(Built {
-        artifacts,
-        images: plan.digests(),
-    })
+    Ok(Built { artifacts, lock })
 }

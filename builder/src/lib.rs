@@ -9,10 +9,13 @@
 pub mod assemble;
 pub mod build;
 pub mod bundle;
+pub mod cache;
 pub mod entry;
 pub mod flatten;
+pub mod lock;
 pub mod outputs;
 pub mod plan;
 pub mod reference;
+pub mod registry;
 pub mod spec;
 pub mod store;

@@ -6,10 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use builder::build::{BuildOptions, build};
+use builder::cache::Cache;
+use builder::lock::Lock;
 use builder::outputs::{Compression, Format};
+use builder::reference::Reference;
+use builder::registry::{Puller, RegistryOptions};
 use builder::spec::{self, Definition, Origin};
-use builder::store::{LocalLayout, default_cache};
-use clap::{Parser, Subcommand};
+use builder::store::{CacheThenRegistry, LocalLayout, default_cache};
+use clap::{Args, Parser, Subcommand};
 
 /// Build minimal, immutable Linux hosts that run containers, from
 /// LinuxKit-style YAML files.
@@ -27,7 +31,67 @@ Examples:
   berth build -f tar -f kernel+initrd -o out base.yml extra.yml
   cat image.yml | berth build --name image -
 
-Exit status: 0 on success, 1 when the definition or the build fails, 2 on a usage error.";
+Exit status: 0 on success, 1 when the definition or the build fails, 2 on a usage error.
+Images are taken from the cache, and pulled into it from their registry when missing;
+BERTH_OFFLINE=1 (or --offline) never touches the network.";
+
+/// Where images come from and how registries are reached.
+#[derive(Args)]
+struct Sources {
+    /// The image cache, an OCI image layout (default: $BERTH_CACHE, else ~/.cache/berth).
+    #[arg(long, global = true)]
+    cache: Option<PathBuf>,
+    /// Use only the cache, never the network (also: BERTH_OFFLINE=1).
+    #[arg(long, global = true)]
+    offline: bool,
+    /// Reach this registry (HOST or HOST:PORT) over plain HTTP; loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "REGISTRY", global = true)]
+    insecure: Vec<String>,
+    /// Trust this CA certificate (PEM) for registries, besides the system's.
+    #[arg(long = "ca-cert", value_name = "FILE", global = true)]
+    ca_certificates: Vec<PathBuf>,
+}
+
+impl Sources {
+    fn cache_dir(&self) -> PathBuf {
+        self.cache.clone().unwrap_or_else(default_cache)
+    }
+
+    fn offline(&self) -> bool {
+        self.offline || std::env::var("BERTH_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
+    }
+
+    fn puller(&self) -> Result<Puller> {
+        Ok(Puller::new(RegistryOptions {
+            insecure: self.insecure.clone(),
+            ca_certificates: self.ca_certificates.clone(),
+            read_timeout: std::env::var("BERTH_READ_TIMEOUT")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(std::time::Duration::from_secs),
+        })?)
+    }
+
+    /// The image source of a build: the cache, then (unless offline) the registry.
+    fn source(&self, pull: bool) -> Result<CacheThenRegistry> {
+        let root = self.cache_dir();
+        let cache = Cache::open(&root)?;
+        let puller = if self.offline() {
+            None
+        } else {
+            Some(self.puller()?)
+        };
+        if pull && puller.is_none() {
+            bail!("--pull needs the network, but berth is offline");
+        }
+        Ok(CacheThenRegistry {
+            layout: LocalLayout::new(root),
+            cache,
+            puller,
+            pull,
+        })
+    }
+}
 
 #[derive(Subcommand)]
 enum Command {
@@ -41,6 +105,14 @@ enum Command {
     /// Build a definition into bootable artifacts.
     #[command(after_help = EXAMPLES)]
     Build {
+        #[command(flatten)]
+        sources: Sources,
+        /// Check every image against its registry even when it is cached.
+        #[arg(long)]
+        pull: bool,
+        /// Build with exactly the digests listed in this lock file (written as NAME.lock by every build).
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
         /// Output format; repeat for several (tar, kernel+initrd, tar-kernel-initrd).
         #[arg(short, long = "format", default_value = "kernel+initrd")]
         formats: Vec<Format>,
@@ -50,9 +122,6 @@ enum Command {
         /// Base name of the artifacts (default: the first file's name without its extension).
         #[arg(long)]
         name: Option<String>,
-        /// The image cache, an OCI image layout (default: $BERTH_CACHE, else ~/.cache/berth).
-        #[arg(long)]
-        cache: Option<PathBuf>,
         /// Architecture of the images to use.
         #[arg(long, default_value = host_arch(), value_parser = ["amd64", "arm64"])]
         arch: String,
@@ -62,6 +131,31 @@ enum Command {
         /// YAML files, merged in order; `-` reads standard input.
         #[arg(required = true)]
         files: Vec<String>,
+    },
+    /// Look after the image cache.
+    Cache {
+        #[command(flatten)]
+        sources: Sources,
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List the cached images: name and digest.
+    Ls,
+    /// Forget an image's name (its blobs go with the next `clean`).
+    Rm { reference: String },
+    /// Delete blobs that no cached image uses.
+    Clean,
+    /// Check every blob against its digest.
+    Verify,
+    /// Pull an image into the cache (the latest one, even if cached).
+    Pull {
+        reference: String,
+        #[arg(long, default_value = host_arch(), value_parser = ["amd64", "arm64"])]
+        arch: String,
     },
 }
 
@@ -77,10 +171,27 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("berth: {error:#}");
+            eprintln!("berth: {}", chain(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each once: library errors already include
+/// their cause in their message, contexts added here do not.
+fn chain(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// Reads, parses, merges and validates the definition files.
@@ -133,11 +244,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}: valid", files.join(", "));
             Ok(())
         }
+        Command::Cache { sources, command } => cache_command(&sources, command),
         Command::Build {
+            sources,
+            pull,
+            lock,
             mut formats,
             output,
             name,
-            cache,
             arch,
             compress,
             files,
@@ -155,7 +269,16 @@ fn run(cli: Cli) -> Result<()> {
                 })?),
                 _ => None,
             };
-            let store = LocalLayout::new(cache.unwrap_or_else(default_cache));
+            let lock = match lock {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading lock file {}", path.display()))?;
+                    Some(Lock::parse(&text, &path.display().to_string())?)
+                }
+                None => None,
+            };
+            let store = sources.source(pull)?;
+            let _in_use = store.cache.use_lock()?;
             let options = BuildOptions {
                 name,
                 output_dir: output,
@@ -163,9 +286,10 @@ fn run(cli: Cli) -> Result<()> {
                 compression: compress,
                 arch,
                 assemble: builder::assemble::Options { source_date_epoch },
+                lock,
             };
             let built = build(&definition, &store, &options)?;
-            for (reference, digest) in &built.images {
+            for (reference, digest) in &built.lock.digests {
                 eprintln!("image {reference} {digest}");
             }
             for artifact in &built.artifacts {
@@ -174,4 +298,45 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn cache_command(sources: &Sources, command: CacheCommand) -> Result<()> {
+    let cache = Cache::open(sources.cache_dir())?;
+    let full = |reference: &str| -> Result<String> {
+        match Reference::parse(reference)? {
+            Reference::Registry(r) => Ok(r.to_string()),
+            Reference::Package(_) => bail!("{reference}: not an image in a registry"),
+        }
+    };
+    match command {
+        CacheCommand::Ls => {
+            for named in cache.list()? {
+                println!("{} {}", named.name, named.digest);
+            }
+        }
+        CacheCommand::Rm { reference } => cache.untag(&full(&reference)?)?,
+        CacheCommand::Clean => {
+            let (files, bytes) = cache.clean()?;
+            println!("removed {files} blobs, {bytes} bytes");
+        }
+        CacheCommand::Verify => {
+            let bad = cache.verify()?;
+            if !bad.is_empty() {
+                bail!("blobs that do not match their digest: {}", bad.join(", "));
+            }
+            println!("every blob matches its digest");
+        }
+        CacheCommand::Pull { reference, arch } => {
+            if sources.offline() {
+                bail!("cache pull needs the network, but berth is offline");
+            }
+            let Reference::Registry(parsed) = Reference::parse(&reference)? else {
+                bail!("{reference}: not an image in a registry");
+            };
+            let _in_use = cache.use_lock()?;
+            let digest = sources.puller()?.pull(&cache, &parsed, &arch)?;
+            println!("{parsed} {digest}");
+        }
+    }
+    Ok(())
 }

@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 
-use crate::reference::{Reference, ReferenceError};
+use crate::lock::Lock;
+use crate::reference::{Reference, ReferenceError, RegistryRef};
 use crate::spec::{self, Definition, Located, SpecError};
 use crate::store::{Image, ImageSource, StoreError};
 
@@ -31,20 +32,25 @@ pub enum PlanError {
     Package { position: String, reference: String },
     #[error(transparent)]
     Label(#[from] SpecError),
+    #[error("{position}: image {reference} is not in the lock file")]
+    NotLocked { position: String, reference: String },
 }
 
 #[derive(Debug, Default)]
 pub struct Plan {
     images: HashMap<String, Image>,
     labels: HashMap<String, spec::Image>,
+    locked: std::collections::BTreeMap<String, String>,
 }
 
 impl Plan {
     /// Resolves every reference in `definition` for `arch` through `source`.
+    /// With a `lock`, every reference is pinned to the digest it lists.
     pub fn resolve(
         definition: &Definition,
         source: &dyn ImageSource,
         arch: &str,
+        lock: Option<&Lock>,
     ) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
         for reference in definition.image_references() {
@@ -56,7 +62,18 @@ impl Plan {
                 source,
             })?;
             let registry = match parsed {
-                Reference::Registry(r) => r,
+                Reference::Registry(mut r) => {
+                    if let Some(lock) = lock {
+                        let digest = lock.digests.get(&r.to_string()).ok_or_else(|| {
+                            PlanError::NotLocked {
+                                position: reference.position(),
+                                reference: r.to_string(),
+                            }
+                        })?;
+                        r.digest = Some(digest.clone());
+                    }
+                    r
+                }
                 Reference::Package(_) => {
                     return Err(PlanError::Package {
                         position: reference.position(),
@@ -64,6 +81,11 @@ impl Plan {
                     });
                 }
             };
+            let name = RegistryRef {
+                digest: None,
+                ..registry.clone()
+            }
+            .to_string();
             let image = source
                 .resolve(&registry, arch)
                 .map_err(|source| PlanError::Store {
@@ -81,6 +103,7 @@ impl Plan {
                 spec::check_label(&parsed, &image.reference)?;
                 plan.labels.insert(reference.value.clone(), parsed);
             }
+            plan.locked.insert(name, image.digest.clone());
             plan.images.insert(reference.value.clone(), image);
         }
         Ok(plan)
@@ -95,15 +118,10 @@ impl Plan {
         self.labels.get(&reference.value)
     }
 
-    /// `reference → digest`, sorted, for the build's record.
-    pub fn digests(&self) -> Vec<(String, String)> {
-        let mut all: Vec<_> = self
-            .images
-            .values()
-            .map(|i| (i.reference.clone(), i.digest.clone()))
-            .collect();
-        all.sort();
-        all.dedup();
-        all
+    /// What every reference resolved to, as a lock.
+    pub fn lock(&self) -> Lock {
+        Lock {
+            digests: self.locked.clone(),
+        }
     }
 }

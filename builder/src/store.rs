@@ -43,6 +43,11 @@ pub enum StoreError {
     },
     #[error("cache {}: {source}", cache.display())]
     Cache { cache: PathBuf, source: io::Error },
+    #[error("not in the cache at {}, and pulling failed: {source}", cache.display())]
+    Pull {
+        cache: PathBuf,
+        source: Box<crate::registry::RegistryError>,
+    },
 }
 
 /// An image pinned by digest, with what the build needs to know of it.
@@ -291,4 +296,41 @@ pub fn default_cache() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
     home.join(".cache").join("berth")
+}
+
+/// The cache first, then the registry: what `berth build` uses.
+///
+/// An image found in the cache is used as it is unless `pull` is set; one
+/// that is missing (or lacks the requested architecture) is pulled into the
+/// cache and read back from there, so every build reads images the same
+/// way. `offline` never touches the network.
+pub struct CacheThenRegistry {
+    pub layout: LocalLayout,
+    pub cache: crate::cache::Cache,
+    pub puller: Option<crate::registry::Puller>,
+    pub pull: bool,
+}
+
+impl ImageSource for CacheThenRegistry {
+    fn resolve(&self, reference: &RegistryRef, arch: &str) -> Result<Image, StoreError> {
+        if !self.pull || self.puller.is_none() {
+            match self.layout.resolve(reference, arch) {
+                Ok(image) => return Ok(image),
+                Err(error) if self.puller.is_none() => return Err(error),
+                Err(_) => {}
+            }
+        }
+        let puller = self.puller.as_ref().expect("checked above");
+        puller
+            .pull(&self.cache, reference, arch)
+            .map_err(|source| StoreError::Pull {
+                cache: self.layout.root().to_path_buf(),
+                source: Box::new(source),
+            })?;
+        self.layout.resolve(reference, arch)
+    }
+
+    fn open_blob(&self, reference: &str, digest: &str) -> Result<Box<dyn Read + Send>, StoreError> {
+        self.layout.open_blob(reference, digest)
+    }
 }

@@ -153,6 +153,7 @@ fn every_format_is_reproducible() {
         "image-initrd.img",
         "image-initrd.tar",
         "image-kernel",
+        "image.lock",
         "image.tar",
     ];
     for pair in [(0, 1), (2, 3)] {
@@ -225,6 +226,12 @@ fn a_missing_image_names_the_reference_and_the_cache_and_leaves_nothing() {
         "{message}"
     );
     assert!(message.contains(cache.to_str().unwrap()), "{message}");
+    assert_eq!(
+        message.matches("not found").count(),
+        1,
+        "said once: {message}"
+    );
+    assert_eq!(message.lines().count(), 1, "{message}");
     // The older artifact is untouched and no temporary file is left.
     assert_eq!(files(&dir.path().join("out")), ["image.tar"]);
     assert_eq!(
@@ -285,6 +292,7 @@ fn a_definition_can_come_from_standard_input() {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_OFFLINE", "1")
         .args([
             "build",
             "-f",
@@ -309,5 +317,5 @@ fn a_definition_can_come_from_standard_input() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     // LinuxKit's name for a definition read from standard input.
-    assert_eq!(files(&dir.path().join("out")), ["moby.tar"]);
+    assert_eq!(files(&dir.path().join("out")), ["moby.lock", "moby.tar"]);
 }

@@ -228,6 +228,8 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     // Build.
     let name = &case.name;
     let mut command = Command::new(berth);
+    // The fixture images exist only in the local cache.
+    command.env("BERTH_OFFLINE", "1");
     command
         .args(["build", "-f", "kernel+initrd", "-o"])
         .arg(&out)

@@ -148,7 +148,13 @@ fn example() -> Result<()> {
     let started = Instant::now();
     run(Command::new(root().join("target/release/berth"))
         .current_dir(root())
-        .args(["build", "--format", "kernel+initrd", "--output"])
+        .args([
+            "build",
+            "--offline",
+            "--format",
+            "kernel+initrd",
+            "--output",
+        ])
         .arg(&out)
         .arg("--cache")
         .arg(&cache)
@@ -220,7 +226,7 @@ fn bench(args: &[String]) -> Result<()> {
         let output = Command::new("/usr/bin/time")
             .args(["-f", "%e %M"])
             .arg(root().join("target/release/berth"))
-            .args(["build", "-f", "kernel+initrd", "-o"])
+            .args(["build", "--offline", "-f", "kernel+initrd", "-o"])
             .arg(&out)
             .arg("--cache")
             .arg(&cache)

@@ -89,6 +89,13 @@ impl Pending {
         Ok((self.files.len() - 1, file))
     }
 
+    /// A small artifact whose bytes are known: `name` in the output
+    /// directory, committed with the others.
+    pub fn write(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let (_, mut file) = self.create(Some(name))?;
+        file.write_all(bytes)
+    }
+
     fn path(&self, index: usize) -> &Path {
         self.files[index].0.path()
     }

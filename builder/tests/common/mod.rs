@@ -100,10 +100,13 @@ pub fn berth(args: &[&str], dir: &Path) -> Output {
 /// Runs berth with `SOURCE_DATE_EPOCH` set to `epoch`, or unset.
 pub fn berth_env(args: &[&str], dir: &Path, epoch: Option<&str>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    // The test images exist only in the test's cache: never look for them
+    // on the network.
     command
         .args(args)
         .current_dir(dir)
-        .env_remove("SOURCE_DATE_EPOCH");
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("BERTH_OFFLINE", "1");
     if let Some(epoch) = epoch {
         command.env("SOURCE_DATE_EPOCH", epoch);
     }

@@ -1,0 +1,543 @@
+//! Pulling images from OCI registries into the cache, with `oci-client`.
+//!
+//! This is the only module that talks to the network. It fetches the
+//! manifest (or index, and then the manifest for the requested
+//! architecture), the config and the layers, streams each into the cache
+//! where it becomes visible only once its digest is verified
+//! ([`crate::cache`]), downloads layers in parallel, retries transient
+//! failures with backoff, and names the image in the cache. What the image
+//! *means* is for [`crate::store`] to read back.
+//!
+//! Credentials come from `~/.docker/config.json` (or `$DOCKER_CONFIG`) and
+//! its credential helpers; plain HTTP is used only for loopback registries
+//! and those named insecure.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::cache::{Cache, CacheError, Named};
+use crate::reference::RegistryRef;
+
+const INDEX_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// How many blobs download at once.
+const PARALLEL: usize = 4;
+/// Attempts per request before a transient failure is final.
+const ATTEMPTS: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+#[error("image {reference}: registry {registry}: {problem}")]
+pub struct RegistryError {
+    pub reference: String,
+    pub registry: String,
+    pub problem: Problem,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error(
+        "401 unauthorized: the registry refused the credentials (set them with `docker login` or in $DOCKER_CONFIG/config.json)"
+    )]
+    Unauthorized,
+    #[error("403 forbidden: the credentials may not read this repository")]
+    Forbidden,
+    #[error("404 not found: no such repository, tag or digest")]
+    NotFound,
+    #[error("no linux/{arch} image in its index (it has: {available})")]
+    NoPlatform { arch: String, available: String },
+    #[error("the manifest has digest {actual}, the reference names {expected}")]
+    WrongDigest { expected: String, actual: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: {message} (after {attempts} attempts)")]
+    Failed {
+        what: String,
+        message: String,
+        attempts: u32,
+    },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Registries reached over plain HTTP besides loopback ones.
+    pub insecure: Vec<String>,
+    /// Extra CA certificates (PEM files) to trust.
+    pub ca_certificates: Vec<PathBuf>,
+    /// How long a connection may stay silent; default 30 s.
+    pub read_timeout: Option<Duration>,
+}
+
+pub struct Puller {
+    options: RegistryOptions,
+    runtime: tokio::runtime::Runtime,
+    certificates: Vec<Certificate>,
+}
+
+/// What one request failed with, and whether trying again may help.
+struct Failure {
+    message: String,
+    transient: bool,
+    problem: Option<Problem>,
+}
+
+impl Failure {
+    fn from_client(error: OciDistributionError) -> Failure {
+        let text = error.to_string();
+        let status = |code: u16| match code {
+            401 => Some(Problem::Unauthorized),
+            403 => Some(Problem::Forbidden),
+            404 => Some(Problem::NotFound),
+            _ => None,
+        };
+        let (problem, transient) = match &error {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => {
+                (Some(Problem::Unauthorized), false)
+            }
+            OciDistributionError::ImageManifestNotFoundError(_) => (Some(Problem::NotFound), false),
+            OciDistributionError::ServerError { code, .. } => {
+                (status(*code), *code >= 500 || *code == 429)
+            }
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let codes: Vec<String> = envelope
+                    .errors
+                    .iter()
+                    .map(|e| format!("{:?}", e.code).to_ascii_uppercase())
+                    .collect();
+                let problem = if codes.iter().any(|c| c.contains("UNAUTHORIZED")) {
+                    Some(Problem::Unauthorized)
+                } else if codes.iter().any(|c| c.contains("DENIED")) {
+                    Some(Problem::Forbidden)
+                } else if codes.iter().any(|c| c.contains("UNKNOWN")) {
+                    Some(Problem::NotFound)
+                } else {
+                    None
+                };
+                (problem, false)
+            }
+            OciDistributionError::RequestError(e) => (
+                e.status().and_then(|s| status(s.as_u16())),
+                e.status().is_none_or(|s| s.is_server_error()),
+            ),
+            OciDistributionError::IoError(_) => (None, true),
+            _ => (None, false),
+        };
+        Failure {
+            message: text,
+            transient,
+            problem,
+        }
+    }
+}
+
+impl Puller {
+    pub fn new(options: RegistryOptions) -> Result<Puller, std::io::Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let mut certificates = Vec::new();
+        for path in &options.ca_certificates {
+            let data = std::fs::read(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("CA certificate {}: {e}", path.display()))
+            })?;
+            certificates.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+        Ok(Puller {
+            options,
+            runtime,
+            certificates,
+        })
+    }
+
+    fn plain_http(&self, registry: &str) -> bool {
+        let host = registry.rsplit_once(':').map_or(registry, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                registry
+            }
+        });
+        host == "localhost"
+            || host == "[::1]"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+            || self
+                .options
+                .insecure
+                .iter()
+                .any(|i| i == registry || i == host)
+    }
+
+    fn client(&self, registry: &str) -> oci_client::Client {
+        let protocol = if self.plain_http(registry) {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
+        oci_client::Client::new(ClientConfig {
+            protocol,
+            extra_root_certificates: self.certificates.clone(),
+            read_timeout: Some(self.options.read_timeout.unwrap_or(Duration::from_secs(30))),
+            connect_timeout: Some(Duration::from_secs(15)),
+            max_concurrent_download: PARALLEL,
+            ..ClientConfig::default()
+        })
+    }
+
+    /// Credentials for `registry` from the Docker configuration, or anonymous.
+    fn auth(registry: &str) -> RegistryAuth {
+        let server = if registry == "docker.io" {
+            "https://index.docker.io/v1/"
+        } else {
+            registry
+        };
+        match docker_credential::get_credential(server) {
+            Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
+                RegistryAuth::Basic(user, password)
+            }
+            Ok(docker_credential::DockerCredential::IdentityToken(token)) => {
+                RegistryAuth::Bearer(token)
+            }
+            Err(_) => RegistryAuth::Anonymous,
+        }
+    }
+
+    /// Fetches `reference` for `arch` into `cache` and names it there with
+    /// its fully expanded reference. Returns the digest the name points at.
+    pub fn pull(
+        &self,
+        cache: &Cache,
+        reference: &RegistryRef,
+        arch: &str,
+    ) -> Result<String, RegistryError> {
+        let fail = |problem: Problem| RegistryError {
+            reference: reference.to_string(),
+            registry: reference.registry.clone(),
+            problem,
+        };
+        self.runtime
+            .block_on(self.pull_async(cache, reference, arch))
+            .map_err(fail)
+    }
+
+    async fn pull_async(
+        &self,
+        cache: &Cache,
+        reference: &RegistryRef,
+        arch: &str,
+    ) -> Result<String, Problem> {
+        let client = self.client(&reference.registry);
+        let auth = Self::auth(&reference.registry);
+        let target = match (&reference.digest, reference.tag_or_default()) {
+            (Some(digest), _) => oci_client::Reference::with_digest(
+                reference.registry.clone(),
+                reference.repository.clone(),
+                digest.clone(),
+            ),
+            (None, tag) => oci_client::Reference::with_tag(
+                reference.registry.clone(),
+                reference.repository.clone(),
+                tag.unwrap_or("latest").to_string(),
+            ),
+        };
+        let progress = Progress::new(reference.to_string());
+        let accepted: Vec<&str> = INDEX_TYPES.iter().chain(MANIFEST_TYPES).copied().collect();
+        let (top, top_digest) = retry("manifest", || async {
+            client.pull_manifest_raw(&target, &auth, &accepted).await
+        })
+        .await?;
+        let actual = format!("sha256:{:x}", Sha256::digest(&top));
+        if let Some(expected) = &reference.digest
+            && *expected != actual
+        {
+            return Err(Problem::WrongDigest {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let _ = top_digest;
+        let top_json: Value = serde_json::from_slice(&top)
+            .map_err(|e| Problem::Invalid(format!("manifest is not JSON: {e}")))?;
+        let top_type = media_type(&top_json);
+        cache.write_blob(&actual, &top)?;
+        let manifest = if INDEX_TYPES.contains(&top_type.as_str()) {
+            let entries = top_json["manifests"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let chosen = entries
+                .iter()
+                .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch);
+            let Some(chosen) = chosen else {
+                let available: Vec<String> = entries
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{}/{}",
+                            m["platform"]["os"].as_str().unwrap_or("?"),
+                            m["platform"]["architecture"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                return Err(Problem::NoPlatform {
+                    arch: arch.into(),
+                    available: available.join(", "),
+                });
+            };
+            let digest = chosen["digest"]
+                .as_str()
+                .ok_or_else(|| Problem::Invalid("index entry without a digest".into()))?
+                .to_string();
+            if cache.has_blob(&digest) {
+                std::fs::read(cache.blob_path(&digest).expect("valid digest"))
+                    .map_err(|e| Problem::Invalid(e.to_string()))?
+            } else {
+                let by_digest = target.clone_with_digest(digest.clone());
+                let (bytes, _) = retry("manifest", || async {
+                    client
+                        .pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES)
+                        .await
+                })
+                .await?;
+                let got = format!("sha256:{:x}", Sha256::digest(&bytes));
+                if got != digest {
+                    return Err(Problem::WrongDigest {
+                        expected: digest,
+                        actual: got,
+                    });
+                }
+                cache.write_blob(&digest, &bytes)?;
+                bytes.to_vec()
+            }
+        } else {
+            top.to_vec()
+        };
+        let manifest: Value = serde_json::from_slice(&manifest)
+            .map_err(|e| Problem::Invalid(format!("manifest is not JSON: {e}")))?;
+        let mut blobs: Vec<OciDescriptor> = Vec::new();
+        for descriptor in std::iter::once(&manifest["config"])
+            .chain(manifest["layers"].as_array().into_iter().flatten())
+        {
+            let digest = descriptor["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let size = descriptor["size"].as_i64().unwrap_or(-1);
+            if cache.blob_path(&digest).is_none() || size < 0 {
+                return Err(Problem::Invalid(format!(
+                    "manifest names a blob without a sha256 digest and size: {descriptor}"
+                )));
+            }
+            if !cache.has_blob(&digest) {
+                blobs.push(OciDescriptor {
+                    media_type: media_type(descriptor),
+                    digest,
+                    size,
+                    urls: None,
+                    annotations: None,
+                    artifact_type: None,
+                });
+            }
+        }
+        stream::iter(blobs)
+            .map(|blob| {
+                let (client, target, progress) = (&client, &target, &progress);
+                async move { fetch_blob(client, target, cache, &blob, progress).await }
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        cache.tag(&Named {
+            name: reference.to_string(),
+            digest: actual.clone(),
+            media_type: top_type,
+            size: top.len() as u64,
+        })?;
+        progress.done();
+        Ok(actual)
+    }
+}
+
+fn media_type(document: &Value) -> String {
+    match document["mediaType"].as_str() {
+        Some(t) => t.to_string(),
+        None if document.get("manifests").is_some() => INDEX_TYPES[0].to_string(),
+        None => MANIFEST_TYPES[0].to_string(),
+    }
+}
+
+/// Runs `request` until it succeeds, fails for good, or has been tried
+/// [`ATTEMPTS`] times, waiting 0.25 s, 0.5 s, 1 s between tries.
+async fn retry<T, F, Fut>(what: &str, mut request: F) -> Result<T, Problem>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match request().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                let failure = Failure::from_client(error);
+                if let Some(problem) = failure.problem {
+                    return Err(problem);
+                }
+                if !failure.transient || attempt >= ATTEMPTS {
+                    return Err(Problem::Failed {
+                        what: what.into(),
+                        message: failure.message,
+                        attempts: attempt,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
+            }
+        }
+    }
+}
+
+async fn fetch_blob(
+    client: &oci_client::Client,
+    target: &oci_client::Reference,
+    cache: &Cache,
+    blob: &OciDescriptor,
+    progress: &Progress,
+) -> Result<(), Problem> {
+    let what = format!("blob {}", blob.digest);
+    let size = u64::try_from(blob.size).unwrap_or(0);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result: Result<(), Failure> = async {
+            let mut response = client
+                .pull_blob_stream(target, blob)
+                .await
+                .map_err(Failure::from_client)?;
+            let mut writer = cache.blob_writer(&blob.digest, size).map_err(|e| Failure {
+                message: e.to_string(),
+                transient: false,
+                problem: None,
+            })?;
+            while let Some(chunk) = response.stream.next().await {
+                let chunk = chunk.map_err(|e| Failure {
+                    message: e.to_string(),
+                    transient: true,
+                    problem: None,
+                })?;
+                writer.write_all(&chunk).map_err(|e| Failure {
+                    message: e.to_string(),
+                    transient: false,
+                    problem: None,
+                })?;
+                progress.bytes(chunk.len() as u64);
+            }
+            // A short or altered body fails here and is fetched again.
+            writer.commit().map_err(|e| Failure {
+                message: e.to_string(),
+                transient: matches!(e, CacheError::Mismatch { .. }),
+                problem: None,
+            })
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                progress.blob(&blob.digest, size);
+                return Ok(());
+            }
+            Err(failure) => {
+                if let Some(problem) = failure.problem {
+                    return Err(problem);
+                }
+                if !failure.transient || attempt >= ATTEMPTS {
+                    return Err(Problem::Failed {
+                        what,
+                        message: failure.message,
+                        attempts: attempt,
+                    });
+                }
+                progress.retry(&blob.digest, &failure.message);
+                tokio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
+            }
+        }
+    }
+}
+
+/// Progress of one pull: a bar on a terminal, plain lines otherwise.
+struct Progress {
+    reference: String,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(reference: String) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} pulling {msg}: {bytes} ({bytes_per_sec})",
+                )
+                .expect("valid template"),
+            );
+            bar.set_message(reference.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        if bar.is_none() {
+            eprintln!("pulling {reference}");
+        }
+        Progress { reference, bar }
+    }
+
+    fn bytes(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    fn blob(&self, digest: &str, size: u64) {
+        if self.bar.is_none() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "pulled {} {digest} ({size} bytes)",
+                self.reference
+            );
+        }
+    }
+
+    fn retry(&self, digest: &str, message: &str) {
+        let line = format!("retrying {} {digest}: {message}", self.reference);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
