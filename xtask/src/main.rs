@@ -20,6 +20,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("cpio", "cpio"),
     ("dpkg-deb", "dpkg"),
+    ("docker-registry", "docker-registry"),
+    ("skopeo", "skopeo"),
+    ("htpasswd", "apache2-utils"),
 ];
 
 fn main() -> Result<()> {
