@@ -245,13 +245,18 @@ impl Cache {
     /// layers. Missing blobs are skipped (a partial pull).
     pub fn reachable(&self) -> Result<BTreeSet<String>, CacheError> {
         let index = self.read_index()?;
-        let mut seen = BTreeSet::new();
-        let mut queue: Vec<String> = index["manifests"]
+        let roots: Vec<String> = index["manifests"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|m| m["digest"].as_str().map(str::to_string))
             .collect();
+        Ok(self.reachable_from(roots))
+    }
+
+    fn reachable_from(&self, roots: Vec<String>) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut queue = roots;
         while let Some(digest) = queue.pop() {
             if !seen.insert(digest.clone()) {
                 continue;
@@ -279,7 +284,113 @@ impl Cache {
                 queue.push(d.to_string());
             }
         }
-        Ok(seen)
+        seen
+    }
+
+    /// Writes the image named `name` as an OCI archive: a tar of an OCI
+    /// image layout holding just that image, readable by skopeo
+    /// (`oci-archive:FILE`) and `berth cache import`.
+    pub fn export(&self, name: &str, out: impl Write) -> Result<(), CacheError> {
+        use crate::entry::{DEFAULT_MTIME, Entry, Sink, copy_entry, write_bytes};
+        let named = self
+            .list()?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| CacheError::NoSuchImage(name.into()))?;
+        let io = |e| self.io(e);
+        let mut tar = crate::outputs::tar::TarWriter::new(out);
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        write_bytes(
+            &mut tar,
+            &Entry::file("oci-layout", 0o644, layout.len() as u64, DEFAULT_MTIME),
+            layout,
+        )
+        .map_err(io)?;
+        let index = json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": named.media_type, "digest": named.digest, "size": named.size,
+            "annotations": { REF_NAME: named.name },
+        }]});
+        let index = serde_json::to_vec(&index).expect("JSON values serialise");
+        write_bytes(
+            &mut tar,
+            &Entry::file("index.json", 0o644, index.len() as u64, DEFAULT_MTIME),
+            &index,
+        )
+        .map_err(io)?;
+        for dir in ["blobs", "blobs/sha256"] {
+            tar.entry(&Entry::directory(dir, 0o755, DEFAULT_MTIME))
+                .map_err(io)?;
+        }
+        for digest in self.reachable_from(vec![named.digest.clone()]) {
+            let path = self
+                .blob_path(&digest)
+                .expect("reachable digests are valid");
+            let mut file = File::open(&path).map_err(io)?;
+            let size = file.metadata().map_err(io)?.len();
+            let hex = digest.trim_start_matches("sha256:");
+            let entry = Entry::file(format!("blobs/sha256/{hex}"), 0o644, size, DEFAULT_MTIME);
+            copy_entry(&mut tar, &entry, &mut file).map_err(io)?;
+        }
+        tar.finish().map_err(io)
+    }
+
+    /// Reads an OCI archive (as written by [`Cache::export`] or skopeo):
+    /// every blob is verified on the way in, then every named image of its
+    /// `index.json` is named in the cache. Returns the names.
+    pub fn import(&self, archive: impl io::Read) -> Result<Vec<String>, CacheError> {
+        let invalid = |message: String| CacheError::Index {
+            root: self.root.clone(),
+            message,
+        };
+        let mut archive = tar::Archive::new(archive);
+        let mut index = None;
+        for entry in archive.entries().map_err(|e| self.io(e))? {
+            let mut entry = entry.map_err(|e| self.io(e))?;
+            let path = entry.path().map_err(|e| self.io(e))?.display().to_string();
+            let path = path.trim_start_matches("./").to_string();
+            if path == "index.json" {
+                let mut text = Vec::new();
+                io::Read::read_to_end(&mut entry, &mut text).map_err(|e| self.io(e))?;
+                index = Some(
+                    serde_json::from_slice::<Value>(&text)
+                        .map_err(|e| invalid(format!("archive index.json: {e}")))?,
+                );
+            } else if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+                if hex.is_empty() {
+                    continue;
+                }
+                let digest = format!("sha256:{hex}");
+                if self.has_blob(&digest) {
+                    continue;
+                }
+                let mut writer = self.blob_writer(&digest, entry.size())?;
+                io::copy(&mut entry, &mut writer).map_err(|e| self.io(e))?;
+                writer.commit()?;
+            }
+        }
+        let index = index.ok_or_else(|| invalid("the archive has no index.json".into()))?;
+        let mut names = Vec::new();
+        for manifest in index["manifests"].as_array().into_iter().flatten() {
+            let name = name_of(manifest)
+                .ok_or_else(|| invalid("an image in the archive has no name annotation".into()))?;
+            let digest = manifest["digest"].as_str().unwrap_or_default().to_string();
+            if !self.has_blob(&digest) {
+                return Err(invalid(format!(
+                    "{name}: blob {digest} is not in the archive"
+                )));
+            }
+            self.tag(&Named {
+                name: name.clone(),
+                digest,
+                media_type: manifest["mediaType"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                size: manifest["size"].as_u64().unwrap_or_default(),
+            })?;
+            names.push(name);
+        }
+        Ok(names)
     }
 
     /// Deletes blobs no name reaches, and leftovers of interrupted writes.

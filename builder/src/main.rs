@@ -10,7 +10,7 @@ use builder::cache::Cache;
 use builder::lock::Lock;
 use builder::outputs::{Compression, Format};
 use builder::reference::Reference;
-use builder::registry::{Puller, RegistryOptions};
+use builder::registry::{RegistryOptions, Remote};
 use builder::spec::{self, Definition, Origin};
 use builder::store::{CacheThenRegistry, LocalLayout, default_cache};
 use clap::{Args, Parser, Subcommand};
@@ -61,8 +61,8 @@ impl Sources {
         self.offline || std::env::var("BERTH_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
     }
 
-    fn puller(&self) -> Result<Puller> {
-        Ok(Puller::new(RegistryOptions {
+    fn remote(&self) -> Result<Remote> {
+        Ok(Remote::new(RegistryOptions {
             insecure: self.insecure.clone(),
             ca_certificates: self.ca_certificates.clone(),
             read_timeout: std::env::var("BERTH_READ_TIMEOUT")
@@ -76,18 +76,18 @@ impl Sources {
     fn source(&self, pull: bool) -> Result<CacheThenRegistry> {
         let root = self.cache_dir();
         let cache = Cache::open(&root)?;
-        let puller = if self.offline() {
+        let remote = if self.offline() {
             None
         } else {
-            Some(self.puller()?)
+            Some(self.remote()?)
         };
-        if pull && puller.is_none() {
+        if pull && remote.is_none() {
             bail!("--pull needs the network, but berth is offline");
         }
         Ok(CacheThenRegistry {
             layout: LocalLayout::new(root),
             cache,
-            puller,
+            remote,
             pull,
         })
     }
@@ -151,6 +151,19 @@ enum CacheCommand {
     Clean,
     /// Check every blob against its digest.
     Verify,
+    /// Push a cached image to a registry, under its own name or DEST.
+    Push {
+        reference: String,
+        destination: Option<String>,
+    },
+    /// Write a cached image as an OCI archive (a tar of an OCI layout).
+    Export {
+        reference: String,
+        #[arg(short, long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Add the images of an OCI archive to the cache.
+    Import { archive: PathBuf },
     /// Pull an image into the cache (the latest one, even if cached).
     Pull {
         reference: String,
@@ -326,6 +339,45 @@ fn cache_command(sources: &Sources, command: CacheCommand) -> Result<()> {
             }
             println!("every blob matches its digest");
         }
+        CacheCommand::Push {
+            reference,
+            destination,
+        } => {
+            if sources.offline() {
+                bail!("cache push needs the network, but berth is offline");
+            }
+            let name = full(&reference)?;
+            let destination = destination.as_deref().unwrap_or(&reference);
+            let Reference::Registry(destination) = Reference::parse(destination)? else {
+                bail!("{destination}: not an image in a registry");
+            };
+            let digest = sources.remote()?.push(&cache, &name, &destination)?;
+            println!("{destination} {digest}");
+        }
+        CacheCommand::Export { reference, output } => {
+            let dir = match output.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let temp = tempfile::Builder::new()
+                .prefix(".berth-")
+                .tempfile_in(&dir)
+                .with_context(|| format!("writing {}", output.display()))?;
+            cache.export(&full(&reference)?, std::io::BufWriter::new(temp.as_file()))?;
+            temp.persist(&output)
+                .with_context(|| format!("writing {}", output.display()))?;
+        }
+        CacheCommand::Import { archive } => {
+            let file = std::fs::File::open(&archive)
+                .with_context(|| format!("reading {}", archive.display()))?;
+            let _in_use = cache.use_lock()?;
+            for name in cache
+                .import(std::io::BufReader::new(file))
+                .with_context(|| format!("importing {}", archive.display()))?
+            {
+                println!("{name}");
+            }
+        }
         CacheCommand::Pull { reference, arch } => {
             if sources.offline() {
                 bail!("cache pull needs the network, but berth is offline");
@@ -334,7 +386,7 @@ fn cache_command(sources: &Sources, command: CacheCommand) -> Result<()> {
                 bail!("{reference}: not an image in a registry");
             };
             let _in_use = cache.use_lock()?;
-            let digest = sources.puller()?.pull(&cache, &parsed, &arch)?;
+            let digest = sources.remote()?.pull(&cache, &parsed, &arch)?;
             println!("{parsed} {digest}");
         }
     }

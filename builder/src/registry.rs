@@ -85,7 +85,7 @@ pub struct RegistryOptions {
     pub read_timeout: Option<Duration>,
 }
 
-pub struct Puller {
+pub struct Remote {
     options: RegistryOptions,
     runtime: tokio::runtime::Runtime,
     certificates: Vec<Certificate>,
@@ -148,8 +148,8 @@ impl Failure {
     }
 }
 
-impl Puller {
-    pub fn new(options: RegistryOptions) -> Result<Puller, std::io::Error> {
+impl Remote {
+    pub fn new(options: RegistryOptions) -> Result<Remote, std::io::Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -164,7 +164,7 @@ impl Puller {
                 data,
             });
         }
-        Ok(Puller {
+        Ok(Remote {
             options,
             runtime,
             certificates,
@@ -379,6 +379,132 @@ impl Puller {
         progress.done();
         Ok(actual)
     }
+}
+
+impl Remote {
+    /// Pushes the cached image named `name` (with every platform of an
+    /// index) to `destination`.
+    pub fn push(
+        &self,
+        cache: &Cache,
+        name: &str,
+        destination: &RegistryRef,
+    ) -> Result<String, RegistryError> {
+        let fail = |problem: Problem| RegistryError {
+            reference: destination.to_string(),
+            registry: destination.registry.clone(),
+            problem,
+        };
+        let named = cache
+            .list()
+            .map_err(|e| fail(e.into()))?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| fail(CacheError::NoSuchImage(name.into()).into()))?;
+        self.runtime
+            .block_on(self.push_async(cache, &named, destination))
+            .map_err(fail)
+    }
+
+    async fn push_async(
+        &self,
+        cache: &Cache,
+        named: &Named,
+        destination: &RegistryRef,
+    ) -> Result<String, Problem> {
+        let client = self.client(&destination.registry);
+        let auth = Self::auth(&destination.registry);
+        let target = oci_client::Reference::with_tag(
+            destination.registry.clone(),
+            destination.repository.clone(),
+            destination.tag_or_default().unwrap_or("latest").to_string(),
+        );
+        retry("authentication", || async {
+            client
+                .auth(&target, &auth, oci_client::RegistryOperation::Push)
+                .await
+                .map(drop)
+        })
+        .await?;
+        let read = |digest: &str| -> Result<Vec<u8>, Problem> {
+            let path = cache
+                .blob_path(digest)
+                .ok_or_else(|| Problem::Invalid(format!("bad digest {digest}")))?;
+            std::fs::read(&path).map_err(|e| Problem::Invalid(format!("blob {digest}: {e}")))
+        };
+        let top = read(&named.digest)?;
+        let top_json: Value = serde_json::from_slice(&top)
+            .map_err(|e| Problem::Invalid(format!("manifest is not JSON: {e}")))?;
+        // Manifests to push, children of an index first.
+        let mut manifests: Vec<(String, Vec<u8>, String)> = Vec::new();
+        if INDEX_TYPES.contains(&named.media_type.as_str()) || top_json.get("manifests").is_some() {
+            for child in top_json["manifests"].as_array().into_iter().flatten() {
+                let digest = child["digest"].as_str().unwrap_or_default().to_string();
+                let bytes = read(&digest)?;
+                manifests.push((digest, bytes, media_type(child)));
+            }
+        }
+        manifests.push((named.digest.clone(), top, media_type(&top_json)));
+        for (digest, bytes, kind) in &manifests {
+            let document: Value = serde_json::from_slice(bytes)
+                .map_err(|e| Problem::Invalid(format!("manifest {digest} is not JSON: {e}")))?;
+            for blob in std::iter::once(&document["config"])
+                .chain(document["layers"].as_array().into_iter().flatten())
+            {
+                let Some(blob) = blob["digest"].as_str() else {
+                    continue;
+                };
+                let exists = client.blob_exists(&target, blob).await.unwrap_or(false);
+                if !exists {
+                    let path = cache
+                        .blob_path(blob)
+                        .ok_or_else(|| Problem::Invalid(format!("bad digest {blob}")))?;
+                    let size = std::fs::metadata(&path)
+                        .map_err(|e| Problem::Invalid(format!("blob {blob}: {e}")))?
+                        .len();
+                    retry(&format!("blob {blob}"), || async {
+                        let file = std::fs::File::open(&path)?;
+                        client
+                            .push_blob_stream(&target, file_stream(file), blob, Some(size))
+                            .await
+                    })
+                    .await?;
+                }
+            }
+            let reference = if *digest == named.digest {
+                target.clone()
+            } else {
+                target.clone_with_digest(digest.clone())
+            };
+            let content_type = http::HeaderValue::from_str(kind)
+                .map_err(|e| Problem::Invalid(format!("media type {kind}: {e}")))?;
+            retry(&format!("manifest {digest}"), || async {
+                client
+                    .push_manifest_raw(&reference, bytes.clone(), content_type.clone())
+                    .await
+            })
+            .await?;
+        }
+        Ok(named.digest.clone())
+    }
+}
+
+/// A file as a stream of 1 MiB chunks, read as the upload asks for them.
+fn file_stream(
+    file: std::fs::File,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static {
+    stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buffer = vec![0u8; 1 << 20];
+        match std::io::Read::read(&mut file, &mut buffer) {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok(bytes::Bytes::from(buffer)), Some(file)))
+            }
+            Err(e) => Some((Err(OciDistributionError::IoError(e)), None)),
+        }
+    })
 }
 
 fn media_type(document: &Value) -> String {

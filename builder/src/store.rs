@@ -307,21 +307,21 @@ pub fn default_cache() -> PathBuf {
 pub struct CacheThenRegistry {
     pub layout: LocalLayout,
     pub cache: crate::cache::Cache,
-    pub puller: Option<crate::registry::Puller>,
+    pub remote: Option<crate::registry::Remote>,
     pub pull: bool,
 }
 
 impl ImageSource for CacheThenRegistry {
     fn resolve(&self, reference: &RegistryRef, arch: &str) -> Result<Image, StoreError> {
-        if !self.pull || self.puller.is_none() {
+        if !self.pull || self.remote.is_none() {
             match self.layout.resolve(reference, arch) {
                 Ok(image) => return Ok(image),
-                Err(error) if self.puller.is_none() => return Err(error),
+                Err(error) if self.remote.is_none() => return Err(error),
                 Err(_) => {}
             }
         }
-        let puller = self.puller.as_ref().expect("checked above");
-        puller
+        let remote = self.remote.as_ref().expect("checked above");
+        remote
             .pull(&self.cache, reference, arch)
             .map_err(|source| StoreError::Pull {
                 cache: self.layout.root().to_path_buf(),

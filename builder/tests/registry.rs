@@ -360,3 +360,124 @@ fn a_pull_killed_midway_leaves_a_valid_cache() {
     assert!(again.status.success(), "{}", stderr(&again));
     verify(dir.path());
 }
+
+#[test]
+fn images_pushed_by_berth_are_read_by_skopeo_and_archives_round_trip() {
+    let Some(registry) = registry(false) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    let digest = |text: &[u8]| -> String {
+        let value: serde_json::Value = serde_json::from_slice(text).unwrap();
+        value["Digest"].as_str().unwrap().to_string()
+    };
+    // skopeo reads berth's cache as an OCI layout.
+    let local = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:{SERVICE}", cache.display()))
+        .output()
+        .unwrap();
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+
+    let destination = format!("{}/pushed/service:2", registry.host());
+    let push = berth(dir.path(), &["cache", "push", SERVICE, &destination]);
+    assert!(push.status.success(), "{}", stderr(&push));
+    let remote = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{destination}"))
+        .output()
+        .unwrap();
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    assert_eq!(digest(&remote.stdout), digest(&local.stdout));
+    let copy = Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{destination}"))
+        .arg(format!(
+            "oci:{}:copied",
+            dir.path().join("copied").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+
+    // Export, then import into an empty cache, then build offline from it.
+    let export = berth(
+        dir.path(),
+        &["cache", "export", SERVICE, "-o", "service.tar"],
+    );
+    assert!(export.status.success(), "{}", stderr(&export));
+    let archive = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!(
+            "oci-archive:{}",
+            dir.path().join("service.tar").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        archive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let other = tempfile::tempdir().unwrap();
+    let import = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["cache", "import"])
+        .arg(dir.path().join("service.tar"))
+        .arg("--cache")
+        .arg(other.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", stderr(&import));
+    assert_eq!(String::from_utf8_lossy(&import.stdout).trim(), SERVICE);
+    let yaml = "services:\n  - name: s\n    image: test/service:1\n";
+    let built = build(other.path(), yaml, "out", &["--offline"]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    verify(other.path());
+}
+
+#[test]
+fn two_builds_can_share_one_cache() {
+    let Some(registry) = registry(false) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    push_small(dir.path(), &registry);
+    std::fs::write(dir.path().join("image.yml"), definition(&registry.host())).unwrap();
+    let spawn = |out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["build", "-f", "tar", "-o", out, "--cache"])
+            .arg(dir.path().join("cache"))
+            .arg("image.yml")
+            .current_dir(dir.path())
+            .env_remove("BERTH_OFFLINE")
+            .env("DOCKER_CONFIG", dir.path().join("docker"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("a/image.tar")).unwrap(),
+        std::fs::read(dir.path().join("b/image.tar")).unwrap()
+    );
+    let names = berth(dir.path(), &["cache", "ls"]);
+    assert_eq!(String::from_utf8_lossy(&names.stdout).lines().count(), 3);
+    verify(dir.path());
+}
