@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use contract::BundleKind;
 
 use crate::bundle::{Bundle, BundleError, IdMap, ImageDefaults};
-use crate::entry::{self, DEFAULT_MTIME, Entry, Kind, Sink, copy_entry, write_bytes};
+use crate::entry::{self, DEFAULT_MTIME, Entry, Kind, Sink, copy_entry};
 use crate::flatten::{FlattenError, flatten};
 use crate::plan::Plan;
 use crate::spec::{self, Definition, File, SpecError};
@@ -29,6 +29,10 @@ pub enum AssembleError {
     Spec(#[from] SpecError),
     #[error("kernel image {image}: {message}")]
     Kernel { image: String, message: String },
+    #[error("image {image}: {message}")]
+    Image { image: String, message: String },
+    #[error("{position}: volumes are not supported by this version of berth")]
+    Volumes { position: String },
     #[error("{position}: file {path:?}: {message}")]
     File {
         position: String,
@@ -54,11 +58,15 @@ pub struct Options {
 }
 
 /// The sink wrapper that knows which directories exist, so that parents are
-/// made exactly once, and that applies the time policy.
+/// made exactly once, that applies the time policy, and that keeps each
+/// source (an image, a bundle, the modules tarball) from writing through a
+/// symbolic link or file it wrote itself.
 struct Tree<'a> {
     sink: &'a mut dyn Sink,
     directories: HashSet<String>,
     epoch: Option<u64>,
+    /// What the current source wrote that is not a directory.
+    scope: Option<HashSet<String>>,
 }
 
 impl Tree<'_> {
@@ -66,10 +74,32 @@ impl Tree<'_> {
         self.epoch.unwrap_or(DEFAULT_MTIME)
     }
 
+    /// Starts a new source: its entries may not pass through what it wrote
+    /// as a non-directory. `None` for `files:`, which may name any path.
+    fn scope(&mut self, checked: bool) {
+        self.scope = checked.then(HashSet::new);
+    }
+
     fn write(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
         let mut entry = entry.clone();
         if let Some(epoch) = self.epoch {
             entry.mtime = entry.mtime.min(epoch);
+        }
+        if let Some(scope) = &mut self.scope {
+            if let Some(ancestor) = entry::ancestors(&entry.path).find(|a| scope.contains(*a)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "entry {:?} refused: it passes through {ancestor:?}, which is not a directory",
+                        entry.path
+                    ),
+                ));
+            }
+            if entry.is_dir() {
+                scope.remove(&entry.path);
+            } else {
+                scope.insert(entry.path.clone());
+            }
         }
         self.parents(&entry.path, 0o755, 0, 0)?;
         if entry.is_dir() {
@@ -100,9 +130,8 @@ impl Tree<'_> {
     }
 
     fn bytes(&mut self, path: &str, mode: u32, bytes: &[u8]) -> io::Result<()> {
-        self.parents(path, 0o755, 0, 0)?;
         let entry = Entry::file(path, mode, bytes.len() as u64, self.mtime());
-        write_bytes(self.sink, &entry, bytes)
+        self.write(&entry, &mut &bytes[..])
     }
 }
 
@@ -141,55 +170,62 @@ fn write_root(
             format!("{prefix}/{path}")
         }
     };
+    let refused = |e: io::Error| AssembleError::Image {
+        image: image.reference.clone(),
+        message: e.to_string(),
+    };
     if !prefix.is_empty() {
         tree.directory(prefix)?;
     }
+    tree.scope(true);
     let mut seen: HashSet<&'static str> = HashSet::new();
-    let resolv_conf = |tree: &mut Tree, path: &str| -> io::Result<()> {
-        match root {
-            Root::Init => {
-                let link = Entry::symlink(path, "/run/resolvconf/resolv.conf", tree.mtime());
-                tree.write(&link, &mut io::empty())
-            }
-            Root::Container => tree.bytes(path, 0o644, NO_RESOLV_CONF.as_bytes()),
-        }
-    };
-    flatten(source, image, &mut |entry, data| {
-        let name = entry.path.as_str();
-        if DROPPED.contains(&name) || DROPPED.iter().any(|d| name.starts_with(&format!("{d}/"))) {
-            return Ok(());
-        }
+    // Replaced files are hidden from the image like dropped ones, so hard
+    // links to them keep the image's bytes.
+    let hidden: Vec<&str> = DROPPED
+        .iter()
+        .copied()
+        .chain(["etc/hosts", "etc/resolv.conf"])
+        .collect();
+    let mut failure = None;
+    let flattened = flatten(source, image, &hidden, &mut |entry, data| {
         let mut out = entry.clone();
-        out.path = join(name);
+        out.path = join(&entry.path);
         if let Kind::HardLink { target } = &mut out.kind {
             *target = join(target);
         }
-        let result = match name {
-            "etc/hosts" => tree.bytes(&out.path, 0o644, HOSTS.as_bytes()),
-            "etc/resolv.conf" => resolv_conf(tree, &out.path),
-            _ => tree.write(&out, data),
-        };
-        for must in MUST_EXIST {
-            if must.0 == name {
-                seen.insert(must.0);
-            }
+        if let Some((path, _)) = MUST_EXIST.iter().find(|(p, _)| *p == entry.path) {
+            seen.insert(path);
         }
-        result.map_err(|e| FlattenError::Emit(e.to_string()))
-    })?;
+        tree.write(&out, data).map_err(|e| {
+            let message = e.to_string();
+            failure = Some(e);
+            FlattenError::Emit(message)
+        })
+    });
+    match (flattened, failure) {
+        (Ok(()), _) => {}
+        (Err(_), Some(e)) => return Err(refused(e)),
+        (Err(e), None) => return Err(e.into()),
+    }
     for (path, kind) in MUST_EXIST {
-        if seen.contains(path) {
-            continue;
-        }
         let full = join(path);
-        match kind {
-            Must::Directory => tree.directory(&full)?,
-            Must::Hosts => tree.bytes(&full, 0o644, HOSTS.as_bytes())?,
-            Must::Mtab => {
+        let written = match kind {
+            Must::Directory if !seen.contains(path) => tree.directory(&full),
+            Must::Mtab if !seen.contains(path) => {
                 let link = Entry::symlink(full, "/proc/mounts", tree.mtime());
-                tree.write(&link, &mut io::empty())?;
+                tree.write(&link, &mut io::empty())
             }
-            Must::ResolvConf => resolv_conf(tree, &full)?,
-        }
+            Must::Hosts => tree.bytes(&full, 0o644, HOSTS.as_bytes()),
+            Must::ResolvConf => match root {
+                Root::Init => {
+                    let link = Entry::symlink(full, "/run/resolvconf/resolv.conf", tree.mtime());
+                    tree.write(&link, &mut io::empty())
+                }
+                Root::Container => tree.bytes(&full, 0o644, NO_RESOLV_CONF.as_bytes()),
+            },
+            _ => Ok(()),
+        };
+        written.map_err(refused)?;
     }
     Ok(())
 }
@@ -240,7 +276,8 @@ fn write_kernel(
         message,
     };
     let mut nested: Option<String> = None;
-    flatten(source, image, &mut |entry, data| {
+    tree.scope(true);
+    flatten(source, image, &[], &mut |entry, data| {
         let emit = |e: io::Error| FlattenError::Emit(e.to_string());
         let name = entry.path.as_str();
         if name == binary && entry.kind == Kind::File {
@@ -325,6 +362,17 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
                     target: relative(&path, &target),
                 }
             }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                let number = |v: io::Result<Option<u32>>| v.map(Option::unwrap_or_default);
+                let major = number(h.device_major()).map_err(|e| e.to_string())?;
+                let minor = number(h.device_minor()).map_err(|e| e.to_string())?;
+                if h.entry_type() == tar::EntryType::Char {
+                    Kind::CharDevice { major, minor }
+                } else {
+                    Kind::BlockDevice { major, minor }
+                }
+            }
+            tar::EntryType::Fifo => Kind::Fifo,
             other => return Err(format!("entry {raw:?}: unsupported type {other:?}")),
         };
         let size = if kind == Kind::File { entry.size() } else { 0 };
@@ -368,10 +416,16 @@ pub fn assemble(
     options: &Options,
     sink: &mut dyn Sink,
 ) -> Result<(), AssembleError> {
+    if let Some(volume) = definition.volumes.first() {
+        return Err(AssembleError::Volumes {
+            position: volume.name.position(),
+        });
+    }
     let mut tree = Tree {
         sink,
         directories: HashSet::new(),
         epoch: options.source_date_epoch,
+        scope: None,
     };
     let ids = IdMap::new(definition);
     if let Some(kernel) = &definition.kernel
@@ -420,6 +474,7 @@ pub fn assemble(
                 }
             };
             let bundle = Bundle::make(entry, &defaults, &ids, &bundle_dir, &root_source)?;
+            tree.scope(false);
             tree.bytes(
                 &format!("{bundle_dir}/config.json"),
                 0o644,
@@ -436,6 +491,7 @@ pub fn assemble(
             )?;
         }
     }
+    tree.scope(false);
     for file in &definition.files {
         write_file(&mut tree, definition, &ids, file)?;
     }

@@ -57,21 +57,49 @@ pub fn build(
         dir: options.output_dir.clone(),
         source,
     };
+    let created = !options.output_dir.exists();
     std::fs::create_dir_all(&options.output_dir).map_err(output)?;
+    let result = write(definition, source, options, &plan);
+    if result.is_err() && created {
+        // Leave no trace of a failed build: not even its directory.
+        let _ = std::fs::remove_dir(&options.output_dir);
+    }
+    let artifacts = result?;
+    Ok(Built {
+        artifacts,
+        lock: plan.lock(),
+    })
+}
+
+fn write(
+    definition: &Definition,
+    source: &dyn ImageSource,
+    options: &BuildOptions,
+    plan: &Plan,
+) -> Result<Vec<PathBuf>, BuildError> {
+    let output = |source| BuildError::Output {
+        dir: options.output_dir.clone(),
+        source,
+    };
     let mut pending = Pending::new(&options.output_dir);
     let mut writers = Writers::new(
         &mut pending,
         &options.name,
         &options.formats,
         options.compression,
+        options
+            .assemble
+            .source_date_epoch
+            .unwrap_or(crate::entry::DEFAULT_MTIME),
     )
     .map_err(output)?;
-    assemble(definition, &plan, source, &options.assemble, writers.sink())?;
+    assemble(definition, plan, source, &options.assemble, writers.sink())?;
     writers.finish(&mut pending).map_err(output)?;
-    let lock = plan.lock();
     pending
-        .write(&format!("{}.lock", options.name), lock.render().as_bytes())
+        .write(
+            &format!("{}.lock", options.name),
+            plan.lock().render().as_bytes(),
+        )
         .map_err(output)?;
-    let artifacts = pending.commit().map_err(output)?;
-    Ok(Built { artifacts, lock })
+    pending.commit().map_err(output)
 }

@@ -811,7 +811,7 @@ impl<'a> Merge<'a> {
     fn devices(&self) -> Result<(LinuxResources, Vec<LinuxDevice>), BundleError> {
         let mut resources = self
             .pick_ref(|i| i.resources.as_ref())
-            .cloned()
+            .map(|r| r.value.clone())
             .unwrap_or_default();
         let mut rules = resources.devices().clone().unwrap_or_default();
         let mut nodes = Vec::new();
@@ -824,7 +824,7 @@ impl<'a> Merge<'a> {
             let kind = LinuxDeviceType::from_str(&device.kind).map_err(|_| {
                 let message = format!(
                     "device {:?}: unknown type {:?} (a, b, c, u or p)",
-                    device.path, device.kind
+                    device.path.value, device.kind
                 );
                 error(String::new(), message)
             })?;
@@ -833,25 +833,25 @@ impl<'a> Merge<'a> {
                 .set_typ(Some(kind))
                 .set_access(Some("rwm".into()));
             // `all` allows every device of the type; no node is made.
-            if device.path == "all" {
+            if device.path.as_str() == "all" {
                 rules.push(rule);
                 continue;
             }
             let Some(mode) = &device.mode else {
-                let message = format!("device {:?} has no mode", device.path);
+                let message = format!("device {:?} has no mode", device.path.value);
                 return Err(error(String::new(), message));
             };
             let mode = spec::mode(mode).map_err(|message| {
                 error(
                     mode.position(),
-                    format!("device {:?}: {message}", device.path),
+                    format!("device {:?}: {message}", device.path.value),
                 )
             })?;
             let (major, minor) = (device.major.unwrap_or(0), device.minor.unwrap_or(0));
             rule.set_major(Some(major)).set_minor(Some(minor));
             rules.push(rule);
             let mut node = LinuxDevice::default();
-            node.set_path(device.path.clone().into())
+            node.set_path(device.path.value.clone().into())
                 .set_typ(kind)
                 .set_major(major)
                 .set_minor(minor)

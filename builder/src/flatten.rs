@@ -282,7 +282,7 @@ fn check_ancestors(
     Ok(())
 }
 
-fn index(source: &dyn ImageSource, image: &Image) -> Result<Index, FlattenError> {
+fn index(source: &dyn ImageSource, image: &Image, hidden: &[&str]) -> Result<Index, FlattenError> {
     let mut records: BTreeMap<String, Record> = BTreeMap::new();
     for (layer, descriptor) in image.layers.iter().enumerate() {
         let digest = descriptor.digest().to_string();
@@ -360,6 +360,11 @@ fn index(source: &dyn ImageSource, image: &Image) -> Result<Index, FlattenError>
         }
         drain(&cx, archive.into_inner())?;
     }
+    // Paths the caller replaces or drops go as if a last layer whited them
+    // out, so hard links to them keep their bytes.
+    for path in hidden {
+        remove_tree(&mut records, path, usize::MAX);
+    }
     let mut index = Index {
         records,
         ..Index::default()
@@ -382,12 +387,14 @@ fn index(source: &dyn ImageSource, image: &Image) -> Result<Index, FlattenError>
 
 /// Streams the image's filesystem to `emit`, parents first. `emit` gets
 /// each entry and, for regular files, a reader holding exactly its bytes.
+/// `hidden` paths (and what is below them) are left out as if deleted.
 pub fn flatten(
     source: &dyn ImageSource,
     image: &Image,
+    hidden: &[&str],
     emit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<(), FlattenError>,
 ) -> Result<(), FlattenError> {
-    let index = index(source, image)?;
+    let index = index(source, image, hidden)?;
     let mut emitted: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut empty: &[u8] = &[];
     for (layer, descriptor) in image.layers.iter().enumerate() {

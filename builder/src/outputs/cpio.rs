@@ -41,6 +41,9 @@ pub struct CpioWriter<W: Write> {
     next_inode: u32,
     /// Inode and link count of every multiply-linked file, by path.
     links: HashMap<String, (u32, u32)>,
+    /// Paths whose file has other names: writing a new file there must not
+    /// write into the shared inode.
+    linked: std::collections::HashSet<String>,
     remaining: u64,
 }
 
@@ -63,8 +66,33 @@ impl<W: Write> CpioWriter<W> {
             written: 0,
             next_inode: 1,
             links: HashMap::new(),
+            linked: std::collections::HashSet::new(),
             remaining: 0,
         }
+    }
+
+    /// The kernel's unpacker opens an existing regular file and truncates
+    /// it, which would change every other name of a hard-linked file. A
+    /// symbolic link written first at the same path makes it unlink the old
+    /// name, so a later file replaces that name only, as tar extraction does.
+    fn unlink_first(&mut self, path: &str, mtime: u32) -> io::Result<()> {
+        if !self.linked.remove(path) {
+            return Ok(());
+        }
+        let inode = self.next_inode;
+        self.next_inode += 1;
+        self.header(&Header {
+            inode,
+            mode: S_IFLNK | 0o777,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            mtime,
+            size: 1,
+            rdev: (0, 0),
+            name: path,
+        })?;
+        self.write_padded(b".")
     }
 
     pub fn into_inner(self) -> W {
@@ -130,6 +158,9 @@ impl<W: Write> Sink for CpioWriter<W> {
             path: path.into(),
             mtime: entry.mtime,
         })?;
+        if entry.kind == Kind::File {
+            self.unlink_first(path, mtime)?;
+        }
         let mut inode = self.next_inode;
         self.next_inode += 1;
         let mut nlink = 1;
@@ -139,6 +170,7 @@ impl<W: Write> Sink for CpioWriter<W> {
             Kind::File => {
                 if entry.links > 1 {
                     self.links.insert(path.to_string(), (inode, entry.links));
+                    self.linked.insert(path.to_string());
                     nlink = entry.links;
                 }
                 S_IFREG
@@ -153,6 +185,7 @@ impl<W: Write> Sink for CpioWriter<W> {
                         })?;
                 inode = target_inode;
                 nlink = links;
+                self.linked.insert(path.to_string());
                 S_IFREG
             }
             Kind::Directory => {
@@ -303,6 +336,44 @@ mod tests {
         assert_eq!(
             (field(120, 0), field(120, 4)),
             ("00000001".into(), "00000002".into())
+        );
+    }
+
+    #[test]
+    fn a_file_written_over_a_hard_link_replaces_only_that_name() {
+        let mut out = Vec::new();
+        let mut cpio = CpioWriter::new(&mut out);
+        let mut file = Entry::file("a", 0o644, 1, 0);
+        file.links = 2;
+        write_bytes(&mut cpio, &file, b"1").unwrap();
+        let mut link = Entry::file("b", 0o644, 0, 0);
+        link.kind = Kind::HardLink { target: "a".into() };
+        cpio.entry(&link).unwrap();
+        write_bytes(&mut cpio, &Entry::file("a", 0o644, 1, 0), b"2").unwrap();
+        cpio.finish().unwrap();
+        // a, b, then a symbolic link "a" that unlinks the shared name, then
+        // the new "a".
+        let names: Vec<(String, String)> = String::from_utf8_lossy(&out)
+            .match_indices("070701")
+            .map(|(at, _)| {
+                let mode = String::from_utf8_lossy(&out[at + 14..at + 22]).into_owned();
+                let size =
+                    usize::from_str_radix(&String::from_utf8_lossy(&out[at + 94..at + 102]), 16)
+                        .unwrap();
+                let name =
+                    String::from_utf8_lossy(&out[at + 110..at + 110 + size - 1]).into_owned();
+                (name, mode)
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a".to_string(), "000081a4".to_string()),
+                ("b".to_string(), "000081a4".to_string()),
+                ("a".to_string(), "0000a1ff".to_string()),
+                ("a".to_string(), "000081a4".to_string()),
+                ("TRAILER!!!".to_string(), "00000000".to_string()),
+            ]
         );
     }
 }

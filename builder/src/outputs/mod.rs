@@ -128,17 +128,20 @@ impl Pending {
 /// The sinks for the requested formats, fed by one stream.
 pub struct Writers {
     sinks: Vec<Box<dyn Sink>>,
+    mtime: u64,
     parts: Option<Parts>,
     name: String,
     formats: Vec<Format>,
 }
 
 impl Writers {
+    /// `mtime` is the time of the entries of `tar-kernel-initrd`.
     pub fn new(
         pending: &mut Pending,
         name: &str,
         formats: &[Format],
         compression: Compression,
+        mtime: u64,
     ) -> io::Result<Writers> {
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         let mut parts = None;
@@ -156,6 +159,7 @@ impl Writers {
         }
         Ok(Writers {
             sinks,
+            mtime,
             parts,
             name: name.to_string(),
             formats: formats.to_vec(),
@@ -188,7 +192,7 @@ impl Writers {
                 let mut file = File::open(pending.path(part))?;
                 let size = file.metadata()?.len();
                 if size > 0 {
-                    let entry = Entry::file(inner, 0o644, size, crate::entry::DEFAULT_MTIME);
+                    let entry = Entry::file(inner, 0o644, size, self.mtime);
                     copy_entry(&mut tar, &entry, &mut file)?;
                 }
             }
@@ -286,10 +290,11 @@ impl KernelInitrd {
 
 impl Sink for KernelInitrd {
     fn entry(&mut self, entry: &Entry) -> io::Result<()> {
+        let file = entry.kind == crate::entry::Kind::File;
         self.target = match entry.path.as_str() {
-            "boot/kernel" => Target::Kernel,
-            "boot/cmdline" => Target::Cmdline,
-            "boot/ucode.cpio" => Target::Ucode,
+            "boot/kernel" if file => Target::Kernel,
+            "boot/cmdline" if file => Target::Cmdline,
+            "boot/ucode.cpio" if file => Target::Ucode,
             p if p.starts_with("boot/") => Target::Drop,
             _ => Target::Initrd,
         };

@@ -51,11 +51,17 @@ impl<W: Write> TarWriter<W> {
             pax_record(&mut pax, "path", &name);
             header.set_path(truncate_name(&name))?;
         }
-        if let Some(link) = link
-            && (link.len() > 100 || !link.is_ascii() || header.set_link_name(link).is_err())
-        {
-            pax_record(&mut pax, "linkpath", link);
-            header.set_link_name(truncate_name(link))?;
+        if let Some(link) = link {
+            // Written byte for byte: the tar crate's setter would normalise
+            // `/` and `a/./b`, and the cpio keeps them as they are.
+            if link.len() > 100 {
+                pax_record(&mut pax, "linkpath", link);
+                header.set_link_name(truncate_name(link))?;
+            } else {
+                let field = &mut header.as_old_mut().linkname;
+                field.fill(0);
+                field[..link.len()].copy_from_slice(link.as_bytes());
+            }
         }
         const USTAR_MAX_SIZE: u64 = 0o77_777_777_777;
         if entry.size > USTAR_MAX_SIZE {
@@ -206,5 +212,25 @@ mod tests {
         // 4 + 93 + 3 bytes of body, plus "103" itself.
         assert_eq!(out.len(), 103);
         assert!(out.starts_with(b"103 path="));
+    }
+
+    #[test]
+    fn link_targets_are_kept_byte_for_byte() {
+        let mut out = Vec::new();
+        let mut tar = TarWriter::new(&mut out);
+        for (path, target) in [("root", "/"), ("dots", "a/./b"), ("double", "a//b")] {
+            tar.entry(&Entry::symlink(path, target, 0)).unwrap();
+        }
+        tar.finish().unwrap();
+        let mut archive = tar::Archive::new(&out[..]);
+        let targets: Vec<Vec<u8>> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().link_name_bytes().unwrap().into_owned())
+            .collect();
+        assert_eq!(
+            targets,
+            [b"/".to_vec(), b"a/./b".to_vec(), b"a//b".to_vec()]
+        );
     }
 }

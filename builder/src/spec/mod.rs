@@ -76,7 +76,7 @@ pub enum IdRef {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
-    pub path: String,
+    pub path: Located<String>,
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,10 +90,11 @@ pub struct Device {
 
 /// A scalar that LinuxKit reads as a string even when YAML types it as a
 /// number or a boolean (sysctl values).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Scalar {
     Integer(i64),
+    Float(f64),
     Boolean(bool),
     String(String),
 }
@@ -102,6 +103,7 @@ impl std::fmt::Display for Scalar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Scalar::Integer(n) => write!(f, "{n}"),
+            Scalar::Float(x) => write!(f, "{x}"),
             Scalar::Boolean(b) => write!(f, "{b}"),
             Scalar::String(s) => f.write_str(s),
         }
@@ -192,7 +194,7 @@ pub struct Image {
     pub cgroups_path: Option<String>,
     /// The OCI runtime specification's `linux.resources`, as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<oci_spec::runtime::LinuxResources>,
+    pub resources: Option<Located<oci_spec::runtime::LinuxResources>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sysctl: Option<BTreeMap<String, Scalar>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,9 +286,18 @@ impl Definition {
                 tar,
                 ucode,
             } = kernel;
-            mine.image = image.or(mine.image.take());
-            mine.cmdline = cmdline.or(mine.cmdline.take());
-            mine.binary = binary.or(mine.binary.take());
+            // As in LinuxKit, an empty image, cmdline or binary does not
+            // replace an earlier one; tar and ucode replace when present.
+            let set = |v: &Option<String>| v.as_ref().is_some_and(|v| !v.is_empty());
+            if image.as_ref().is_some_and(|i| !i.is_empty()) {
+                mine.image = image;
+            }
+            if set(&cmdline) {
+                mine.cmdline = cmdline;
+            }
+            if set(&binary) {
+                mine.binary = binary;
+            }
             mine.tar = tar.or(mine.tar.take());
             mine.ucode = ucode.or(mine.ucode.take());
         }

@@ -60,7 +60,46 @@ pub fn parse(text: &str, origin: &Origin) -> Result<Definition, SpecError> {
     if is_blank(text) {
         return Ok(Definition::default());
     }
-    deserialize(text, origin)
+    let (definition, ignored) = deserialize::<Definition>(text, origin)?;
+    unknown_keys(ignored, origin, |key| {
+        let (section, rest) = key.split_once('[')?;
+        let (index, rest) = rest.split_once(']')?;
+        if !rest.starts_with(".resources") {
+            return None;
+        }
+        let entries = match section {
+            "onboot" => &definition.onboot,
+            "onshutdown" => &definition.onshutdown,
+            "services" => &definition.services,
+            _ => return None,
+        };
+        let entry = entries.get(index.parse::<usize>().ok()?)?;
+        Some(entry.resources.as_ref()?.position())
+    })?;
+    Ok(definition)
+}
+
+/// Keys that only serde_ignored saw (inside the OCI `resources` object,
+/// whose type is not this crate's) are errors too, placed at the object
+/// that holds them.
+fn unknown_keys(
+    ignored: Vec<String>,
+    origin: &Origin,
+    position: impl Fn(&str) -> Option<String>,
+) -> Result<(), SpecError> {
+    if ignored.is_empty() {
+        return Ok(());
+    }
+    Err(SpecError {
+        problems: ignored
+            .into_iter()
+            .map(|key| Problem {
+                position: position(&key).unwrap_or_else(|| origin.to_string()),
+                path: key,
+                message: "unknown key".into(),
+            })
+            .collect(),
+    })
 }
 
 /// Parses the JSON of an image's `org.mobyproject.config` label.
@@ -70,7 +109,12 @@ pub fn parse_label(text: &str, image: &str) -> Result<Image, SpecError> {
     if is_blank(text) {
         return Ok(Image::default());
     }
-    deserialize(text, &origin)
+    let (label, ignored) = deserialize::<Image>(text, &origin)?;
+    unknown_keys(ignored, &origin, |key| {
+        key.starts_with("resources")
+            .then(|| label.resources.as_ref().map(|r| r.position()))?
+    })?;
+    Ok(label)
 }
 
 fn is_blank(text: &str) -> bool {
@@ -79,7 +123,10 @@ fn is_blank(text: &str) -> bool {
         .all(|l| l.is_empty() || l.starts_with('#') || l == "---")
 }
 
-fn deserialize<T: DeserializeOwned>(text: &str, origin: &Origin) -> Result<T, SpecError> {
+fn deserialize<T: DeserializeOwned>(
+    text: &str,
+    origin: &Origin,
+) -> Result<(T, Vec<String>), SpecError> {
     let mut path = String::new();
     let mut ignored = Vec::new();
     let result = with_origin(origin, || {
@@ -93,24 +140,15 @@ fn deserialize<T: DeserializeOwned>(text: &str, origin: &Origin) -> Result<T, Sp
             };
             let de = serde_ignored::Deserializer::new(de, &mut record);
             serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
-                // `.value` is the inside of a `Located`, not a key of the file.
-                path = e.path().to_string().replace(".value", "");
+                // `.value` is the inside of a `Located` and `?` an unknown
+                // key's place: neither is a key of the file.
+                path = e.path().to_string().replace(".value", "").replace(".?", "");
                 e.into_inner()
             })
         })
     });
     match result {
-        Ok(value) if ignored.is_empty() => Ok(value),
-        Ok(_) => Err(SpecError {
-            problems: ignored
-                .into_iter()
-                .map(|key| Problem {
-                    position: origin.to_string(),
-                    path: key,
-                    message: "unknown key".into(),
-                })
-                .collect(),
-        }),
+        Ok(value) => Ok((value, ignored)),
         Err(error) => {
             let position = match error.location() {
                 Some(l) => format!("{origin}:{}:{}", l.line(), l.column()),
@@ -134,7 +172,7 @@ fn ignored_key(raw: &str) -> Option<String> {
         return None;
     }
     let mut key = String::new();
-    for segment in raw.split('.').filter(|s| *s != "?") {
+    for segment in raw.split('.').filter(|s| *s != "?" && *s != "value") {
         if segment.bytes().all(|b| b.is_ascii_digit()) {
             key.push_str(&format!("[{segment}]"));
         } else {
@@ -154,6 +192,14 @@ fn clean_message(message: &str) -> String {
         Some(at) => &message[..at],
         None => message,
     };
+    // Advice meant for programs using the parser, not for berth's users.
+    let message = match message.split_once(", set DuplicateKeyPolicy") {
+        Some((kept, _)) => kept,
+        None => message,
+    };
+    if message.contains("from_str_multiple") || message.contains("multiple documents") {
+        return "a definition is one YAML document; this file has several".into();
+    }
     message.trim().to_string()
 }
 
@@ -186,7 +232,7 @@ mod tests {
         );
         assert_eq!(
             error,
-            "t.yml: services[0].resources.memory.limt: unknown key"
+            "t.yml:5:7: services[0].resources.memory.limt: unknown key"
         );
     }
 

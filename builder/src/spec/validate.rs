@@ -114,7 +114,7 @@ pub fn rlimit(text: &str) -> Result<Rlimit, String> {
         .ok_or_else(|| format!("unknown rlimit {name:?}"))?;
     let number = |v: &str| -> Result<u64, String> {
         match v {
-            "unlimited" | "-1" => Ok(u64::MAX),
+            _ if v.eq_ignore_ascii_case("unlimited") || v == "-1" => Ok(u64::MAX),
             _ => v
                 .parse()
                 .map_err(|_| format!("rlimit value {v:?} is not a number or \"unlimited\"")),
@@ -324,7 +324,7 @@ fn check_entry(
             format!("entry {:?} has no image", name.value),
         ),
     }
-    check_config(problems, image, path, names);
+    check_config(problems, image, path, Some(names));
 }
 
 /// Checks an image's `org.mobyproject.config` label with the same rules as
@@ -340,12 +340,7 @@ pub fn check_label(label: &Image, image: &str) -> Result<(), SpecError> {
             );
         }
     }
-    check_config(
-        &mut problems,
-        label,
-        &format!("label of {image}"),
-        &BTreeMap::new(),
-    );
+    check_config(&mut problems, label, &format!("label of {image}"), None);
     problems.finish()
 }
 
@@ -353,7 +348,7 @@ fn check_config(
     problems: &mut Problems,
     image: &Image,
     path: &str,
-    names: &BTreeMap<&str, &Located<String>>,
+    names: Option<&BTreeMap<&str, &Located<String>>>,
 ) {
     for (key, list) in [
         ("capabilities", &image.capabilities),
@@ -361,7 +356,7 @@ fn check_config(
         ("ambient", &image.ambient),
     ] {
         for (i, cap) in list.iter().flatten().enumerate() {
-            let special = key != "ambient" && ["all", "none"].contains(&cap.as_str());
+            let special = ["all", "none"].contains(&cap.to_ascii_lowercase().as_str());
             if !special && capability(cap).is_none() {
                 problems.at(
                     cap,
@@ -380,7 +375,16 @@ fn check_config(
     }
     for (i, t) in image.tmpfs.iter().flatten().enumerate() {
         let destination = t.split(':').next().unwrap_or("");
-        if !destination.starts_with('/') {
+        if t.matches(':').count() > 1 {
+            problems.at(
+                t,
+                format!("{path}.tmpfs[{i}]"),
+                format!(
+                    "tmpfs {:?} is not of the form destination[:options]",
+                    t.value
+                ),
+            );
+        } else if !destination.starts_with('/') {
             problems.at(
                 t,
                 format!("{path}.tmpfs[{i}]"),
@@ -453,16 +457,63 @@ fn check_config(
     for (i, device) in image.devices.iter().flatten().enumerate() {
         let dpath = format!("{path}.devices[{i}]");
         if !["a", "b", "c", "u", "p"].contains(&device.kind.as_str()) {
-            problems.0.push(Problem {
-                position: "<definition>".into(),
-                path: format!("{dpath}.type"),
-                message: format!("unknown device type {:?} (a, b, c, u or p)", device.kind),
-            });
+            problems.at(
+                &device.path,
+                format!("{dpath}.type"),
+                format!("unknown device type {:?} (a, b, c, u or p)", device.kind),
+            );
         }
-        if let Some(m) = &device.mode
-            && let Err(message) = mode(m)
-        {
-            problems.at(m, format!("{dpath}.mode"), message);
+        match &device.mode {
+            Some(m) => {
+                if let Err(message) = mode(m) {
+                    problems.at(m, format!("{dpath}.mode"), message);
+                }
+            }
+            // `path: all` is a cgroup rule only; a real node needs a mode.
+            None if device.path.as_str() != "all" => problems.at(
+                &device.path,
+                format!("{dpath}.mode"),
+                format!("device {:?} needs a mode", device.path.value),
+            ),
+            None => {}
+        }
+    }
+    for (i, mount) in image.mounts.iter().flatten().enumerate() {
+        const KNOWN: &[(&str, &str)] = &[
+            ("proc", "/proc"),
+            ("devpts", "/dev/pts"),
+            ("sysfs", "/sys"),
+            ("cgroup", "/sys/fs/cgroup"),
+            ("mqueue", "/dev/mqueue"),
+        ];
+        let source = mount.source.as_deref().unwrap_or("");
+        let kind = mount
+            .kind
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .or_else(|| KNOWN.iter().map(|(k, _)| *k).find(|k| *k == source))
+            .or_else(|| (mount.destination == "/dev").then_some("tmpfs"));
+        let problem = match kind {
+            None => Some(format!(
+                "mount for destination {:?} has no type",
+                mount.destination
+            )),
+            Some(kind)
+                if mount.destination.is_empty() && !KNOWN.iter().any(|(k, _)| *k == kind) =>
+            {
+                Some(format!("mount of type {kind:?} has no destination"))
+            }
+            _ => None,
+        };
+        if let Some(message) = problem {
+            problems.0.push(Problem {
+                position: image
+                    .name
+                    .as_ref()
+                    .map_or_else(|| "<label>".into(), |n| n.position()),
+                path: format!("{path}.mounts[{i}]"),
+                message,
+            });
         }
     }
     let ids = [("uid", &image.uid), ("gid", &image.gid)];
@@ -484,12 +535,15 @@ fn check_id(
     problems: &mut Problems,
     id: &Located<IdRef>,
     path: &str,
-    names: &BTreeMap<&str, &Located<String>>,
+    names: Option<&BTreeMap<&str, &Located<String>>>,
 ) {
-    // Labels are checked without the names of the definition: they may name
-    // any entry, which is resolved when the bundle is made.
+    // A label is checked without the names of a definition (`None`): it may
+    // name any entry, which is resolved when the bundle is made. `root` is
+    // 0, as in LinuxKit.
     if let IdRef::Name(name) = &id.value
-        && !names.is_empty()
+        && let Some(names) = names
+        && !name.is_empty()
+        && name != "root"
         && !names.contains_key(name.as_str())
     {
         problems.at(
@@ -537,8 +591,9 @@ fn check_file(
             ),
         );
     }
-    let trimmed = file.path.trim_start_matches('/');
-    if trimmed.is_empty() || trimmed.split('/').any(|c| c == "..") {
+    if crate::entry::clean_path(&file.path).is_ok_and(|p| p.is_empty())
+        || file.path.split('/').any(|c| c == "..")
+    {
         problems.at(
             &file.path,
             format!("{path}.path"),
@@ -564,7 +619,7 @@ fn check_file(
     }
     for (key, id) in [("uid", &file.uid), ("gid", &file.gid)] {
         if let Some(id) = id {
-            check_id(problems, id, &format!("{path}.{key}"), names);
+            check_id(problems, id, &format!("{path}.{key}"), Some(names));
         }
     }
 }
@@ -680,6 +735,22 @@ mod tests {
         );
         assert!(
             problems("services:\n  - name: a\n    image: x\n    uid: 100\n    gid: a\n").is_empty()
+        );
+    }
+
+    #[test]
+    fn what_the_build_would_refuse_is_refused_by_validation() {
+        assert_eq!(
+            problems(
+                "services:\n  - name: a\n    image: x\n    devices:\n      - path: /dev/x\n        type: c\n        major: 1\n        minor: 3\n      - path: all\n        type: b\n    mounts:\n      - destination: /x\n    tmpfs: [\"/t:size=1:x\"]\n    ambient: [all]\nfiles:\n  - path: \"./\"\n    contents: x\n  - path: etc/y\n    contents: y\n    uid: nobody\n"
+            ),
+            [
+                "v.yml:13:13: services[0].tmpfs[0]: tmpfs \"/t:size=1:x\" is not of the form destination[:options]",
+                "v.yml:5:15: services[0].devices[0].mode: device \"/dev/x\" needs a mode",
+                "v.yml:2:11: services[0].mounts[0]: mount for destination \"/x\" has no type",
+                "v.yml:16:11: files[0].path: path \"./\" must name something inside the image",
+                "v.yml:20:10: files[1].uid: \"nobody\" is neither a number nor the name of a container",
+            ]
         );
     }
 }
