@@ -89,6 +89,24 @@ pub struct Remote {
     options: RegistryOptions,
     runtime: tokio::runtime::Runtime,
     certificates: Vec<Certificate>,
+    /// What each loopback or insecure registry answered to.
+    protocols: std::sync::Mutex<std::collections::HashMap<String, ClientProtocol>>,
+}
+
+/// An error with its causes: the cause (a refused certificate, a reset
+/// connection) is what the user needs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// What one request failed with, and whether trying again may help.
@@ -100,7 +118,7 @@ struct Failure {
 
 impl Failure {
     fn from_client(error: OciDistributionError) -> Failure {
-        let text = error.to_string();
+        let text = error_chain(&error);
         let status = |code: u16| match code {
             401 => Some(Problem::Unauthorized),
             403 => Some(Problem::Forbidden),
@@ -168,6 +186,7 @@ impl Remote {
             options,
             runtime,
             certificates,
+            protocols: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -191,12 +210,46 @@ impl Remote {
                 .any(|i| i == registry || i == host)
     }
 
-    fn client(&self, registry: &str) -> oci_client::Client {
-        let protocol = if self.plain_http(registry) {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
+    /// A client for `registry`. Loopback and insecure registries get
+    /// Docker's treatment: HTTPS when they answer it, plain HTTP otherwise.
+    async fn client(
+        &self,
+        registry: &str,
+        target: &oci_client::Reference,
+        auth: &RegistryAuth,
+    ) -> oci_client::Client {
+        if !self.plain_http(registry) {
+            return self.client_with(ClientProtocol::Https);
+        }
+        if let Some(protocol) = self
+            .protocols
+            .lock()
+            .ok()
+            .and_then(|p| p.get(registry).cloned())
+        {
+            return self.client_with(protocol);
+        }
+        let https = self.client_with(ClientProtocol::Https);
+        let protocol = match https
+            .auth(target, auth, oci_client::RegistryOperation::Pull)
+            .await
+        {
+            // A certificate problem is the user's to hear about, not a
+            // reason to drop TLS.
+            Err(OciDistributionError::RequestError(e))
+                if !error_chain(&e).contains("certificate") =>
+            {
+                ClientProtocol::Http
+            }
+            _ => ClientProtocol::Https,
         };
+        if let Ok(mut protocols) = self.protocols.lock() {
+            protocols.insert(registry.to_string(), protocol.clone());
+        }
+        self.client_with(protocol)
+    }
+
+    fn client_with(&self, protocol: ClientProtocol) -> oci_client::Client {
         oci_client::Client::new(ClientConfig {
             protocol,
             extra_root_certificates: self.certificates.clone(),
@@ -249,7 +302,6 @@ impl Remote {
         reference: &RegistryRef,
         arch: &str,
     ) -> Result<String, Problem> {
-        let client = self.client(&reference.registry);
         let auth = Self::auth(&reference.registry);
         let target = match (&reference.digest, reference.tag_or_default()) {
             (Some(digest), _) => oci_client::Reference::with_digest(
@@ -263,6 +315,7 @@ impl Remote {
                 tag.unwrap_or("latest").to_string(),
             ),
         };
+        let client = self.client(&reference.registry, &target, &auth).await;
         let progress = Progress::new(reference.to_string());
         let accepted: Vec<&str> = INDEX_TYPES.iter().chain(MANIFEST_TYPES).copied().collect();
         let (top, top_digest) = retry("manifest", || async {
@@ -412,13 +465,13 @@ impl Remote {
         named: &Named,
         destination: &RegistryRef,
     ) -> Result<String, Problem> {
-        let client = self.client(&destination.registry);
         let auth = Self::auth(&destination.registry);
         let target = oci_client::Reference::with_tag(
             destination.registry.clone(),
             destination.repository.clone(),
             destination.tag_or_default().unwrap_or("latest").to_string(),
         );
+        let client = self.client(&destination.registry, &target, &auth).await;
         retry("authentication", || async {
             client
                 .auth(&target, &auth, oci_client::RegistryOperation::Push)

@@ -14,14 +14,28 @@ use fixtures::registry::Registry;
 
 use common::{INIT, KERNEL, SERVICE, files, small_cache, stderr};
 
+/// Whether the programs the registry tests need are installed; in CI their
+/// absence is a failure, elsewhere a visible skip.
+fn prerequisites(programs: &[(&str, &str)]) -> bool {
+    for (program, argument) in programs {
+        if Command::new(program).arg(argument).output().is_err() {
+            let message = format!(
+                "{program} is missing (Debian: docker-registry skopeo apache2-utils openssl)"
+            );
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+            eprintln!("skipped: {message}");
+            return false;
+        }
+    }
+    true
+}
+
 fn registry(auth: bool) -> Option<Registry> {
-    let present = Registry::available()
-        && Command::new("skopeo").arg("--version").output().is_ok()
-        && (!auth || Command::new("htpasswd").arg("-h").output().is_ok());
-    if !present {
-        let message = "docker-registry, skopeo or htpasswd is missing (Debian: docker-registry skopeo apache2-utils)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-        eprintln!("skipped: {message}");
+    let mut programs = vec![("docker-registry", "--version"), ("skopeo", "--version")];
+    if auth {
+        programs.push(("htpasswd", "-h"));
+    }
+    if !prerequisites(&programs) {
         return None;
     }
     Some(if auth {
@@ -480,4 +494,73 @@ fn two_builds_can_share_one_cache() {
     let names = berth(dir.path(), &["cache", "ls"]);
     assert_eq!(String::from_utf8_lossy(&names.stdout).lines().count(), 3);
     verify(dir.path());
+}
+
+#[test]
+fn a_registry_with_its_own_ca_is_trusted_only_with_ca_cert() {
+    let programs = [
+        ("docker-registry", "--version"),
+        ("skopeo", "--version"),
+        ("openssl", "version"),
+    ];
+    if !prerequisites(&programs) {
+        return;
+    }
+    let (registry, ca) = Registry::start_tls().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    push_small(dir.path(), &registry);
+    let yaml = definition(&registry.host());
+
+    let untrusted = build(dir.path(), &yaml, "untrusted", &[]);
+    assert_eq!(untrusted.status.code(), Some(1));
+    let message = stderr(&untrusted);
+    assert!(message.contains("certificate"), "{message}");
+
+    let ca = ca.display().to_string();
+    let trusted = build(dir.path(), &yaml, "trusted", &["--ca-cert", &ca]);
+    assert!(trusted.status.success(), "{}", stderr(&trusted));
+    verify(dir.path());
+}
+
+#[test]
+fn credential_helpers_are_asked() {
+    let Some(registry) = registry(true) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    push_small(dir.path(), &registry);
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nread server\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"berth\",\"Secret\":\"s3cret\"}' \"$server\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"berthtest"}}}}"#, registry.host()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("image.yml"), definition(&registry.host())).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["build", "-f", "tar", "-o", "out", "--cache"])
+        .arg(dir.path().join("cache"))
+        .arg("image.yml")
+        .current_dir(dir.path())
+        .env_remove("BERTH_OFFLINE")
+        .env("DOCKER_CONFIG", &docker)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }
