@@ -174,6 +174,24 @@ fn a_lock_pins_digests_when_the_tag_moves() {
     assert_ne!(tar("first"), tar("moved"));
     verify(dir.path());
 
+    // A tag the registry does not have: one line, 404, naming both.
+    let missing = yaml.replace("test/init:1", "test/init:nope");
+    let out = build(dir.path(), &missing, "missing", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!(
+            "image {0}/test/init:nope: registry {0}: 404 not found",
+            registry.host()
+        )),
+        "{message}"
+    );
+    assert_eq!(
+        message.lines().filter(|l| l.starts_with("berth:")).count(),
+        1,
+        "{message}"
+    );
+
     // A reference missing from the lock is an error naming it.
     std::fs::write(dir.path().join("partial.lock"), "").unwrap();
     let out = build(dir.path(), &yaml, "partial", &["--lock", "partial.lock"]);
