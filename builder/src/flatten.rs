@@ -284,82 +284,69 @@ fn check_ancestors(
 
 fn index(source: &dyn ImageSource, image: &Image, hidden: &[&str]) -> Result<Index, FlattenError> {
     let mut records: BTreeMap<String, Record> = BTreeMap::new();
-    for (layer, descriptor) in image.layers.iter().enumerate() {
-        let digest = descriptor.digest().to_string();
-        let cx = Context {
-            image: &image.reference,
-            layer: &digest,
-        };
-        let mut archive = tar::Archive::new(layer_reader(source, image, &digest)?);
-        let entries = archive.entries().map_err(|e| cx.read(e))?;
-        for (ordinal, entry) in entries.enumerate() {
-            let entry = entry.map_err(|e| cx.read(e))?;
-            let Some(h) = header(&cx, &entry)? else {
-                continue;
-            };
-            let base = h.name.rsplit('/').next().unwrap_or(&h.name);
-            let dir = entry::parent(&h.name);
-            if base == ".wh..wh..opq" {
-                check_ancestors(&cx, &records, &h.name, &h.name)?;
-                remove_below(&mut records, dir, layer);
-                continue;
-            }
-            if let Some(hidden) = base.strip_prefix(".wh.") {
-                if hidden.is_empty() || hidden == "." || hidden == ".." {
-                    return Err(cx.hostile(&h.name, "whiteout of a path outside the image"));
-                }
-                check_ancestors(&cx, &records, &h.name, &h.name)?;
-                let target = if dir.is_empty() {
-                    hidden.to_string()
-                } else {
-                    format!("{dir}/{hidden}")
-                };
-                remove_tree(&mut records, &target, layer);
-                continue;
+    for_each_entry(source, image, &mut |cx, (layer, ordinal), h, _| {
+        let base = h.name.rsplit('/').next().unwrap_or(&h.name);
+        let dir = entry::parent(&h.name);
+        if base == ".wh..wh..opq" {
+            check_ancestors(&cx, &records, &h.name, &h.name)?;
+            remove_below(&mut records, dir, layer);
+            return Ok(());
+        }
+        if let Some(hidden) = base.strip_prefix(".wh.") {
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(cx.hostile(&h.name, "whiteout of a path outside the image"));
             }
             check_ancestors(&cx, &records, &h.name, &h.name)?;
-            let kind = match h.kind {
-                RecordKind::HardLink { target, .. } => {
-                    check_ancestors(&cx, &records, &target, &h.name)?;
-                    let file = match records.get(&target).map(|r| (&r.kind, r.at)) {
-                        Some((RecordKind::File, at)) => at,
-                        Some((RecordKind::HardLink { file, .. }, _)) => *file,
-                        _ => {
-                            return Err(cx.hostile(
-                                &h.name,
-                                format!(
-                                    "hard link to {:?}, which is not a regular file of the image",
-                                    h.link.unwrap_or_default()
-                                ),
-                            ));
-                        }
-                    };
-                    let target = match records.get(&target).map(|r| &r.kind) {
-                        Some(RecordKind::HardLink { target, .. }) => target.clone(),
-                        _ => target,
-                    };
-                    RecordKind::HardLink { target, file }
-                }
-                other => other,
+            let target = if dir.is_empty() {
+                hidden.to_string()
+            } else {
+                format!("{dir}/{hidden}")
             };
-            if kind != RecordKind::Directory {
-                // A file replacing a directory replaces what was in it.
-                remove_below(&mut records, &h.name, layer + 1);
-            }
-            records.insert(
-                h.name,
-                Record {
-                    at: (layer, ordinal),
-                    kind,
-                    mode: h.entry.mode,
-                    uid: h.entry.uid,
-                    gid: h.entry.gid,
-                    mtime: h.entry.mtime,
-                },
-            );
+            remove_tree(&mut records, &target, layer);
+            return Ok(());
         }
-        drain(&cx, archive.into_inner())?;
-    }
+        check_ancestors(&cx, &records, &h.name, &h.name)?;
+        let kind = match h.kind {
+            RecordKind::HardLink { target, .. } => {
+                check_ancestors(&cx, &records, &target, &h.name)?;
+                let file = match records.get(&target).map(|r| (&r.kind, r.at)) {
+                    Some((RecordKind::File, at)) => at,
+                    Some((RecordKind::HardLink { file, .. }, _)) => *file,
+                    _ => {
+                        return Err(cx.hostile(
+                            &h.name,
+                            format!(
+                                "hard link to {:?}, which is not a regular file of the image",
+                                h.link.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                };
+                let target = match records.get(&target).map(|r| &r.kind) {
+                    Some(RecordKind::HardLink { target, .. }) => target.clone(),
+                    _ => target,
+                };
+                RecordKind::HardLink { target, file }
+            }
+            other => other,
+        };
+        if kind != RecordKind::Directory {
+            // A file replacing a directory replaces what was in it.
+            remove_below(&mut records, &h.name, layer + 1);
+        }
+        records.insert(
+            h.name,
+            Record {
+                at: (layer, ordinal),
+                kind,
+                mode: h.entry.mode,
+                uid: h.entry.uid,
+                gid: h.entry.gid,
+                mtime: h.entry.mtime,
+            },
+        );
+        Ok(())
+    })?;
     // Paths the caller replaces or drops go as if a last layer whited them
     // out, so hard links to them keep their bytes.
     for path in hidden {
@@ -397,6 +384,71 @@ pub fn flatten(
     let index = index(source, image, hidden)?;
     let mut emitted: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut empty: &[u8] = &[];
+    for_each_entry(source, image, &mut |_, at, h, entry| {
+        let survives = index.records.get(&h.name).is_some_and(|r| r.at == at);
+        let orphan_names = index.orphans.get(&at);
+        if !survives && orphan_names.is_none() {
+            return Ok(());
+        }
+        if survives
+            && let RecordKind::HardLink { file, .. } = &index.records[&h.name].kind
+            && index.orphans.contains_key(file)
+        {
+            // Emitted with the orphaned file's bytes instead.
+            return Ok(());
+        }
+        let mut names: Vec<&str> = Vec::new();
+        if survives {
+            names.push(&h.name);
+        }
+        if let Some(orphans) = orphan_names {
+            names.extend(orphans.iter().map(String::as_str));
+        }
+        // A file that survives keeps all its links; one that a later layer
+        // replaced lives on only under its orphaned links' names.
+        let links = match orphan_names {
+            Some(orphans) if !survives => orphans.len() as u32,
+            _ => index.links.get(&at).copied().unwrap_or(1),
+        };
+        let first = names[0].to_string();
+        for (i, name) in names.iter().enumerate() {
+            ensure_parents(&index, &mut emitted, name, emit)?;
+            let mut out = h.entry.clone();
+            out.path = (*name).to_string();
+            if let Kind::HardLink { target } = &mut out.kind {
+                // Links to a file that was orphaned point at its new name.
+                if let RecordKind::HardLink { file, .. } = &index.records[&h.name].kind
+                    && let Some(o) = index.orphans.get(file)
+                {
+                    *target = o[0].clone();
+                }
+            }
+            if i == 0 {
+                if out.kind == Kind::Directory && !emitted.insert(out.path.clone()) {
+                    continue;
+                }
+                out.links = links;
+                emit(&out, entry)?;
+            } else {
+                out.kind = Kind::HardLink {
+                    target: first.clone(),
+                };
+                out.size = 0;
+                emit(&out, &mut empty)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Reads every layer in order and calls `visit` with each entry's position,
+/// its cleaned header and its bytes; each layer is read to its end, so its
+/// digest is checked.
+fn for_each_entry(
+    source: &dyn ImageSource,
+    image: &Image,
+    visit: &mut dyn FnMut(&Context, Position, Header, &mut dyn Read) -> Result<(), FlattenError>,
+) -> Result<(), FlattenError> {
     for (layer, descriptor) in image.layers.iter().enumerate() {
         let digest = descriptor.digest().to_string();
         let cx = Context {
@@ -404,64 +456,10 @@ pub fn flatten(
             layer: &digest,
         };
         let mut archive = tar::Archive::new(layer_reader(source, image, &digest)?);
-        let entries = archive.entries().map_err(|e| cx.read(e))?;
-        for (ordinal, entry) in entries.enumerate() {
+        for (ordinal, entry) in archive.entries().map_err(|e| cx.read(e))?.enumerate() {
             let mut entry = entry.map_err(|e| cx.read(e))?;
-            let at = (layer, ordinal);
-            let Some(h) = header(&cx, &entry)? else {
-                continue;
-            };
-            let survives = index.records.get(&h.name).is_some_and(|r| r.at == at);
-            let orphan_names = index.orphans.get(&at);
-            if !survives && orphan_names.is_none() {
-                continue;
-            }
-            if survives
-                && let RecordKind::HardLink { file, .. } = &index.records[&h.name].kind
-                && index.orphans.contains_key(file)
-            {
-                // Emitted with the orphaned file's bytes instead.
-                continue;
-            }
-            let mut names: Vec<&str> = Vec::new();
-            if survives {
-                names.push(&h.name);
-            }
-            if let Some(orphans) = orphan_names {
-                names.extend(orphans.iter().map(String::as_str));
-            }
-            // A file that survives keeps all its links; one that a later layer
-            // replaced lives on only under its orphaned links' names.
-            let links = match orphan_names {
-                Some(orphans) if !survives => orphans.len() as u32,
-                _ => index.links.get(&at).copied().unwrap_or(1),
-            };
-            let first = names[0].to_string();
-            for (i, name) in names.iter().enumerate() {
-                ensure_parents(&index, &mut emitted, name, emit)?;
-                let mut out = h.entry.clone();
-                out.path = (*name).to_string();
-                if let Kind::HardLink { target } = &mut out.kind {
-                    // Links to a file that was orphaned point at its new name.
-                    if let RecordKind::HardLink { file, .. } = &index.records[&h.name].kind
-                        && let Some(o) = index.orphans.get(file)
-                    {
-                        *target = o[0].clone();
-                    }
-                }
-                if i == 0 {
-                    if out.kind == Kind::Directory && !emitted.insert(out.path.clone()) {
-                        continue;
-                    }
-                    out.links = links;
-                    emit(&out, &mut entry)?;
-                } else {
-                    out.kind = Kind::HardLink {
-                        target: first.clone(),
-                    };
-                    out.size = 0;
-                    emit(&out, &mut empty)?;
-                }
+            if let Some(h) = header(&cx, &entry)? {
+                visit(&cx, (layer, ordinal), h, &mut entry)?;
             }
         }
         drain(&cx, archive.into_inner())?;
