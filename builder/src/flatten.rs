@@ -288,7 +288,7 @@ fn index(source: &dyn ImageSource, image: &Image, hidden: &[&str]) -> Result<Ind
         let base = h.name.rsplit('/').next().unwrap_or(&h.name);
         let dir = entry::parent(&h.name);
         if base == ".wh..wh..opq" {
-            check_ancestors(&cx, &records, &h.name, &h.name)?;
+            check_ancestors(cx, &records, &h.name, &h.name)?;
             remove_below(&mut records, dir, layer);
             return Ok(());
         }
@@ -296,7 +296,7 @@ fn index(source: &dyn ImageSource, image: &Image, hidden: &[&str]) -> Result<Ind
             if hidden.is_empty() || hidden == "." || hidden == ".." {
                 return Err(cx.hostile(&h.name, "whiteout of a path outside the image"));
             }
-            check_ancestors(&cx, &records, &h.name, &h.name)?;
+            check_ancestors(cx, &records, &h.name, &h.name)?;
             let target = if dir.is_empty() {
                 hidden.to_string()
             } else {
@@ -305,10 +305,10 @@ fn index(source: &dyn ImageSource, image: &Image, hidden: &[&str]) -> Result<Ind
             remove_tree(&mut records, &target, layer);
             return Ok(());
         }
-        check_ancestors(&cx, &records, &h.name, &h.name)?;
+        check_ancestors(cx, &records, &h.name, &h.name)?;
         let kind = match h.kind {
             RecordKind::HardLink { target, .. } => {
-                check_ancestors(&cx, &records, &target, &h.name)?;
+                check_ancestors(cx, &records, &target, &h.name)?;
                 let file = match records.get(&target).map(|r| (&r.kind, r.at)) {
                     Some((RecordKind::File, at)) => at,
                     Some((RecordKind::HardLink { file, .. }, _)) => *file,
