@@ -441,13 +441,17 @@ pub fn flatten(
     })
 }
 
+/// What [`for_each_entry`] calls for each entry.
+type Visitor<'a> =
+    dyn FnMut(&Context, Position, Header, &mut dyn Read) -> Result<(), FlattenError> + 'a;
+
 /// Reads every layer in order and calls `visit` with each entry's position,
 /// its cleaned header and its bytes; each layer is read to its end, so its
 /// digest is checked.
 fn for_each_entry(
     source: &dyn ImageSource,
     image: &Image,
-    visit: &mut dyn FnMut(&Context, Position, Header, &mut dyn Read) -> Result<(), FlattenError>,
+    visit: &mut Visitor<'_>,
 ) -> Result<(), FlattenError> {
     for (layer, descriptor) in image.layers.iter().enumerate() {
         let digest = descriptor.digest().to_string();
