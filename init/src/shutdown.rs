@@ -1,0 +1,123 @@
+//! The one shutdown path: whatever asked for it (power button, Ctrl-Alt-Del,
+//! a signal, the control command, a fatal error), PID 1 ends the same way.
+//!
+//! The onshutdown bundles have run before this; here services get SIGTERM
+//! (last started first), a grace period, then SIGKILL; then sync, unmount in
+//! reverse order (lazily where busy), sync again, and power off or reboot.
+
+use std::time::Duration;
+
+use crate::system::{Power, System};
+
+const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
+
+/// Ends `services` (name, pid; in start order), unmounts `mounts` (in mount
+/// order) and powers off or reboots.
+pub fn shutdown(
+    system: &mut dyn System,
+    services: &[(String, i32)],
+    grace: Duration,
+    mounts: &[String],
+    power: Power,
+) {
+    let mut alive: Vec<(String, i32)> = services.to_vec();
+    for (name, pid) in alive.iter().rev() {
+        system.log(&format!("stopping {name}"));
+        if let Err(e) = system.kill(*pid, SIGTERM) {
+            system.log(&format!("stopping {name}: {e}"));
+        }
+    }
+    let deadline = system.now() + grace;
+    wait(system, &mut alive, deadline);
+    for (name, pid) in &alive {
+        system.log(&format!("{name} did not stop within {grace:?}: killing it"));
+        let _ = system.kill(*pid, SIGKILL);
+    }
+    let deadline = system.now() + Duration::from_secs(1);
+    wait(system, &mut alive, deadline);
+    system.sync();
+    for target in mounts.iter().rev() {
+        if let Err(e) = system.unmount(target) {
+            system.log(&format!("unmounting {target}: {e}"));
+        }
+    }
+    system.sync();
+    system.power(power);
+}
+
+/// Reaps until every process in `alive` has ended or `deadline` passes.
+fn wait(system: &mut dyn System, alive: &mut Vec<(String, i32)>, deadline: std::time::Instant) {
+    while !alive.is_empty() {
+        let now = system.now();
+        if now >= deadline {
+            return;
+        }
+        if let Some((pid, exit)) = system.reap(deadline - now) {
+            if let Some(i) = alive.iter().position(|(_, p)| *p == pid) {
+                let (name, _) = alive.remove(i);
+                system.log(&format!("{name} ended: {exit}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervise::Exit;
+    use crate::system::Fake;
+
+    #[test]
+    fn services_get_term_then_kill_then_filesystems_go_then_power() {
+        let mut system = Fake::default();
+        // sshd ends a second after SIGTERM; stubborn never does, until killed.
+        system
+            .exits
+            .push_back((Duration::from_secs(1), 10, Exit::Code(0)));
+        system
+            .exits
+            .push_back((Duration::from_secs(30), 11, Exit::Signal(9)));
+        let services = [("sshd".to_string(), 10), ("stubborn".to_string(), 11)];
+        let mounts = ["/proc".to_string(), "/var".to_string()];
+        system.busy.push("/var".into());
+        shutdown(
+            &mut system,
+            &services,
+            Duration::from_secs(5),
+            &mounts,
+            Power::Off,
+        );
+        assert_eq!(
+            system.calls,
+            [
+                "log stopping stubborn",
+                "kill 11 15",
+                "log stopping sshd",
+                "kill 10 15",
+                "log sshd ended: exit status 0",
+                "log stubborn did not stop within 5s: killing it",
+                "kill 11 9",
+                "sync",
+                "unmount /var",
+                "log unmounting /var: /var: busy",
+                "unmount /proc",
+                "sync",
+                "power Off",
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_running_goes_straight_to_power() {
+        let mut system = Fake::default();
+        shutdown(
+            &mut system,
+            &[],
+            Duration::from_secs(10),
+            &[],
+            Power::Reboot,
+        );
+        assert_eq!(system.calls, ["sync", "sync", "power Reboot"]);
+    }
+}
