@@ -53,11 +53,11 @@ fn wait(system: &mut dyn System, alive: &mut Vec<(String, i32)>, deadline: std::
         if now >= deadline {
             return;
         }
-        if let Some((pid, exit)) = system.reap(deadline - now) {
-            if let Some(i) = alive.iter().position(|(_, p)| *p == pid) {
-                let (name, _) = alive.remove(i);
-                system.log(&format!("{name} ended: {exit}"));
-            }
+        if let Some((pid, exit)) = system.reap(deadline - now)
+            && let Some(i) = alive.iter().position(|(_, p)| *p == pid)
+        {
+            let (name, _) = alive.remove(i);
+            system.log(&format!("{name} ended: {exit}"));
         }
     }
 }
