@@ -5,6 +5,7 @@
 //! the shutdown sequence, and the seam ([`system::System`]) through which
 //! every privileged call will go.
 
+pub mod boot;
 pub mod shutdown;
 pub mod supervise;
 pub mod system;

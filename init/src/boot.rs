@@ -1,0 +1,300 @@
+//! What PID 1 sets up first, as data: the filesystems to mount (in order,
+//! each only if the kernel knows its type), berth's options on the kernel
+//! command line, and the hostname when the image names none.
+//!
+//! Doing it goes through [`crate::system::System`].
+
+use std::time::Duration;
+
+use crate::system::{Mount, System};
+
+/// A filesystem to mount at boot.
+struct Filesystem {
+    kind: &'static str,
+    target: &'static str,
+    flags: &'static [&'static str],
+    data: &'static str,
+    /// Boot goes on without it when the kernel lacks the type.
+    optional: bool,
+}
+
+const NOSUID_NODEV_NOEXEC: &[&str] = &["nosuid", "nodev", "noexec"];
+
+/// LinuxKit's set, in mount order: parents before children.
+const FILESYSTEMS: &[Filesystem] = &[
+    Filesystem {
+        kind: "proc",
+        target: "/proc",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: false,
+    },
+    Filesystem {
+        kind: "sysfs",
+        target: "/sys",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: false,
+    },
+    Filesystem {
+        kind: "devtmpfs",
+        target: "/dev",
+        flags: &["nosuid", "noexec"],
+        data: "mode=0755",
+        optional: false,
+    },
+    Filesystem {
+        kind: "devpts",
+        target: "/dev/pts",
+        flags: &["nosuid", "noexec"],
+        data: "newinstance,ptmxmode=0666,mode=0620",
+        optional: false,
+    },
+    Filesystem {
+        kind: "tmpfs",
+        target: "/dev/shm",
+        flags: &["nosuid", "nodev"],
+        data: "mode=1777",
+        optional: false,
+    },
+    Filesystem {
+        kind: "mqueue",
+        target: "/dev/mqueue",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: true,
+    },
+    Filesystem {
+        kind: "tmpfs",
+        target: "/run",
+        flags: &["nosuid", "nodev"],
+        data: "mode=0755",
+        optional: false,
+    },
+    Filesystem {
+        kind: "tmpfs",
+        target: "/tmp",
+        flags: &["nosuid", "nodev"],
+        data: "mode=1777",
+        optional: false,
+    },
+    Filesystem {
+        kind: "tmpfs",
+        target: "/var",
+        flags: &["nosuid", "nodev"],
+        data: "mode=0755",
+        optional: false,
+    },
+    Filesystem {
+        kind: "cgroup2",
+        target: "/sys/fs/cgroup",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "nsdelegate",
+        optional: false,
+    },
+    Filesystem {
+        kind: "securityfs",
+        target: "/sys/kernel/security",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: true,
+    },
+    Filesystem {
+        kind: "debugfs",
+        target: "/sys/kernel/debug",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: true,
+    },
+    Filesystem {
+        kind: "tracefs",
+        target: "/sys/kernel/tracing",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: true,
+    },
+    Filesystem {
+        kind: "configfs",
+        target: "/sys/kernel/config",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: true,
+    },
+    Filesystem {
+        kind: "bpf",
+        target: "/sys/fs/bpf",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "mode=0700",
+        optional: true,
+    },
+    Filesystem {
+        kind: "fusectl",
+        target: "/sys/fs/fuse/connections",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: true,
+    },
+    Filesystem {
+        kind: "pstore",
+        target: "/sys/fs/pstore",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: true,
+    },
+    Filesystem {
+        kind: "efivarfs",
+        target: "/sys/firmware/efi/efivars",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: true,
+    },
+];
+
+/// The filesystem types the kernel knows, from `/proc/filesystems`.
+pub fn known_types(proc_filesystems: &str) -> Vec<String> {
+    proc_filesystems
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The mounts to make, in order, given the types the kernel knows. `proc`
+/// comes first either way: `/proc/filesystems` is only readable after it.
+pub fn mounts(known: &[String]) -> Vec<Mount> {
+    FILESYSTEMS
+        .iter()
+        .filter(|f| !f.optional || known.iter().any(|k| k == f.kind))
+        .map(|f| Mount {
+            source: f.kind.to_string(),
+            target: f.target.to_string(),
+            kind: f.kind.to_string(),
+            flags: f.flags.to_vec(),
+            data: f.data.to_string(),
+        })
+        .collect()
+}
+
+/// Mounts everything; a failure is logged and boot goes on, since a system
+/// without, say, debugfs still runs its services. Returns what was mounted.
+pub fn mount_all(system: &mut dyn System, known: &[String]) -> Vec<String> {
+    let mut mounted = Vec::new();
+    for mount in mounts(known) {
+        match system.mount(&mount) {
+            Ok(()) => mounted.push(mount.target),
+            Err(e) => system.log(&format!("mounting {} on {}: {e}", mount.kind, mount.target)),
+        }
+    }
+    mounted
+}
+
+/// berth's options on the kernel command line (documented in init's README).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// `berth.console=1`: copy every container's output to the console.
+    pub console_logs: bool,
+    /// `berth.grace=SECONDS`: how long services get between SIGTERM and
+    /// SIGKILL at shutdown (default 10).
+    pub grace: Duration,
+    /// `berth.debug=1`: more boot messages.
+    pub debug: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            console_logs: false,
+            grace: Duration::from_secs(10),
+            debug: false,
+        }
+    }
+}
+
+/// Reads berth's options from `/proc/cmdline`; unknown `berth.` options and
+/// bad values are reported, not fatal.
+pub fn options(cmdline: &str) -> (Options, Vec<String>) {
+    let mut options = Options::default();
+    let mut problems = Vec::new();
+    for word in cmdline.split_whitespace() {
+        let Some(option) = word.strip_prefix("berth.") else {
+            continue;
+        };
+        let (key, value) = option.split_once('=').unwrap_or((option, "1"));
+        let flag = |v: &str| matches!(v, "1" | "yes" | "true" | "on");
+        match key {
+            "console" => options.console_logs = flag(value),
+            "debug" => options.debug = flag(value),
+            "grace" => match value.parse::<u64>() {
+                Ok(seconds) => options.grace = Duration::from_secs(seconds),
+                Err(_) => problems.push(format!("berth.grace={value}: not a number of seconds")),
+            },
+            _ => problems.push(format!("unknown option {word}")),
+        }
+    }
+    (options, problems)
+}
+
+/// The hostname of a machine whose image sets none: from its first MAC
+/// address, so that every machine of a fleet booted from one image differs.
+pub fn hostname_from_mac(mac: &str) -> String {
+    let hex: String = mac.chars().filter(char::is_ascii_hexdigit).collect();
+    format!("berth-{}", hex.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::Fake;
+
+    #[test]
+    fn mounts_follow_the_kernel() {
+        let known = known_types("nodev\tsysfs\nnodev\tproc\nnodev\tbpf\n\text4\nnodev\tcgroup2\n");
+        assert!(known.contains(&"ext4".to_string()));
+        let targets: Vec<String> = mounts(&known).into_iter().map(|m| m.target).collect();
+        assert_eq!(
+            targets,
+            [
+                "/proc",
+                "/sys",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/run",
+                "/tmp",
+                "/var",
+                "/sys/fs/cgroup",
+                "/sys/fs/bpf"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_mount_is_logged_and_boot_goes_on() {
+        let mut system = Fake::default();
+        let mounted = mount_all(&mut system, &[]);
+        assert_eq!(mounted.len(), 9);
+        assert_eq!(system.calls[0], "mount proc /proc");
+        assert_eq!(system.calls[8], "mount cgroup2 /sys/fs/cgroup");
+    }
+
+    #[test]
+    fn command_line_options() {
+        let (parsed, problems) =
+            options("console=ttyS0 berth.console berth.grace=3 berth.debug=0 berth.nope quiet");
+        assert!(parsed.console_logs);
+        assert!(!parsed.debug);
+        assert_eq!(parsed.grace, Duration::from_secs(3));
+        assert_eq!(problems, ["unknown option berth.nope"]);
+        let (_, problems) = options("berth.grace=soon");
+        assert_eq!(problems, ["berth.grace=soon: not a number of seconds"]);
+    }
+
+    #[test]
+    fn hostnames_from_macs() {
+        assert_eq!(hostname_from_mac("52:54:00:12:34:56"), "berth-525400123456");
+        assert_eq!(
+            hostname_from_mac("AA:BB:CC:DD:EE:FF\n"),
+            "berth-aabbccddeeff"
+        );
+    }
+}
