@@ -6,6 +6,7 @@
 //! every privileged call will go.
 
 pub mod boot;
+pub mod kernel;
 pub mod shutdown;
 pub mod supervise;
 pub mod system;
