@@ -126,10 +126,10 @@ mod tests {
         let mut reaped = std::collections::BTreeMap::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while reaped.len() < expected.len() && Instant::now() < deadline {
-            if let Some((pid, exit)) = kernel.reap(Duration::from_secs(1)) {
-                if expected.contains_key(&pid) {
-                    reaped.insert(pid, exit);
-                }
+            if let Some((pid, exit)) = kernel.reap(Duration::from_secs(1))
+                && expected.contains_key(&pid)
+            {
+                reaped.insert(pid, exit);
             }
         }
         assert_eq!(reaped, expected);
