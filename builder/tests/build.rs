@@ -33,14 +33,18 @@ fn tar_listing(bytes: &[u8]) -> Vec<(String, String, Vec<u8>)> {
         .collect()
 }
 
-#[test]
-fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
+/// Builds [`DEFINITION`] into a tar and lists it.
+fn build_definition() -> Vec<(String, String, Vec<u8>)> {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path());
     let out = build_yaml(dir.path(), &cache, DEFINITION, &["tar"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
-    let listing = tar_listing(&tar);
+    tar_listing(&std::fs::read(dir.path().join("out/image.tar")).unwrap())
+}
+
+#[test]
+fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
+    let listing = build_definition();
     let find = |path: &str| listing.iter().find(|(p, _, _)| p == path).cloned();
     let lower = "containers/onboot/000-first/lower";
     // The second layer's file wins; the whiteout and the opaque directory
@@ -89,12 +93,7 @@ fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
 
 #[test]
 fn config_json_merges_yaml_label_and_image_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = small_cache(dir.path());
-    let out = build_yaml(dir.path(), &cache, DEFINITION, &["tar"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
-    let listing = tar_listing(&tar);
+    let listing = build_definition();
     let json = |path: &str| -> serde_json::Value {
         let (_, _, data) = listing.iter().find(|(p, _, _)| p == path).unwrap();
         serde_json::from_slice(data).unwrap()

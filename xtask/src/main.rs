@@ -121,13 +121,8 @@ fn test(extra: &[String]) -> Result<()> {
     run(cargo().args(["test", "--workspace"]).args(extra))
 }
 
-/// The cache and work directories of the example and the benchmark.
-fn work() -> PathBuf {
-    root().join("target").join("berth-example")
-}
-
-fn example() -> Result<()> {
-    prerequisites()?;
+/// Builds the optimised `berth` and returns its path.
+fn release_berth() -> Result<PathBuf> {
     run(cargo().args([
         "build",
         "--release",
@@ -136,6 +131,17 @@ fn example() -> Result<()> {
         "--bin",
         "berth",
     ]))?;
+    Ok(root().join("target/release/berth"))
+}
+
+/// The cache and work directories of the example and the benchmark.
+fn work() -> PathBuf {
+    root().join("target").join("berth-example")
+}
+
+fn example() -> Result<()> {
+    prerequisites()?;
+    let berth = release_berth()?;
     let work = work();
     let cache = work.join("cache");
     let images = fixtures::debian::fixture_images(&work.join("debs"), &cache)
@@ -149,7 +155,7 @@ fn example() -> Result<()> {
     );
     let out = root().join("out");
     let started = Instant::now();
-    run(Command::new(root().join("target/release/berth"))
+    run(Command::new(&berth)
         .current_dir(root())
         .args([
             "build",
@@ -188,14 +194,7 @@ fn bench(args: &[String]) -> Result<()> {
         }
         run(Command::new("apt-get").args(["install", "-y", "-q", "time"]))?;
     }
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "builder",
-        "--bin",
-        "berth",
-    ]))?;
+    let berth = release_berth()?;
     let work = root().join("target").join("berth-bench");
     // setup.sh builds the images and serves them from a registry on
     // 127.0.0.1:5000, which it leaves running; stop it when done.
@@ -210,7 +209,6 @@ fn bench(args: &[String]) -> Result<()> {
     }
     run(Command::new("bash").arg(shared.join("setup.sh")).arg(&work))?;
     let _registry = Registry(work.clone());
-    let berth = root().join("target/release/berth");
     let cache = work.join("cache");
     let out = work.join("out");
 
