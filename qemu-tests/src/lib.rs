@@ -226,6 +226,8 @@ pub struct Machine {
     pub cmdline: String,
     /// Appended after the standard arguments (disks, network, firmware).
     pub extra_args: Vec<OsString>,
+    /// A Unix socket for QEMU's monitor, for `> COMMAND` lines of `expect`.
+    pub monitor: Option<PathBuf>,
 }
 
 impl Machine {
@@ -239,7 +241,14 @@ impl Machine {
             initrd: None,
             cmdline: cmdline.to_string(),
             extra_args: Vec::new(),
+            monitor: None,
         }
+    }
+
+    /// Gives QEMU a monitor socket at `path`.
+    pub fn monitor(mut self, path: &Path) -> Self {
+        self.monitor = Some(path.to_path_buf());
+        self
     }
 
     pub fn initrd(mut self, initrd: &Path) -> Self {
@@ -260,12 +269,15 @@ impl Machine {
             "-serial",
             "stdio",
             "-monitor",
-            "none",
-            "-kernel",
         ]
         .iter()
         .map(OsString::from)
         .collect();
+        args.push(match &self.monitor {
+            Some(path) => format!("unix:{},server,nowait", path.display()).into(),
+            None => "none".into(),
+        });
+        args.push("-kernel".into());
         args.push(self.kernel.clone().into_os_string());
         if let Some(initrd) = &self.initrd {
             args.push("-initrd".into());
@@ -401,11 +413,41 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
 
     let deadline = started + timeout;
     let mut matched = 0;
+    // The last monitor command, sent again until the line after it shows:
+    // a guest may not be listening yet (a key press before its keyboard
+    // driver is up is lost).
+    let mut resend: Option<(&str, Instant)> = None;
     let verdict = loop {
         let Some(expected) = expect.get(matched) else {
             break Ok(());
         };
-        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        // `> COMMAND` is not a line to wait for but a monitor command to
+        // send once the lines before it have appeared.
+        if let Some(command) = expected.strip_prefix("> ") {
+            match send_monitor(machine.monitor.as_deref(), command) {
+                Ok(()) => {
+                    matched += 1;
+                    resend = Some((command, Instant::now() + RESEND));
+                    continue;
+                }
+                Err(e) => break Err(format!("sending {command:?} to the QEMU monitor: {e:#}")),
+            }
+        }
+        let wait_until = resend.map_or(deadline, |(_, at)| at.min(deadline));
+        let received = lines.recv_timeout(wait_until.saturating_duration_since(Instant::now()));
+        if let (Err(RecvTimeoutError::Timeout), Some((command, _))) = (&received, resend)
+            && Instant::now() < deadline
+        {
+            if let Err(e) = send_monitor(machine.monitor.as_deref(), command) {
+                break Err(format!("sending {command:?} to the QEMU monitor: {e:#}"));
+            }
+            resend = Some((command, Instant::now() + RESEND));
+            continue;
+        }
+        if received.is_ok() {
+            resend = None;
+        }
+        match received {
             Ok(line) => {
                 if let Some(marker) = FATAL_MARKERS.iter().find(|m| line.contains(*m)) {
                     break Err(format!(
@@ -454,6 +496,24 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
         elapsed: started.elapsed(),
         verdict,
     })
+}
+
+/// How long to wait for the guest to react to a monitor command before
+/// sending it again.
+const RESEND: Duration = Duration::from_secs(3);
+
+/// Sends one command to QEMU's human monitor over its Unix socket.
+fn send_monitor(socket: Option<&Path>, command: &str) -> Result<()> {
+    let socket = socket.context("the machine has no monitor socket")?;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // The greeting first, then the command; the answer is not needed.
+    let mut greeting = [0u8; 512];
+    let _ = stream.read(&mut greeting);
+    stream.write_all(format!("{command}\n").as_bytes())?;
+    let _ = stream.read(&mut greeting);
+    Ok(())
 }
 
 /// Copies the console into `serial` and hands each complete line (without
