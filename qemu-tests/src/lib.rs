@@ -444,9 +444,6 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
             resend = Some((command, Instant::now() + RESEND));
             continue;
         }
-        if received.is_ok() {
-            resend = None;
-        }
         match received {
             Ok(line) => {
                 if let Some(marker) = FATAL_MARKERS.iter().find(|m| line.contains(*m)) {
@@ -456,6 +453,9 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
                 }
                 if line.contains(expected.as_str()) {
                     matched += 1;
+                    // Only the line the command was waiting for stops the
+                    // resending; any other output (a kernel echo) does not.
+                    resend = None;
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
