@@ -241,6 +241,14 @@ impl Cache {
         Ok(all)
     }
 
+    /// The entry named `name`.
+    pub fn named(&self, name: &str) -> Result<Named, CacheError> {
+        self.list()?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| CacheError::NoSuchImage(name.into()))
+    }
+
     /// The blobs reachable from the index: indexes, manifests, configs and
     /// layers. Missing blobs are skipped (a partial pull).
     pub fn reachable(&self) -> Result<BTreeSet<String>, CacheError> {
@@ -292,11 +300,7 @@ impl Cache {
     /// (`oci-archive:FILE`) and `berth cache import`.
     pub fn export(&self, name: &str, out: impl Write) -> Result<(), CacheError> {
         use crate::entry::{DEFAULT_MTIME, Entry, Sink, copy_entry, write_bytes};
-        let named = self
-            .list()?
-            .into_iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| CacheError::NoSuchImage(name.into()))?;
+        let named = self.named(name)?;
         let io = |e| self.io(e);
         let mut tar = crate::outputs::tar::TarWriter::new(out);
         let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;

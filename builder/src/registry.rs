@@ -116,7 +116,22 @@ struct Failure {
     problem: Option<Problem>,
 }
 
+impl From<OciDistributionError> for Failure {
+    fn from(error: OciDistributionError) -> Failure {
+        Failure::from_client(error)
+    }
+}
+
 impl Failure {
+    /// A failure on this side (the cache, the stream), not the registry's.
+    fn local(error: impl std::fmt::Display, transient: bool) -> Failure {
+        Failure {
+            message: error.to_string(),
+            transient,
+            problem: None,
+        }
+    }
+
     fn from_client(error: OciDistributionError) -> Failure {
         let text = error_chain(&error);
         let status = |code: u16| match code {
@@ -448,12 +463,7 @@ impl Remote {
             registry: destination.registry.clone(),
             problem,
         };
-        let named = cache
-            .list()
-            .map_err(|e| fail(e.into()))?
-            .into_iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| fail(CacheError::NoSuchImage(name.into()).into()))?;
+        let named = cache.named(name).map_err(|e| fail(e.into()))?;
         self.runtime
             .block_on(self.push_async(cache, &named, destination))
             .map_err(fail)
@@ -570,10 +580,25 @@ fn media_type(document: &Value) -> String {
 
 /// Runs `request` until it succeeds, fails for good, or has been tried
 /// [`ATTEMPTS`] times, waiting 0.25 s, 0.5 s, 1 s between tries.
-async fn retry<T, F, Fut>(what: &str, mut request: F) -> Result<T, Problem>
+async fn retry<T, E, F, Fut>(what: &str, request: F) -> Result<T, Problem>
 where
+    E: Into<Failure>,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    retry_with(what, |_| {}, request).await
+}
+
+/// [`retry`], telling `before_retry` why each new try is made.
+async fn retry_with<T, E, F, Fut>(
+    what: &str,
+    before_retry: impl Fn(&str),
+    mut request: F,
+) -> Result<T, Problem>
+where
+    E: Into<Failure>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut attempt = 0;
     loop {
@@ -581,7 +606,7 @@ where
         match request().await {
             Ok(value) => return Ok(value),
             Err(error) => {
-                let failure = Failure::from_client(error);
+                let failure: Failure = error.into();
                 if let Some(problem) = failure.problem {
                     return Err(problem);
                 }
@@ -592,6 +617,7 @@ where
                         attempts: attempt,
                     });
                 }
+                before_retry(&failure.message);
                 tokio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
             }
         }
@@ -605,63 +631,32 @@ async fn fetch_blob(
     blob: &OciDescriptor,
     progress: &Progress,
 ) -> Result<(), Problem> {
-    let what = format!("blob {}", blob.digest);
     let size = u64::try_from(blob.size).unwrap_or(0);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result: Result<(), Failure> = async {
-            let mut response = client
-                .pull_blob_stream(target, blob)
-                .await
-                .map_err(Failure::from_client)?;
-            let mut writer = cache.blob_writer(&blob.digest, size).map_err(|e| Failure {
-                message: e.to_string(),
-                transient: false,
-                problem: None,
-            })?;
-            while let Some(chunk) = response.stream.next().await {
-                let chunk = chunk.map_err(|e| Failure {
-                    message: e.to_string(),
-                    transient: true,
-                    problem: None,
-                })?;
-                writer.write_all(&chunk).map_err(|e| Failure {
-                    message: e.to_string(),
-                    transient: false,
-                    problem: None,
-                })?;
-                progress.bytes(chunk.len() as u64);
-            }
-            // A short or altered body fails here and is fetched again.
-            writer.commit().map_err(|e| Failure {
-                message: e.to_string(),
-                transient: matches!(e, CacheError::Mismatch { .. }),
-                problem: None,
-            })
+    let before_retry = |message: &str| progress.retry(&blob.digest, message);
+    retry_with(&format!("blob {}", blob.digest), before_retry, || async {
+        let mut response = client
+            .pull_blob_stream(target, blob)
+            .await
+            .map_err(Failure::from_client)?;
+        let mut writer = cache
+            .blob_writer(&blob.digest, size)
+            .map_err(|e| Failure::local(e, false))?;
+        while let Some(chunk) = response.stream.next().await {
+            let chunk = chunk.map_err(|e| Failure::local(e, true))?;
+            writer
+                .write_all(&chunk)
+                .map_err(|e| Failure::local(e, false))?;
+            progress.bytes(chunk.len() as u64);
         }
-        .await;
-        match result {
-            Ok(()) => {
-                progress.blob(&blob.digest, size);
-                return Ok(());
-            }
-            Err(failure) => {
-                if let Some(problem) = failure.problem {
-                    return Err(problem);
-                }
-                if !failure.transient || attempt >= ATTEMPTS {
-                    return Err(Problem::Failed {
-                        what,
-                        message: failure.message,
-                        attempts: attempt,
-                    });
-                }
-                progress.retry(&blob.digest, &failure.message);
-                tokio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
-            }
-        }
-    }
+        // A short or altered body fails here and is fetched again.
+        writer.commit().map_err(|e| {
+            let transient = matches!(e, CacheError::Mismatch { .. });
+            Failure::local(e, transient)
+        })
+    })
+    .await?;
+    progress.blob(&blob.digest, size);
+    Ok(())
 }
 
 /// Progress of one pull: a bar on a terminal, plain lines otherwise.
