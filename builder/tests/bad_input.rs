@@ -8,17 +8,13 @@ use common::{berth, stderr};
 fn check(yaml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.yml"), yaml).unwrap();
-    for command in ["validate", "build"] {
-        let out = berth(&[command, "--cache", "cache", "bad.yml"][..], dir.path());
-        let out = if command == "validate" {
-            berth(&["validate", "bad.yml"], dir.path())
-        } else {
-            out
-        };
-        assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
-        assert!(!dir.path().join("bad-initrd.img").exists());
+    let validated = berth(&["validate", "bad.yml"], dir.path());
+    let built = berth(&["build", "--cache", "cache", "bad.yml"], dir.path());
+    for (command, out) in [("validate", &validated), ("build", &built)] {
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(out));
     }
-    stderr(&berth(&["validate", "bad.yml"], dir.path()))
+    assert!(!dir.path().join("bad-initrd.img").exists());
+    stderr(&validated)
 }
 
 #[test]
