@@ -6,7 +6,7 @@
 //! their blobs through the [`ImageSource`] and writes to a [`Sink`]. It never
 //! touches the host filesystem except to read `files:` sources.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,7 @@ use contract::BundleKind;
 use crate::bundle::{Bundle, BundleError, IdMap, ImageDefaults};
 use crate::entry::{self, DEFAULT_MTIME, Entry, Kind, Sink, copy_entry};
 use crate::flatten::{FlattenError, flatten};
+use crate::modules;
 use crate::plan::Plan;
 use crate::spec::{self, Definition, File, SpecError};
 use crate::store::{Image, ImageSource};
@@ -330,6 +331,9 @@ fn write_kernel(
 /// and the number of names of each file is not known in advance.
 fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
     let mut archive = tar::Archive::new(data);
+    // Per `lib/modules/VERSION`: the modules seen, and whether the tarball
+    // carries its own index.
+    let mut versions: BTreeMap<String, (Vec<modules::Module>, bool)> = BTreeMap::new();
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
@@ -376,6 +380,23 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
             other => return Err(format!("entry {raw:?}: unsupported type {other:?}")),
         };
         let size = if kind == Kind::File { entry.size() } else { 0 };
+        let in_version = path
+            .strip_prefix("lib/modules/")
+            .and_then(|rest| rest.split_once('/'));
+        let mut module_bytes = None;
+        if let Some((version, rest)) = in_version {
+            let (found, indexed) = versions.entry(version.to_string()).or_default();
+            if rest == "modules.dep" || rest == "modules.alias" {
+                *indexed = true;
+            } else if kind == Kind::File && modules::name_of(rest).is_some() {
+                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                entry
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| format!("entry {raw:?}: {e}"))?;
+                found.push(modules::read(rest, &bytes)?);
+                module_bytes = Some(bytes);
+            }
+        }
         let out = Entry {
             path,
             kind,
@@ -386,7 +407,27 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
             size,
             links: 1,
         };
-        tree.write(&out, &mut entry).map_err(|e| e.to_string())?;
+        match &module_bytes {
+            Some(bytes) => tree.write(&out, &mut &bytes[..]),
+            None => tree.write(&out, &mut entry),
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    for (version, (found, indexed)) in versions {
+        if indexed || found.is_empty() {
+            continue;
+        }
+        let dir = format!("lib/modules/{version}");
+        tree.bytes(
+            &format!("{dir}/modules.dep"),
+            0o644,
+            modules::dep(&found).as_bytes(),
+        )
+        .and_then(|()| {
+            let alias = modules::alias(&found);
+            tree.bytes(&format!("{dir}/modules.alias"), 0o644, alias.as_bytes())
+        })
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

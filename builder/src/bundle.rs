@@ -919,6 +919,15 @@ impl<'a> Merge<'a> {
             namespace: entry
                 .and_then(|r| r.namespace.clone())
                 .or_else(|| label.and_then(|r| r.namespace.clone())),
+            restart: entry
+                .and_then(|r| r.restart)
+                .or_else(|| label.and_then(|r| r.restart)),
+            depends: entry
+                .and_then(|r| r.depends.clone())
+                .or_else(|| label.and_then(|r| r.depends.clone())),
+            healthcheck: entry
+                .and_then(|r| r.healthcheck.clone())
+                .or_else(|| label.and_then(|r| r.healthcheck.clone())),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod entry;
 pub mod flatten;
 pub mod lock;
+pub mod modules;
 pub mod outputs;
 pub mod plan;
 pub mod reference;

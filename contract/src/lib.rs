@@ -129,6 +129,69 @@ pub struct Runtime {
     /// The containerd namespace in LinuxKit; kept so such files still parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// berth: when a service is started again after it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+    /// berth: services that must be running (and healthy, when they have
+    /// a health check) before this one starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends: Option<Vec<String>>,
+    /// berth: how init tells that a running service works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// When a service is started again after it ends (berth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Whatever the exit (the default: system services should be running).
+    #[default]
+    Always,
+    /// Only after a non-zero exit or a signal.
+    OnFailure,
+    /// Never: an ended service stays ended.
+    Never,
+}
+
+impl std::str::FromStr for Restart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Restart::Always),
+            "on-failure" => Ok(Restart::OnFailure),
+            "never" => Ok(Restart::Never),
+            _ => Err(format!(
+                "unknown restart policy {s:?} (always, on-failure or never)"
+            )),
+        }
+    }
+}
+
+/// A health check (berth): a command run inside the container, or a TCP
+/// connection from init, every `interval` seconds; `retries` failures in a
+/// row make the service unhealthy, and init restarts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Healthcheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Vec<String>>,
+    /// `HOST:PORT`, connected to from init's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    #[serde(default = "Healthcheck::default_interval")]
+    pub interval: u64,
+    #[serde(default = "Healthcheck::default_retries")]
+    pub retries: u32,
+}
+
+impl Healthcheck {
+    fn default_interval() -> u64 {
+        10
+    }
+    fn default_retries() -> u32 {
+        3
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,18 @@
 //! `unsafe` in PID 1.
 
 use std::ffi::CString;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::system::RebootCommand;
 
 use crate::supervise::Exit;
-use crate::system::{Mount, Power, System};
+use crate::system::{Launch, Mount, Power, Started, System};
+
+/// finit_module(2): the file is compressed; the kernel decompresses it.
+const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
 
 #[derive(Debug, Default)]
 pub struct Kernel;
@@ -21,25 +25,107 @@ const POLL: Duration = Duration::from_millis(20);
 impl System for Kernel {
     fn mount(&mut self, mount: &Mount) -> Result<(), String> {
         let mut flags = MountFlags::empty();
+        let mut propagation = MountPropagationFlags::empty();
+        let (mut bind, mut recursive, mut remount) = (false, false, false);
         for flag in &mount.flags {
-            flags |= match *flag {
-                "nosuid" => MountFlags::NOSUID,
-                "nodev" => MountFlags::NODEV,
-                "noexec" => MountFlags::NOEXEC,
-                "ro" => MountFlags::RDONLY,
+            match *flag {
+                "nosuid" => flags |= MountFlags::NOSUID,
+                "nodev" => flags |= MountFlags::NODEV,
+                "noexec" => flags |= MountFlags::NOEXEC,
+                "ro" => flags |= MountFlags::RDONLY,
+                "noatime" => flags |= MountFlags::NOATIME,
+                "nodiratime" => flags |= MountFlags::NODIRATIME,
+                "relatime" => flags |= MountFlags::RELATIME,
+                "bind" => bind = true,
+                "rbind" => (bind, recursive) = (true, true),
+                "remount" => remount = true,
+                "private" => propagation |= MountPropagationFlags::PRIVATE,
+                "rprivate" => {
+                    propagation |= MountPropagationFlags::PRIVATE | MountPropagationFlags::REC
+                }
+                "shared" => propagation |= MountPropagationFlags::SHARED,
+                "rshared" => {
+                    propagation |= MountPropagationFlags::SHARED | MountPropagationFlags::REC
+                }
+                "slave" => propagation |= MountPropagationFlags::DOWNSTREAM,
+                "rslave" => {
+                    propagation |= MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC
+                }
                 other => return Err(format!("unknown mount flag {other}")),
-            };
+            }
         }
-        std::fs::create_dir_all(&mount.target).map_err(|e| e.to_string())?;
+        let target = mount.target.as_str();
+        if !std::path::Path::new(target).exists() {
+            std::fs::create_dir_all(target).map_err(|e| format!("making {target}: {e}"))?;
+        }
         let data = CString::new(mount.data.as_str()).map_err(|e| e.to_string())?;
-        rustix::mount::mount(
-            mount.source.as_str(),
-            mount.target.as_str(),
-            mount.kind.as_str(),
-            flags,
-            Some(data.as_c_str()),
-        )
-        .map_err(|e| e.to_string())
+        let done = if !propagation.is_empty() {
+            rustix::mount::mount_change(target, propagation)
+        } else if bind {
+            let bound = match recursive {
+                true => rustix::mount::mount_bind_recursive(mount.source.as_str(), target),
+                false => rustix::mount::mount_bind(mount.source.as_str(), target),
+            };
+            // A bind takes its other flags only from a remount.
+            bound.and_then(|()| match flags.is_empty() {
+                true => Ok(()),
+                false => rustix::mount::mount_remount(target, flags | MountFlags::BIND, c""),
+            })
+        } else if remount {
+            rustix::mount::mount_remount(target, flags, data.as_c_str())
+        } else {
+            rustix::mount::mount(
+                mount.source.as_str(),
+                target,
+                mount.kind.as_str(),
+                flags,
+                Some(data.as_c_str()),
+            )
+        };
+        done.map_err(|e| e.to_string())
+    }
+
+    fn mkdir(&mut self, path: &str) -> Result<(), String> {
+        std::fs::create_dir_all(path).map_err(|e| e.to_string())
+    }
+
+    fn load_module(&mut self, path: &Path) -> Result<(), String> {
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let name = path.to_string_lossy();
+        // The kernel decompresses what it was built to read.
+        let flags = match [".ko.xz", ".ko.zst", ".ko.gz"]
+            .iter()
+            .any(|x| name.ends_with(x))
+        {
+            true => MODULE_INIT_COMPRESSED_FILE,
+            false => 0,
+        };
+        match rustix::system::finit_module(&file, c"", flags) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn start(&mut self, launch: &Launch) -> Result<Started, String> {
+        crate::runtime::start(launch)
+    }
+
+    fn exec(&mut self, id: &str, args: &[String]) -> Result<i32, String> {
+        crate::runtime::exec(id, args)
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Err(e) = crate::runtime::remove(id) {
+            self.log(&format!("removing container {id}: {e}"));
+        }
+    }
+
+    fn connect(&mut self, address: &str) -> bool {
+        use std::net::ToSocketAddrs;
+        let Some(address) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+            return false;
+        };
+        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok()
     }
 
     fn unmount(&mut self, target: &str) -> Result<(), String> {

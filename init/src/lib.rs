@@ -6,7 +6,14 @@
 //! every privileged call will go.
 
 pub mod boot;
+pub mod bundle;
+pub mod control;
 pub mod kernel;
+pub mod logs;
+pub mod modules;
+pub mod root;
+pub mod runtime;
+pub mod services;
 pub mod shutdown;
 pub mod supervise;
 pub mod system;

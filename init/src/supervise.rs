@@ -6,31 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-/// When a service is started again after it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Restart {
-    /// Whatever the exit (the default: system services should be running).
-    #[default]
-    Always,
-    /// Only after a non-zero exit or a signal.
-    OnFailure,
-    /// Never: an ended service stays ended.
-    Never,
-}
-
-impl std::str::FromStr for Restart {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "always" => Ok(Restart::Always),
-            "on-failure" => Ok(Restart::OnFailure),
-            "never" => Ok(Restart::Never),
-            _ => Err(format!(
-                "unknown restart policy {s:?} (always, on-failure or never)"
-            )),
-        }
-    }
-}
+pub use contract::Restart;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +132,11 @@ impl Service {
             State::Backoff { at } => now >= at,
             _ => false,
         }
+    }
+
+    /// Makes the service due at once (a start or restart by request).
+    pub fn restart_now(&mut self, now: Instant) {
+        self.state = State::Backoff { at: now };
     }
 
     /// Stops supervising: the process, if any, is the caller's to end.

@@ -6,6 +6,8 @@
 //! real kernel lives beside the boot code.
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::supervise::Exit;
@@ -26,9 +28,37 @@ pub enum Power {
     Reboot,
 }
 
+/// A container to start: its id (unique among running containers) and the
+/// bundle directory prepared for it under `/run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub id: String,
+    pub bundle: PathBuf,
+}
+
+/// A started container: the pid of its first process and the read end of
+/// the pipe that carries its stdout and stderr.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: i32,
+    pub output: Option<OwnedFd>,
+}
+
 /// What PID 1 asks of the kernel.
 pub trait System {
     fn mount(&mut self, mount: &Mount) -> Result<(), String>;
+    fn mkdir(&mut self, path: &str) -> Result<(), String>;
+    /// Loads one module file; one that is loaded already is no error.
+    fn load_module(&mut self, path: &Path) -> Result<(), String>;
+    /// Creates and starts a container; it runs detached, its end is reaped
+    /// by [`System::reap`].
+    fn start(&mut self, launch: &Launch) -> Result<Started, String>;
+    /// Runs `args` inside the running container `id`; returns the pid.
+    fn exec(&mut self, id: &str, args: &[String]) -> Result<i32, String>;
+    /// Forgets an ended container (its state and cgroup).
+    fn remove(&mut self, id: &str);
+    /// Whether a TCP connection to `address` (`HOST:PORT`) succeeds soon.
+    fn connect(&mut self, address: &str) -> bool;
     /// Detaches lazily when busy.
     fn unmount(&mut self, target: &str) -> Result<(), String>;
     fn kill(&mut self, pid: i32, signal: i32) -> Result<(), String>;
@@ -48,6 +78,12 @@ pub struct Fake {
     pub exits: VecDeque<(Duration, i32, Exit)>,
     /// Targets whose unmount fails (busy).
     pub busy: Vec<String>,
+    /// Container ids whose start fails.
+    pub broken: Vec<String>,
+    /// Addresses that accept connections.
+    pub listening: Vec<String>,
+    /// The pid the next started process gets.
+    pub next_pid: i32,
     clock: Instant,
 }
 
@@ -57,6 +93,9 @@ impl Default for Fake {
             calls: Vec::new(),
             exits: VecDeque::new(),
             busy: Vec::new(),
+            broken: Vec::new(),
+            listening: Vec::new(),
+            next_pid: 100,
             clock: Instant::now(),
         }
     }
@@ -67,6 +106,43 @@ impl System for Fake {
         self.calls
             .push(format!("mount {} {}", mount.kind, mount.target));
         Ok(())
+    }
+
+    fn mkdir(&mut self, path: &str) -> Result<(), String> {
+        self.calls.push(format!("mkdir {path}"));
+        Ok(())
+    }
+
+    fn load_module(&mut self, path: &Path) -> Result<(), String> {
+        self.calls.push(format!("load {}", path.display()));
+        Ok(())
+    }
+
+    fn start(&mut self, launch: &Launch) -> Result<Started, String> {
+        self.calls.push(format!("start {}", launch.id));
+        if self.broken.contains(&launch.id) {
+            return Err(format!("{}: broken", launch.id));
+        }
+        self.next_pid += 1;
+        Ok(Started {
+            pid: self.next_pid - 1,
+            output: None,
+        })
+    }
+
+    fn exec(&mut self, id: &str, args: &[String]) -> Result<i32, String> {
+        self.calls.push(format!("exec {id} {}", args.join(" ")));
+        self.next_pid += 1;
+        Ok(self.next_pid - 1)
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.calls.push(format!("remove {id}"));
+    }
+
+    fn connect(&mut self, address: &str) -> bool {
+        self.calls.push(format!("connect {address}"));
+        self.listening.iter().any(|a| a == address)
     }
 
     fn unmount(&mut self, target: &str) -> Result<(), String> {

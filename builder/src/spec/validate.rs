@@ -220,6 +220,25 @@ pub fn validate(definition: &Definition) -> Result<(), SpecError> {
             check_entry(&mut problems, image, &format!("{section}[{i}]"), &names);
         }
     }
+    for (section, images) in [
+        ("onboot", &definition.onboot),
+        ("onshutdown", &definition.onshutdown),
+        ("services", &definition.services),
+    ] {
+        for (i, image) in images.iter().enumerate() {
+            let (Some(name), Some(runtime)) = (&image.name, &image.runtime) else {
+                continue;
+            };
+            check_supervision(
+                &mut problems,
+                runtime,
+                name,
+                &format!("{section}[{i}].runtime"),
+                section == "services",
+                &services,
+            );
+        }
+    }
     for (i, file) in definition.files.iter().enumerate() {
         check_file(&mut problems, file, &format!("files[{i}]"), &names);
     }
@@ -270,6 +289,76 @@ impl Problems {
             Ok(())
         } else {
             Err(SpecError { problems: self.0 })
+        }
+    }
+}
+
+/// berth's supervision keys in `runtime:`: for services only; dependencies
+/// name other services; a health check says how.
+fn check_supervision(
+    problems: &mut Problems,
+    runtime: &contract::Runtime,
+    name: &Located<String>,
+    path: &str,
+    service: bool,
+    services: &BTreeMap<&str, &Located<String>>,
+) {
+    let keys = [
+        ("restart", runtime.restart.is_some()),
+        ("depends", runtime.depends.is_some()),
+        ("healthcheck", runtime.healthcheck.is_some()),
+    ];
+    for (key, set) in keys {
+        if set && !service {
+            problems.at(
+                name,
+                format!("{path}.{key}"),
+                format!("{key} applies to services only; {:?} runs once", name.value),
+            );
+        }
+    }
+    for (j, dependency) in runtime.depends.iter().flatten().enumerate() {
+        if dependency == name.as_str() {
+            problems.at(
+                name,
+                format!("{path}.depends[{j}]"),
+                format!("{:?} depends on itself", name.value),
+            );
+        } else if service && !services.contains_key(dependency.as_str()) {
+            problems.at(
+                name,
+                format!("{path}.depends[{j}]"),
+                format!(
+                    "{:?} depends on {dependency:?}, which is not a service",
+                    name.value
+                ),
+            );
+        }
+    }
+    if let Some(check) = &runtime.healthcheck {
+        let ways = usize::from(check.exec.is_some()) + usize::from(check.tcp.is_some());
+        if ways != 1 {
+            problems.at(
+                name,
+                format!("{path}.healthcheck"),
+                "a health check needs exactly one of exec or tcp".into(),
+            );
+        }
+        if check.exec.as_ref().is_some_and(|e| e.is_empty()) {
+            problems.at(
+                name,
+                format!("{path}.healthcheck.exec"),
+                "exec needs a command".into(),
+            );
+        }
+        if let Some(address) = &check.tcp
+            && address.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.at(
+                name,
+                format!("{path}.healthcheck.tcp"),
+                format!("{address:?} is not an IP address and port (HOST:PORT)"),
+            );
         }
     }
 }
@@ -692,6 +781,35 @@ mod tests {
         assert!(bind("/a").is_err());
         assert!(bind("/a:b").is_err());
         assert!(bind("/a:/b:c:d").is_err());
+    }
+
+    #[test]
+    fn supervision_keys_are_checked() {
+        let yaml = "onboot:\n  - name: once\n    image: a\n    runtime:\n      restart: never\nservices:\n  - name: web\n    image: a\n    runtime:\n      depends: [db, web]\n      healthcheck: {tcp: \"localhost:80\"}\n  - name: db\n    image: a\n    runtime:\n      restart: on-failure\n      healthcheck: {exec: [\"true\"], interval: 5}\n";
+        let found = problems(yaml);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(
+            found[0].contains("onboot[0].runtime.restart: restart applies to services only"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].contains("services[0].runtime.depends[1]: \"web\" depends on itself"),
+            "{found:#?}"
+        );
+        assert!(
+            found[2].contains("healthcheck.tcp: \"localhost:80\" is not an IP address"),
+            "{found:#?}"
+        );
+        let err = parse(
+            "services:\n  - name: s\n    image: a\n    runtime:\n      restart: sometimes\n",
+            &Origin::from("v.yml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("v.yml:5:16") && err.contains("sometimes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,0 +1,267 @@
+//! The kernel modules index (`modules.dep`, `modules.alias`) that init needs
+//! to load modules, made from the modules themselves when the kernel image
+//! ships none.
+//!
+//! LinuxKit's kernels carry depmod's output; Debian's packages do not (their
+//! postinst runs depmod). Each module names its dependencies and the device
+//! aliases it drives in its `.modinfo` ELF section; this module reads them
+//! and writes the two files in depmod's format, so that init reads both
+//! kinds of kernel the same way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+/// One module file under `lib/modules/VERSION/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// Relative to the version directory, e.g. `kernel/drivers/net/virtio_net.ko`.
+    pub path: String,
+    pub depends: Vec<String>,
+    pub aliases: Vec<String>,
+}
+
+/// The module name of a file: its base name without `.ko[.*]`, with `-`
+/// read as `_`, as the kernel and kmod name modules.
+pub fn name_of(path: &str) -> Option<String> {
+    let base = path.rsplit('/').next()?;
+    let stem = ["", ".gz", ".xz", ".zst"]
+        .iter()
+        .find_map(|ext| base.strip_suffix(&format!(".ko{ext}")))?;
+    Some(stem.replace('-', "_"))
+}
+
+/// The `.modinfo` of a module file as stored (plain, gzip or zstd).
+pub fn read(path: &str, bytes: &[u8]) -> Result<Module, String> {
+    let plain;
+    let elf = if path.ends_with(".ko") {
+        bytes
+    } else if path.ends_with(".ko.zst") {
+        plain = zstd::decode_all(bytes).map_err(|e| format!("{path}: zstd: {e}"))?;
+        &plain[..]
+    } else if path.ends_with(".ko.gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("{path}: gzip: {e}"))?;
+        plain = out;
+        &plain[..]
+    } else {
+        return Err(format!(
+            "{path}: cannot read this compression; ship modules.dep and modules.alias (run depmod) in the kernel image"
+        ));
+    };
+    let info = modinfo(elf).map_err(|e| format!("{path}: {e}"))?;
+    let mut module = Module {
+        path: path.to_string(),
+        depends: Vec::new(),
+        aliases: Vec::new(),
+    };
+    for field in info.split(|b| *b == 0) {
+        let field = String::from_utf8_lossy(field);
+        if let Some(list) = field.strip_prefix("depends=") {
+            let names = list.split(',').filter(|d| !d.is_empty());
+            module.depends.extend(names.map(|d| d.replace('-', "_")));
+        } else if let Some(alias) = field.strip_prefix("alias=") {
+            module.aliases.push(alias.to_string());
+        }
+    }
+    Ok(module)
+}
+
+/// The bytes of the `.modinfo` section of a 64-bit little-endian ELF file.
+fn modinfo(elf: &[u8]) -> Result<&[u8], String> {
+    let bad = |what: &str| format!("not a 64-bit little-endian ELF module ({what})");
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return Err(bad("header"));
+    }
+    let u16_at = |at: usize| -> Result<u64, String> {
+        let b = elf.get(at..at + 2).ok_or_else(|| bad("truncated"))?;
+        Ok(u64::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let u32_at = |at: usize| -> Result<u64, String> {
+        let b = elf.get(at..at + 4).ok_or_else(|| bad("truncated"))?;
+        Ok(u64::from(u32::from_le_bytes(
+            b.try_into().expect("4 bytes"),
+        )))
+    };
+    let u64_at = |at: usize| -> Result<u64, String> {
+        let b = elf.get(at..at + 8).ok_or_else(|| bad("truncated"))?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let index = |v: u64| usize::try_from(v).map_err(|_| bad("offset"));
+    let (shoff, shentsize) = (index(u64_at(0x28)?)?, index(u16_at(0x3a)?)?);
+    let (shnum, shstrndx) = (index(u16_at(0x3c)?)?, index(u16_at(0x3e)?)?);
+    let section = |i: usize| -> Result<(usize, usize, usize), String> {
+        let at = shoff + i * shentsize;
+        let name = index(u32_at(at)?)?;
+        let (offset, size) = (index(u64_at(at + 0x18)?)?, index(u64_at(at + 0x20)?)?);
+        Ok((name, offset, size))
+    };
+    let slice = |offset: usize, size: usize| {
+        offset
+            .checked_add(size)
+            .and_then(|end| elf.get(offset..end))
+            .ok_or_else(|| bad("section beyond the end"))
+    };
+    let (_, names_at, names_size) = section(shstrndx)?;
+    let names = slice(names_at, names_size)?;
+    for i in 0..shnum {
+        let (name, offset, size) = section(i)?;
+        let name = names.get(name..).unwrap_or_default();
+        if name.split(|b| *b == 0).next() == Some(b".modinfo") {
+            return slice(offset, size);
+        }
+    }
+    Err("no .modinfo section".into())
+}
+
+/// depmod's `modules.dep`: each module and its dependencies, all of them,
+/// ordered so that loading from the last to the first works.
+pub fn dep(modules: &[Module]) -> String {
+    let by_name: HashMap<String, &Module> = modules
+        .iter()
+        .filter_map(|m| Some((name_of(&m.path)?, m)))
+        .collect();
+    let mut sorted: Vec<&Module> = modules.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut out = String::new();
+    for module in sorted {
+        // Post-order: every module after what it depends on; reversed, a
+        // module comes before its dependencies.
+        let mut order = Vec::new();
+        let mut seen = Vec::new();
+        for dependency in &module.depends {
+            visit(dependency, &by_name, &mut seen, &mut order);
+        }
+        order.reverse();
+        out.push_str(&module.path);
+        out.push(':');
+        for path in order {
+            out.push(' ');
+            out.push_str(path);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn visit<'a>(
+    name: &str,
+    by_name: &HashMap<String, &'a Module>,
+    seen: &mut Vec<String>,
+    order: &mut Vec<&'a str>,
+) {
+    if seen.iter().any(|s| s == name) {
+        return;
+    }
+    seen.push(name.to_string());
+    // A dependency on a built-in module has no file and nothing to load.
+    let Some(module) = by_name.get(name) else {
+        return;
+    };
+    for dependency in &module.depends {
+        visit(dependency, by_name, seen, order);
+    }
+    order.push(&module.path);
+}
+
+/// depmod's `modules.alias`: `alias PATTERN NAME`, sorted.
+pub fn alias(modules: &[Module]) -> String {
+    let mut lines = BTreeMap::new();
+    for module in modules {
+        let Some(name) = name_of(&module.path) else {
+            continue;
+        };
+        for pattern in &module.aliases {
+            lines.insert(format!("alias {pattern} {name}\n"), ());
+        }
+    }
+    lines.into_keys().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal relocatable ELF with a `.modinfo` section.
+    fn elf(modinfo: &[u8]) -> Vec<u8> {
+        let names = b"\0.shstrtab\0.modinfo\0";
+        let mut out = vec![0u8; 64];
+        out[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        let names_at = out.len();
+        out.extend_from_slice(names);
+        let info_at = out.len();
+        out.extend_from_slice(modinfo);
+        let shoff = out.len();
+        out[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+        out[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        out[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        out[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
+        for (name, offset, size) in [
+            (0u32, 0usize, 0usize),
+            (1, names_at, names.len()),
+            (11, info_at, modinfo.len()),
+        ] {
+            let mut header = vec![0u8; 64];
+            header[..4].copy_from_slice(&name.to_le_bytes());
+            header[0x18..0x20].copy_from_slice(&(offset as u64).to_le_bytes());
+            header[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
+            out.extend_from_slice(&header);
+        }
+        out
+    }
+
+    #[test]
+    fn modinfo_gives_dependencies_and_aliases() {
+        let bytes =
+            elf(b"license=GPL\0depends=net_failover,virtio-ring\0alias=virtio:d00000001v*\0");
+        let module = read("kernel/drivers/net/virtio_net.ko", &bytes).unwrap();
+        assert_eq!(module.depends, ["net_failover", "virtio_ring"]);
+        assert_eq!(module.aliases, ["virtio:d00000001v*"]);
+        let zst = zstd::encode_all(&bytes[..], 3).unwrap();
+        assert_eq!(
+            read("kernel/x/virtio_net.ko.zst", &zst).unwrap().aliases,
+            module.aliases
+        );
+        let err = read("kernel/x/virtio_net.ko.xz", &bytes).unwrap_err();
+        assert!(err.contains("run depmod"), "{err}");
+        assert!(
+            read("a.ko", b"not elf")
+                .unwrap_err()
+                .contains("not a 64-bit")
+        );
+        assert!(read("a.ko", &elf(b"x")[..70]).is_err());
+    }
+
+    #[test]
+    fn dep_lists_the_closure_loadable_from_the_end() {
+        let module = |path: &str, depends: &[&str], aliases: &[&str]| Module {
+            path: path.into(),
+            depends: depends.iter().map(|s| s.to_string()).collect(),
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+        };
+        let modules = [
+            module(
+                "kernel/net/virtio_net.ko",
+                &["net_failover", "builtin_thing"],
+                &["virtio:d00000001v*"],
+            ),
+            module("kernel/net/net_failover.ko", &["failover"], &[]),
+            module("kernel/net/failover.ko", &[], &[]),
+            module("kernel/fs/over-lay.ko", &[], &["fs-overlay"]),
+        ];
+        assert_eq!(
+            dep(&modules),
+            "kernel/fs/over-lay.ko:\n\
+             kernel/net/failover.ko:\n\
+             kernel/net/net_failover.ko: kernel/net/failover.ko\n\
+             kernel/net/virtio_net.ko: kernel/net/net_failover.ko kernel/net/failover.ko\n"
+        );
+        assert_eq!(
+            alias(&modules),
+            "alias fs-overlay over_lay\nalias virtio:d00000001v* virtio_net\n"
+        );
+        assert_eq!(name_of("a/b/snd-hda.ko.zst").as_deref(), Some("snd_hda"));
+        assert_eq!(name_of("a/modules.dep"), None);
+    }
+}

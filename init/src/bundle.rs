@@ -1,0 +1,445 @@
+//! The bundles under `/containers`, and what init does to a bundle before
+//! the OCI runtime sees it.
+//!
+//! The image is read-only, so init does not touch a bundle in place: it
+//! makes the host side ready (`runtime.json`: directories, cgroups, the
+//! mounts that make `rootfs`) and writes the runtime's copy of
+//! `config.json` under `/run/berth/bundles/ID`, with the root made
+//! absolute, a cgroup path when the YAML gave none, and `runtime.json`'s
+//! interfaces as OCI network devices. What it cannot honour (seccomp
+//! without libseccomp, interfaces to create) refuses the container, so that
+//! nothing is silently left out.
+
+use std::path::{Path, PathBuf};
+
+use contract::{BundleKind, Healthcheck, Restart, Runtime};
+use serde_json::{Value, json};
+
+use crate::system::Mount;
+
+/// Where init keeps what it makes at run time.
+pub const RUN: &str = "/run/berth";
+
+/// One bundle, found in `/containers/KIND/DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub kind: BundleKind,
+    /// The directory name: `003-name` for onboot and onshutdown.
+    pub id: String,
+    /// The name in the YAML.
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// The bundles of `kind` under `root` (`/containers`), in directory order,
+/// which is the YAML's.
+pub fn find(root: &Path, kind: BundleKind) -> Vec<Found> {
+    let Ok(entries) = std::fs::read_dir(root.join(kind.directory())) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Found> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let id = e.file_name().to_str()?.to_string();
+            let name = match kind {
+                BundleKind::Service => id.clone(),
+                _ => id
+                    .split_once('-')
+                    .map_or(id.clone(), |(_, n)| n.to_string()),
+            };
+            Some(Found {
+                kind,
+                id,
+                name,
+                dir: e.path(),
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    found
+}
+
+/// A bundle made ready to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub found: Found,
+    /// Host directories to make, in order (runtime.json `mkdir`, then the
+    /// cgroups, then mount points the mounts need that the image lacks).
+    pub mkdir: Vec<String>,
+    /// Host mounts, in order.
+    pub mounts: Vec<Mount>,
+    /// The runtime's `config.json`.
+    pub config: Value,
+    pub restart: Restart,
+    pub depends: Vec<String>,
+    pub healthcheck: Option<Healthcheck>,
+    /// Namespace → path to bind it to once the container runs.
+    pub bind_namespaces: Vec<(&'static str, String)>,
+}
+
+/// Reads a bundle's two files and says what to do with them.
+pub fn prepare(found: &Found, cgroup_root: &str) -> Result<Prepared, String> {
+    let read = |name: &str| -> Result<String, String> {
+        let path = found.dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let config: Value = serde_json::from_str(&read("config.json")?)
+        .map_err(|e| format!("{}/config.json: {e}", found.dir.display()))?;
+    let runtime: Runtime = match found.dir.join("runtime.json").exists() {
+        true => serde_json::from_str(&read("runtime.json")?)
+            .map_err(|e| format!("{}/runtime.json: {e}", found.dir.display()))?,
+        false => Runtime::default(),
+    };
+    plan(found, config, runtime, cgroup_root)
+}
+
+fn plan(
+    found: &Found,
+    mut config: Value,
+    runtime: Runtime,
+    cgroup_root: &str,
+) -> Result<Prepared, String> {
+    let refuse = |what: String| format!("{}: {what}", found.name);
+    if config
+        .pointer("/linux/seccomp")
+        .is_some_and(|s| !s.is_null())
+    {
+        return Err(refuse(
+            "has a seccomp profile, which this init cannot enforce (built without libseccomp); refusing to run it unconfined".into(),
+        ));
+    }
+    let mut net_devices = serde_json::Map::new();
+    for interface in runtime.interfaces.iter().flatten() {
+        if !interface.add.is_empty() || interface.create_in_root {
+            return Err(refuse(format!(
+                "interface {:?}: creating interfaces (add: {}) is not supported; only moving an existing one",
+                interface.name, interface.add
+            )));
+        }
+        net_devices.insert(interface.name.clone(), json!({ "name": interface.name }));
+    }
+
+    let rootfs = found.dir.join("rootfs");
+    config["root"]["path"] = json!(rootfs.to_string_lossy());
+    let linux = config
+        .as_object_mut()
+        .ok_or_else(|| refuse("config.json is not an object".into()))?
+        .entry("linux")
+        .or_insert_with(|| json!({}));
+    let cgroup = linux
+        .get("cgroupsPath")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("/{cgroup_root}/{}", found.name));
+    linux["cgroupsPath"] = json!(cgroup);
+    if !net_devices.is_empty() {
+        linux["netDevices"] = Value::Object(net_devices);
+    }
+    // There is no console to hand a terminal to; output goes to the log.
+    if config.pointer("/process/terminal") == Some(&json!(true)) {
+        config["process"]["terminal"] = json!(false);
+    }
+
+    let mut mkdir: Vec<String> = runtime.mkdir.clone().unwrap_or_default();
+    for group in runtime.cgroups.iter().flatten() {
+        mkdir.push(format!("/sys/fs/cgroup/{}", group.trim_matches('/')));
+    }
+    let mut mounts = Vec::new();
+    for mount in runtime.mounts.iter().flatten() {
+        let rootfs_bind = Path::new(&mount.destination) == rootfs
+            && mount
+                .options
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
+        if rootfs_bind {
+            // A read-only image's root: an overlay with a scratch upper
+            // layer under /run, so that the runtime can make its mount
+            // points on an immutable /; the container still sees its
+            // root read-only when config.json says so.
+            let scratch = format!("{RUN}/rootfs/{}", found.id);
+            let (upper, work) = (format!("{scratch}/upper"), format!("{scratch}/work"));
+            let lower = mount.source.clone().unwrap_or_default();
+            mkdir.extend([upper.clone(), work.clone()]);
+            mounts.push(Mount {
+                source: "overlay".into(),
+                target: mount.destination.clone(),
+                kind: "overlay".into(),
+                flags: Vec::new(),
+                data: format!("lowerdir={lower},upperdir={upper},workdir={work}"),
+            });
+            continue;
+        }
+        let (more_dirs, made) = host_mount(mount).map_err(refuse)?;
+        mkdir.extend(more_dirs);
+        mounts.extend(made);
+    }
+    let ns = &runtime.bind_namespaces;
+    let bind_namespaces = [
+        ("cgroup", &ns.cgroup),
+        ("ipc", &ns.ipc),
+        ("mnt", &ns.mnt),
+        ("net", &ns.net),
+        ("pid", &ns.pid),
+        ("user", &ns.user),
+        ("uts", &ns.uts),
+    ]
+    .into_iter()
+    .filter_map(|(kind, path)| Some((kind, path.clone()?)))
+    .collect();
+    Ok(Prepared {
+        found: found.clone(),
+        mkdir,
+        mounts,
+        config,
+        restart: runtime.restart.unwrap_or_default(),
+        depends: runtime.depends.unwrap_or_default(),
+        healthcheck: runtime.healthcheck,
+        bind_namespaces,
+    })
+}
+
+/// The OCI mount options init knows as flags; the others go to the
+/// filesystem as data.
+const FLAGS: &[&str] = &[
+    "ro",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "bind",
+    "rbind",
+    "remount",
+    "private",
+    "rprivate",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "noatime",
+    "relatime",
+    "nodiratime",
+];
+
+/// A runtime.json mount as init makes it, with the directories it needs
+/// (an overlay's upper and work directories).
+fn host_mount(mount: &contract::Mount) -> Result<(Vec<String>, Vec<Mount>), String> {
+    let options = mount.options.clone().unwrap_or_default();
+    let mut flags = Vec::new();
+    let mut data = Vec::new();
+    let mut dirs = Vec::new();
+    for option in &options {
+        match FLAGS.iter().find(|f| **f == option) {
+            Some(flag) => flags.push(*flag),
+            None if option == "rw" || option == "defaults" => {}
+            None => {
+                if let Some(dir) = ["upperdir=", "workdir="]
+                    .iter()
+                    .find_map(|key| option.strip_prefix(key))
+                {
+                    dirs.push(dir.to_string());
+                }
+                data.push(option.clone());
+            }
+        }
+    }
+    if mount.destination.is_empty() {
+        return Err(format!("runtime.json mount {mount:?} has no destination"));
+    }
+    let kind = mount.kind.clone().unwrap_or_else(|| {
+        if flags.iter().any(|f| *f == "bind" || *f == "rbind") {
+            "bind".into()
+        } else {
+            "none".into()
+        }
+    });
+    Ok((
+        dirs,
+        vec![Mount {
+            source: mount.source.clone().unwrap_or_else(|| "none".into()),
+            target: mount.destination.clone(),
+            kind,
+            flags,
+            data: data.join(","),
+        }],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(kind: BundleKind, id: &str, name: &str) -> Found {
+        Found {
+            kind,
+            id: id.into(),
+            name: name.into(),
+            dir: PathBuf::from(format!("/containers/{}/{id}", kind.directory())),
+        }
+    }
+
+    #[test]
+    fn bundles_are_found_in_yaml_order_with_their_names() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in [
+            "onboot/001-b",
+            "onboot/000-a-b",
+            "onboot/010-c",
+            "services/sshd",
+        ] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        std::fs::write(root.path().join("onboot/junk"), "").unwrap();
+        let onboot = find(root.path(), BundleKind::Onboot);
+        let names: Vec<_> = onboot.iter().map(|f| (&f.id[..], &f.name[..])).collect();
+        assert_eq!(names, [("000-a-b", "a-b"), ("001-b", "b"), ("010-c", "c")]);
+        assert_eq!(find(root.path(), BundleKind::Service)[0].name, "sshd");
+        assert!(find(root.path(), BundleKind::Onshutdown).is_empty());
+    }
+
+    #[test]
+    fn a_writable_bundle_gets_its_overlay_and_the_runtime_its_config() {
+        let runtime: Runtime = serde_json::from_value(json!({
+            "mkdir": ["/var/lib/x"],
+            "cgroups": ["podruntime/x"],
+            "mounts": [
+                {"destination": "/containers/services/x/tmp", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/containers/services/x/tmp", "options": ["remount", "private"]},
+                {"destination": "/containers/services/x/rootfs", "type": "overlay", "source": "overlay",
+                 "options": ["lowerdir=/containers/services/x/lower", "upperdir=/containers/services/x/tmp/upper", "workdir=/containers/services/x/tmp/work"]}
+            ],
+            "bindNS": {"net": "/run/netns/x"},
+            "interfaces": [{"name": "eth1"}],
+            "restart": "on-failure",
+            "depends": ["dhcp"],
+            "healthcheck": {"tcp": "127.0.0.1:22"}
+        }))
+        .unwrap();
+        let config =
+            json!({"root": {"path": "rootfs", "readonly": false}, "process": {"terminal": true}});
+        let p = plan(
+            &found(BundleKind::Service, "x", "x"),
+            config,
+            runtime,
+            "berth",
+        )
+        .unwrap();
+        assert_eq!(
+            p.mkdir,
+            [
+                "/var/lib/x",
+                "/sys/fs/cgroup/podruntime/x",
+                "/containers/services/x/tmp/upper",
+                "/containers/services/x/tmp/work"
+            ]
+        );
+        let summary: Vec<String> = p
+            .mounts
+            .iter()
+            .map(|m| format!("{} {} {:?} {}", m.kind, m.target, m.flags, m.data))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "tmpfs /containers/services/x/tmp [] ",
+                "none /containers/services/x/tmp [\"remount\", \"private\"] ",
+                "overlay /containers/services/x/rootfs [] lowerdir=/containers/services/x/lower,upperdir=/containers/services/x/tmp/upper,workdir=/containers/services/x/tmp/work",
+            ]
+        );
+        assert_eq!(p.config["root"]["path"], "/containers/services/x/rootfs");
+        assert_eq!(p.config["linux"]["cgroupsPath"], "/berth/x");
+        assert_eq!(
+            p.config["linux"]["netDevices"],
+            json!({"eth1": {"name": "eth1"}})
+        );
+        assert_eq!(p.config["process"]["terminal"], false);
+        assert_eq!(p.bind_namespaces, [("net", "/run/netns/x".to_string())]);
+        assert_eq!(
+            (p.restart, &p.depends[..]),
+            (Restart::OnFailure, &["dhcp".to_string()][..])
+        );
+        assert_eq!(p.healthcheck.unwrap().interval, 10);
+    }
+
+    #[test]
+    fn a_read_only_image_gets_a_scratch_overlay_for_mount_points() {
+        let runtime: Runtime = serde_json::from_value(json!({
+            "mounts": [{"destination": "/containers/onboot/001-a/rootfs", "source": "/containers/onboot/000-b/lower", "options": ["bind"]}]
+        }))
+        .unwrap();
+        let p = plan(
+            &found(BundleKind::Onboot, "001-a", "a"),
+            json!({}),
+            runtime,
+            "berth",
+        )
+        .unwrap();
+        assert_eq!(
+            p.mkdir,
+            [
+                "/run/berth/rootfs/001-a/upper",
+                "/run/berth/rootfs/001-a/work"
+            ]
+        );
+        assert_eq!(p.mounts.len(), 1);
+        assert_eq!(
+            (p.mounts[0].kind.as_str(), p.mounts[0].data.as_str()),
+            (
+                "overlay",
+                "lowerdir=/containers/onboot/000-b/lower,upperdir=/run/berth/rootfs/001-a/upper,workdir=/run/berth/rootfs/001-a/work"
+            )
+        );
+    }
+
+    #[test]
+    fn a_given_cgroup_path_is_kept_and_defaults_apply() {
+        let config = json!({"root": {"path": "rootfs"}, "linux": {"cgroupsPath": "/custom/one"}});
+        let p = plan(
+            &found(BundleKind::Onboot, "000-a", "a"),
+            config,
+            Runtime::default(),
+            "berth",
+        )
+        .unwrap();
+        assert_eq!(p.config["linux"]["cgroupsPath"], "/custom/one");
+        assert_eq!(p.restart, Restart::Always);
+        assert!(p.mounts.is_empty() && p.mkdir.is_empty() && p.healthcheck.is_none());
+    }
+
+    #[test]
+    fn what_cannot_be_honoured_is_refused() {
+        let seccomp = json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}}});
+        let err = plan(
+            &found(BundleKind::Service, "s", "s"),
+            seccomp,
+            Runtime::default(),
+            "b",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("s: has a seccomp profile"), "{err}");
+        let runtime: Runtime = serde_json::from_value(
+            json!({"interfaces": [{"name": "veth0", "add": "veth", "peer": "v1"}]}),
+        )
+        .unwrap();
+        let err = plan(
+            &found(BundleKind::Service, "s", "s"),
+            json!({}),
+            runtime,
+            "b",
+        )
+        .unwrap_err();
+        assert!(err.contains("not supported"), "{err}");
+        let runtime: Runtime =
+            serde_json::from_value(json!({"mounts": [{"type": "tmpfs", "source": "tmpfs"}]}))
+                .unwrap();
+        let err = plan(
+            &found(BundleKind::Service, "s", "s"),
+            json!({}),
+            runtime,
+            "b",
+        )
+        .unwrap_err();
+        assert!(err.contains("no destination"), "{err}");
+    }
+}

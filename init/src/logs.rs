@@ -1,0 +1,150 @@
+//! Container output: `/var/log/NAME.log`, rotated at a size cap (one old
+//! file, `NAME.log.1`, is kept), and a tail kept in memory so that an
+//! onboot container's failure can be shown on the console.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The size at which a log is rotated, unless `berth.logsize` says otherwise.
+pub const DEFAULT_CAP: u64 = 1 << 20;
+const TAIL: usize = 8 << 10;
+
+pub struct Log {
+    pub name: String,
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    cap: u64,
+    tail: VecDeque<u8>,
+    /// The start of a line not yet echoed, when echoing.
+    partial: Vec<u8>,
+    echo: bool,
+}
+
+impl Log {
+    /// Appends to `DIR/NAME.log`; an unwritable file leaves the tail and
+    /// the console.
+    pub fn open(dir: &Path, name: &str, cap: u64, echo: bool) -> Log {
+        let path = dir.join(format!("{name}.log"));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok();
+        let size = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        Log {
+            name: name.to_string(),
+            path,
+            file,
+            size,
+            cap: cap.max(1),
+            tail: VecDeque::new(),
+            partial: Vec::new(),
+            echo,
+        }
+    }
+
+    /// Records output; returns the complete lines to echo on the console,
+    /// each prefixed with the name.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<String> {
+        if self.size + bytes.len() as u64 > self.cap && self.size > 0 {
+            self.rotate()?;
+        }
+        if let Some(file) = &mut self.file {
+            file.write_all(bytes)?;
+            self.size += bytes.len() as u64;
+        }
+        self.tail.extend(bytes);
+        let excess = self.tail.len().saturating_sub(TAIL);
+        self.tail.drain(..excess);
+        if !self.echo {
+            return Ok(String::new());
+        }
+        self.partial.extend_from_slice(bytes);
+        Ok(self.complete_lines())
+    }
+
+    fn complete_lines(&mut self) -> String {
+        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return String::new();
+        };
+        let lines: Vec<u8> = self.partial.drain(..=end).collect();
+        String::from_utf8_lossy(&lines)
+            .lines()
+            .map(|l| format!("{}: {l}\n", self.name))
+            .collect()
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let old = self.path.with_extension("log.1");
+        std::fs::rename(&self.path, old)?;
+        self.file = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?,
+        );
+        self.size = 0;
+        Ok(())
+    }
+
+    /// The last lines of output kept in memory.
+    pub fn tail(&self) -> String {
+        let bytes: Vec<u8> = self.tail.iter().copied().collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// The last `lines` lines of `DIR/NAME.log`, reaching into the rotated file.
+pub fn tail_of(dir: &Path, name: &str, lines: usize) -> io::Result<String> {
+    let current = std::fs::read(dir.join(format!("{name}.log")))?;
+    let old = std::fs::read(dir.join(format!("{name}.log.1"))).unwrap_or_default();
+    let all = [old, current].concat();
+    let text = String::from_utf8_lossy(&all);
+    let kept: Vec<&str> = text.lines().collect();
+    let from = kept.len().saturating_sub(lines);
+    Ok(kept[from..].iter().map(|l| format!("{l}\n")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_rotate_at_the_cap_and_the_tail_reaches_across() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), "svc", 100, false);
+        for i in 0..30 {
+            log.write(format!("line {i:02}\n").as_bytes()).unwrap();
+        }
+        let current = std::fs::read_to_string(dir.path().join("svc.log")).unwrap();
+        let old = std::fs::read_to_string(dir.path().join("svc.log.1")).unwrap();
+        assert!(current.len() <= 100 && old.len() <= 100);
+        assert!(current.ends_with("line 29\n"));
+        assert_eq!(
+            tail_of(dir.path(), "svc", 3).unwrap(),
+            "line 27\nline 28\nline 29\n"
+        );
+        let across = tail_of(dir.path(), "svc", 15).unwrap();
+        assert_eq!(across.lines().count(), 15, "{across}");
+        assert!(across.starts_with("line 15\n"), "{across}");
+        assert!(log.tail().ends_with("line 29\n"));
+        assert!(tail_of(dir.path(), "none", 3).is_err());
+    }
+
+    #[test]
+    fn echo_gives_whole_lines_with_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), "getty", DEFAULT_CAP, true);
+        assert_eq!(log.write(b"hel").unwrap(), "");
+        assert_eq!(log.write(b"lo\nwor").unwrap(), "getty: hello\n");
+        assert_eq!(log.write(b"ld\n\n").unwrap(), "getty: world\ngetty: \n");
+        let mut quiet = Log::open(dir.path(), "q", DEFAULT_CAP, false);
+        assert_eq!(quiet.write(b"x\n").unwrap(), "");
+    }
+}
