@@ -294,6 +294,9 @@ impl Bundle {
                 uts: text(&bind.uts),
             },
             namespace: text(&runtime.namespace),
+            restart: runtime.restart,
+            depends: runtime.depends.as_deref(),
+            healthcheck: runtime.healthcheck.as_ref(),
         })
     }
 }
@@ -953,6 +956,13 @@ struct RuntimeJson<'a> {
     #[serde(rename = "bindNS")]
     bind_namespaces: BindNamespacesJson<'a>,
     namespace: &'a str,
+    /// berth's own keys, written only when the definition uses them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart: Option<contract::Restart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    depends: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<&'a contract::Healthcheck>,
 }
 
 #[derive(Serialize)]

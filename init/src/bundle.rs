@@ -67,8 +67,10 @@ pub struct Prepared {
     /// Host directories to make, in order (runtime.json `mkdir`, then the
     /// cgroups, then mount points the mounts need that the image lacks).
     pub mkdir: Vec<String>,
-    /// Host mounts, in order.
-    pub mounts: Vec<Mount>,
+    /// Host mounts, in order, each with the directories to make just
+    /// before it (an overlay's upper and work directories, which may lie
+    /// on a tmpfs mounted by the mount before).
+    pub mounts: Vec<(Vec<String>, Mount)>,
     /// The runtime's `config.json`.
     pub config: Value,
     pub restart: Restart,
@@ -162,19 +164,19 @@ fn plan(
             let scratch = format!("{RUN}/rootfs/{}", found.id);
             let (upper, work) = (format!("{scratch}/upper"), format!("{scratch}/work"));
             let lower = mount.source.clone().unwrap_or_default();
-            mkdir.extend([upper.clone(), work.clone()]);
-            mounts.push(Mount {
-                source: "overlay".into(),
-                target: mount.destination.clone(),
-                kind: "overlay".into(),
-                flags: Vec::new(),
-                data: format!("lowerdir={lower},upperdir={upper},workdir={work}"),
-            });
+            mounts.push((
+                vec![upper.clone(), work.clone()],
+                Mount {
+                    source: "overlay".into(),
+                    target: mount.destination.clone(),
+                    kind: "overlay".into(),
+                    flags: Vec::new(),
+                    data: format!("lowerdir={lower},upperdir={upper},workdir={work}"),
+                },
+            ));
             continue;
         }
-        let (more_dirs, made) = host_mount(mount).map_err(refuse)?;
-        mkdir.extend(more_dirs);
-        mounts.extend(made);
+        mounts.push(host_mount(mount).map_err(refuse)?);
     }
     let ns = &runtime.bind_namespaces;
     let bind_namespaces = [
@@ -187,7 +189,8 @@ fn plan(
         ("uts", &ns.uts),
     ]
     .into_iter()
-    .filter_map(|(kind, path)| Some((kind, path.clone()?)))
+    // LinuxKit writes every key; an empty path binds nothing.
+    .filter_map(|(kind, path)| Some((kind, path.clone().filter(|p| !p.is_empty())?)))
     .collect();
     Ok(Prepared {
         found: found.clone(),
@@ -224,7 +227,7 @@ const FLAGS: &[&str] = &[
 
 /// A runtime.json mount as init makes it, with the directories it needs
 /// (an overlay's upper and work directories).
-fn host_mount(mount: &contract::Mount) -> Result<(Vec<String>, Vec<Mount>), String> {
+fn host_mount(mount: &contract::Mount) -> Result<(Vec<String>, Mount), String> {
     let options = mount.options.clone().unwrap_or_default();
     let mut flags = Vec::new();
     let mut data = Vec::new();
@@ -256,13 +259,13 @@ fn host_mount(mount: &contract::Mount) -> Result<(Vec<String>, Vec<Mount>), Stri
     });
     Ok((
         dirs,
-        vec![Mount {
+        Mount {
             source: mount.source.clone().unwrap_or_else(|| "none".into()),
             target: mount.destination.clone(),
             kind,
             flags,
             data: data.join(","),
-        }],
+        },
     ))
 }
 
@@ -325,11 +328,10 @@ mod tests {
             "berth",
         )
         .unwrap();
+        assert_eq!(p.mkdir, ["/var/lib/x", "/sys/fs/cgroup/podruntime/x"]);
         assert_eq!(
-            p.mkdir,
+            p.mounts[2].0,
             [
-                "/var/lib/x",
-                "/sys/fs/cgroup/podruntime/x",
                 "/containers/services/x/tmp/upper",
                 "/containers/services/x/tmp/work"
             ]
@@ -337,7 +339,7 @@ mod tests {
         let summary: Vec<String> = p
             .mounts
             .iter()
-            .map(|m| format!("{} {} {:?} {}", m.kind, m.target, m.flags, m.data))
+            .map(|(_, m)| format!("{} {} {:?} {}", m.kind, m.target, m.flags, m.data))
             .collect();
         assert_eq!(
             summary,
@@ -375,16 +377,17 @@ mod tests {
             "berth",
         )
         .unwrap();
+        assert!(p.mkdir.is_empty());
+        assert_eq!(p.mounts.len(), 1);
         assert_eq!(
-            p.mkdir,
+            p.mounts[0].0,
             [
                 "/run/berth/rootfs/001-a/upper",
                 "/run/berth/rootfs/001-a/work"
             ]
         );
-        assert_eq!(p.mounts.len(), 1);
         assert_eq!(
-            (p.mounts[0].kind.as_str(), p.mounts[0].data.as_str()),
+            (p.mounts[0].1.kind.as_str(), p.mounts[0].1.data.as_str()),
             (
                 "overlay",
                 "lowerdir=/containers/onboot/000-b/lower,upperdir=/run/berth/rootfs/001-a/upper,workdir=/run/berth/rootfs/001-a/work"

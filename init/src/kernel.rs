@@ -144,8 +144,10 @@ impl System for Kernel {
     fn reap(&mut self, timeout: Duration) -> Option<(i32, Exit)> {
         let deadline = Instant::now() + timeout;
         loop {
-            // Nothing is reaped when no child has ended or there is none.
-            if let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            // Any child: wait(2), since rustix's waitpid(None) is pid 0,
+            // this process group only. Nothing is reaped when no child has
+            // ended or there is none.
+            if let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
                 let exit = match (status.exit_status(), status.terminating_signal()) {
                     (Some(code), _) => Exit::Code(code),
                     (None, Some(signal)) => Exit::Signal(signal),
@@ -196,8 +198,11 @@ mod tests {
         // Children of this test process; nothing else waits for them.
         let mut expected = std::collections::BTreeMap::new();
         for (code, script) in [(3, "exit 3"), (0, "exit 0"), (-9, "kill -9 $$")] {
+            // In a process group of their own, as containers are.
+            use std::os::unix::process::CommandExt;
             let child = std::process::Command::new("sh")
                 .args(["-c", script])
+                .process_group(0)
                 .spawn()
                 .unwrap();
             let exit = if code < 0 {

@@ -141,6 +141,16 @@ fn pid1(args: &[String]) -> Never {
 
     let mut mounted = mount_filesystems(&mut system);
     delegate_controllers(&mut system);
+    // Where the root's /etc/resolv.conf points; DHCP fills it in.
+    let resolv = Path::new("/run/resolvconf/resolv.conf");
+    if let Err(e) = std::fs::create_dir_all("/run/resolvconf").and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(resolv)
+    }) {
+        system.log(&format!("{}: {e}", resolv.display()));
+    }
     let (options, problems) =
         boot::options(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     for problem in problems {
@@ -391,7 +401,12 @@ fn ready(
             .mkdir(dir)
             .map_err(|e| format!("making {dir}: {e}"))?;
     }
-    for mount in &p.mounts {
+    for (dirs, mount) in &p.mounts {
+        for dir in dirs {
+            system
+                .mkdir(dir)
+                .map_err(|e| format!("making {dir}: {e}"))?;
+        }
         if mount.kind == "overlay" {
             // A module on Debian's kernels; the kernel would ask modprobe.
             let _ = modules::Loader::new(index).load(system, "overlay");
@@ -520,10 +535,25 @@ impl Loop {
             self.follow(&name, output);
         }
         let mut ended = None;
+        let debug = self.options.debug;
+        if debug {
+            self.system
+                .log(&format!("{name}: started, pid {}", started.pid));
+        }
         while ended.is_none() {
+            if debug {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", started.pid));
+                let children = std::fs::read_to_string("/proc/1/task/1/children");
+                self.system
+                    .log(&format!("{name}: {stat:?}; children of 1: {children:?}"));
+            }
             self.wait(Duration::from_secs(5), &mut |system, event| match event {
                 Event::Exit(pid, exit) if pid == started.pid => ended = Some(exit),
-                Event::Exit(..) => {}
+                Event::Exit(pid, exit) => {
+                    if debug {
+                        system.log(&format!("reaped {pid}: {exit}"));
+                    }
+                }
                 Event::Request(_, mut stream) => {
                     let _ = stream.write_all(b"error: still booting\n");
                     let _ = system;

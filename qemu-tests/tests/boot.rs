@@ -149,6 +149,9 @@ impl Setup {
         if let Err(error) = build_berth(paths) {
             return Setup::Fail(error);
         }
+        if let Err(error) = pid1_image(paths) {
+            return Setup::Fail(error);
+        }
         let accel = qemu_tests::accel(&qemu);
         Setup::Ready {
             qemu,
@@ -182,6 +185,50 @@ fn build_berth(paths: &Paths) -> Result<(), String> {
         return Err(format!("cargo built no {}", paths.berth().display()));
     }
     Ok(())
+}
+
+/// The reference of the image whose `/init` is berth's own PID 1, built
+/// from this tree.
+const PID1_IMAGE: &str = "docker.io/berth/test-pid1:dev";
+
+/// Builds init as a static binary (as tests/static_binary.rs in init does)
+/// and puts it in the fixtures cache as [`PID1_IMAGE`].
+fn pid1_image(paths: &Paths) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = paths.workspace.join("target-static");
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "init",
+            "--bin",
+            "init",
+        ])
+        .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+        .arg(&target)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+        .current_dir(&paths.workspace);
+    let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
+        .map_err(|error| format!("{error:#}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the static init failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let binary = target.join("x86_64-unknown-linux-gnu/release/init");
+    let image =
+        fixtures::Image::new().layer(fixtures::Layer::new().file_from("init", 0o755, binary));
+    fixtures::Layout::create(paths.fixtures_cache())
+        .and_then(|layout| layout.add_image(PID1_IMAGE, &image))
+        .map(drop)
+        .map_err(|error| format!("adding {PID1_IMAGE} to the fixtures cache: {error:#}"))
 }
 
 /// A skip, or in CI a failure.
@@ -286,6 +333,19 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     let cmdline = fs::read_to_string(&cmdline_file)
         .map_err(|e| format!("reading {}: {e}", cmdline_file.display()))?;
     let mut machine = Machine::new(qemu, accel, &kernel, cmdline.trim()).initrd(&initrd_image);
+    // Devices for the case (network cards, disks): `qemu-args`, one
+    // argument per line.
+    let qemu_args = case.dir.join("qemu-args");
+    if qemu_args.exists() {
+        let text = fs::read_to_string(&qemu_args)
+            .map_err(|e| format!("reading {}: {e}", qemu_args.display()))?;
+        machine.extra_args = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(Into::into)
+            .collect();
+    }
     // A short path: Unix socket names are limited to 108 bytes.
     let monitor =
         std::env::temp_dir().join(format!("berth-qemu-{}-{name}.sock", std::process::id()));
@@ -293,8 +353,23 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
         let _ = fs::remove_file(&monitor);
         machine = machine.monitor(&monitor);
     }
-    let report =
-        qemu_tests::boot(&machine, &expect, accel.boot_timeout()).map_err(|e| format!("{e:#}"));
+    // A case that runs long checks says how long it may take: `timeout`,
+    // in seconds under TCG (half of it with KVM).
+    let timeout_file = case.dir.join("timeout");
+    let timeout = match fs::read_to_string(&timeout_file) {
+        Ok(text) => {
+            let seconds: u64 = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("{}: not a number of seconds", timeout_file.display()))?;
+            match accel {
+                Accel::Kvm => Duration::from_secs(seconds / 2),
+                Accel::Tcg => Duration::from_secs(seconds),
+            }
+        }
+        Err(_) => accel.boot_timeout(),
+    };
+    let report = qemu_tests::boot(&machine, &expect, timeout).map_err(|e| format!("{e:#}"));
     let _ = fs::remove_file(&monitor);
     let report = report?;
     let saved = report
