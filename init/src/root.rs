@@ -31,7 +31,7 @@ pub fn is_initramfs(proc_mounts: &str) -> bool {
             let (_, target, kind) = (words.next(), words.next()?, words.next()?);
             (target == "/").then_some(kind)
         })
-        .last()
+        .next_back()
         == Some("rootfs")
 }
 
@@ -137,7 +137,7 @@ mod tests {
         fs::set_permissions(f.join("usr"), fs::Permissions::from_mode(0o700)).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &f.join("fifo"),
+            f.join("fifo"),
             FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,
