@@ -170,7 +170,8 @@ impl std::str::FromStr for Restart {
 
 /// A health check (berth): a command run inside the container, or a TCP
 /// connection from init, every `interval` seconds; `retries` failures in a
-/// row make the service unhealthy, and init restarts it.
+/// row make the service unhealthy, and init restarts it. Failures in the
+/// first `start_period` seconds, before the first success, do not count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Healthcheck {
@@ -183,6 +184,8 @@ pub struct Healthcheck {
     pub interval: u64,
     #[serde(default = "Healthcheck::default_retries")]
     pub retries: u32,
+    #[serde(default = "Healthcheck::default_start_period")]
+    pub start_period: u64,
 }
 
 impl Healthcheck {
@@ -191,6 +194,9 @@ impl Healthcheck {
     }
     fn default_retries() -> u32 {
         3
+    }
+    fn default_start_period() -> u64 {
+        30
     }
 }
 

@@ -6,7 +6,7 @@
 //! [`STATE`]; stdout and stderr go to one pipe whose read end init keeps.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::Container;
@@ -67,13 +67,14 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
 }
 
 /// Runs `args` in the running container `id` (a health probe); its output
-/// is dropped.
+/// is dropped, its errors go to the console.
 pub fn exec(id: &str, args: &[String]) -> Result<i32, String> {
     let null = || File::open("/dev/null").map_err(io);
+    let console = std::io::stderr().as_fd().try_clone_to_owned().map_err(io)?;
     let pid = builder(id)?
         .with_stdin(null()?)
         .with_stdout(null()?)
-        .with_stderr(null()?)
+        .with_stderr(console)
         .as_tenant()
         .with_container_args(args.to_vec())
         .with_detach(true)

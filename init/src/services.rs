@@ -30,6 +30,9 @@ enum Want {
 #[derive(Debug, Clone, Default)]
 struct Health {
     healthy: bool,
+    /// Whether a probe ever passed since the start.
+    passed: bool,
+    started: Option<Instant>,
     failures: u32,
     next: Option<Instant>,
     /// The pid of a running exec probe.
@@ -121,6 +124,7 @@ impl Supervisor {
                     unit.want = Want::Run;
                     unit.health = Health {
                         next: Some(now + FIRST_PROBE),
+                        started: Some(now),
                         ..Health::default()
                     };
                     started.push((unit.service.name.clone(), s));
@@ -153,26 +157,37 @@ impl Supervisor {
                     Ok(pid) => unit.health.probe = Some(pid),
                     Err(e) => {
                         system.log(&format!("probing {}: {e}", unit.service.name));
-                        self.record(system, i, false);
+                        self.record(system, i, false, now);
                     }
                 }
             } else if let Some(address) = &check.tcp {
                 let ok = system.connect(address);
-                self.record(system, i, ok);
+                self.record(system, i, ok, now);
             }
         }
     }
 
     /// A probe's verdict; enough failures in a row restart the service.
-    fn record(&mut self, system: &mut dyn System, i: usize, ok: bool) {
+    fn record(&mut self, system: &mut dyn System, i: usize, ok: bool, now: Instant) {
         let unit = &mut self.units[i];
-        let retries = unit.healthcheck.as_ref().map_or(1, |c| c.retries.max(1));
+        let Some(check) = &unit.healthcheck else {
+            return;
+        };
+        let retries = check.retries.max(1);
         if ok {
             if !unit.health.healthy {
                 system.log(&format!("{} is healthy", unit.service.name));
             }
             unit.health.healthy = true;
+            unit.health.passed = true;
             unit.health.failures = 0;
+            return;
+        }
+        let starting = unit
+            .health
+            .started
+            .is_some_and(|at| now < at + Duration::from_secs(check.start_period));
+        if starting && !unit.health.passed {
             return;
         }
         unit.health.failures += 1;
@@ -193,7 +208,11 @@ impl Supervisor {
     pub fn exited(&mut self, system: &mut dyn System, pid: i32, exit: Exit, now: Instant) -> bool {
         if let Some(i) = self.units.iter().position(|u| u.health.probe == Some(pid)) {
             self.units[i].health.probe = None;
-            self.record(system, i, exit.success());
+            if !exit.success() {
+                let name = &self.units[i].service.name;
+                system.log(&format!("{name}: health check failed: {exit}"));
+            }
+            self.record(system, i, exit.success(), now);
             return true;
         }
         let Some(i) = self.units.iter().position(|u| u.service.pid() == Some(pid)) else {
@@ -462,19 +481,25 @@ mod tests {
             tcp: None,
             interval: 5,
             retries: 2,
+            start_period: 3,
         });
         let mut s = Supervisor::new(vec![db, unit("web", Restart::Always, &["db"])]);
         let t0 = Instant::now();
         assert_eq!(started(s.tick(&mut system, t0)), [("db".into(), 100)]);
         assert_eq!(s.status()[0].state, "running");
+        // Failing while it starts counts for nothing.
         let t1 = t0 + FIRST_PROBE;
         assert!(started(s.tick(&mut system, t1)).is_empty());
         assert!(system.calls.contains(&"exec db check".to_string()));
-        assert!(s.exited(&mut system, 101, Exit::Code(0), t1));
+        assert!(s.exited(&mut system, 101, Exit::Code(1), t1));
+        let t1 = t1 + Duration::from_secs(5);
+        s.tick(&mut system, t1);
+        assert!(s.exited(&mut system, 102, Exit::Code(0), t1));
+        assert!(!system.calls.iter().any(|c| c.starts_with("kill")));
         assert_eq!(s.status()[0].state, "healthy");
-        assert_eq!(started(s.tick(&mut system, t1)), [("web".into(), 102)]);
+        assert_eq!(started(s.tick(&mut system, t1)), [("web".into(), 103)]);
         // Two failed probes in a row: SIGTERM, then an immediate start.
-        for (n, pid) in [(1, 103), (2, 104)] {
+        for (n, pid) in [(1, 104), (2, 105)] {
             let t = t1 + Duration::from_secs(5 * n);
             s.tick(&mut system, t);
             assert!(s.exited(&mut system, pid, Exit::Code(1), t));
@@ -482,7 +507,7 @@ mod tests {
         assert!(system.calls.contains(&"kill 100 15".to_string()));
         let t = t1 + Duration::from_secs(10);
         assert!(s.exited(&mut system, 100, Exit::Signal(15), t));
-        assert_eq!(started(s.tick(&mut system, t)), [("db".into(), 105)]);
+        assert_eq!(started(s.tick(&mut system, t)), [("db".into(), 106)]);
     }
 
     #[test]

@@ -30,7 +30,8 @@ fn init_is_a_static_binary_within_budget() {
     let status = Command::new(cargo)
         .args([
             "build",
-            "--release",
+            "--profile",
+            "static",
             "--quiet",
             "--package",
             "init",
@@ -40,14 +41,11 @@ fn init_is_a_static_binary_within_budget() {
         .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
         .arg(&target)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        // PID 1 ships without symbols or debug information.
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .current_dir(workspace)
         .status()
         .unwrap();
     assert!(status.success(), "the static build of init failed");
-    let binary = target.join("x86_64-unknown-linux-gnu/release/init");
+    let binary = target.join("x86_64-unknown-linux-gnu/static/init");
     let elf = std::fs::read(&binary).unwrap();
     let types = program_header_types(&elf);
     assert!(!types.is_empty());

@@ -200,7 +200,8 @@ fn pid1_image(paths: &Paths) -> Result<(), String> {
     command
         .args([
             "build",
-            "--release",
+            "--profile",
+            "static",
             "--quiet",
             "--package",
             "init",
@@ -210,8 +211,6 @@ fn pid1_image(paths: &Paths) -> Result<(), String> {
         .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
         .arg(&target)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .current_dir(&paths.workspace);
     let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
         .map_err(|error| format!("{error:#}"))?;
@@ -222,7 +221,7 @@ fn pid1_image(paths: &Paths) -> Result<(), String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let binary = target.join("x86_64-unknown-linux-gnu/release/init");
+    let binary = target.join("x86_64-unknown-linux-gnu/static/init");
     let image =
         fixtures::Image::new().layer(fixtures::Layer::new().file_from("init", 0o755, binary));
     fixtures::Layout::create(paths.fixtures_cache())
