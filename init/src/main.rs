@@ -225,20 +225,17 @@ fn pid1(args: &[String]) -> Never {
         .map(|p| (p.found.name.clone(), p.bind_namespaces.clone()))
         .collect();
     let mut all_started = supervisor.units.is_empty();
+    let mut ever_started = std::collections::HashSet::new();
     let power = loop {
         let now = Instant::now();
         for (name, started) in supervisor.tick(&mut loop_.system, now) {
             bind_namespaces(&mut loop_.system, started.pid, &binds[&name]);
+            ever_started.insert(name.clone());
             if let Some(output) = started.output {
                 loop_.follow(&name, output);
             }
         }
-        if !all_started
-            && supervisor
-                .units
-                .iter()
-                .all(|u| u.service.restarts > 0 || u.service.pid().is_some())
-        {
+        if !all_started && ever_started.len() == supervisor.units.len() {
             all_started = true;
             let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
             let uptime = uptime.split_whitespace().next().unwrap_or("?");
