@@ -326,6 +326,16 @@ fn write_kernel(
     Ok(())
 }
 
+/// What the modules tarball holds for one kernel version.
+#[derive(Default)]
+struct ModulesSeen {
+    modules: Vec<modules::Module>,
+    /// It carries depmod's index itself.
+    indexed: bool,
+    /// The first module whose `.modinfo` could not be read.
+    unreadable: Option<String>,
+}
+
 /// Copies the kernel's modules tarball into `/`. Hard links in it become
 /// relative symbolic links, as LinuxKit makes them: the tarball is a stream
 /// and the number of names of each file is not known in advance.
@@ -333,7 +343,7 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
     let mut archive = tar::Archive::new(data);
     // Per `lib/modules/VERSION`: the modules seen, and whether the tarball
     // carries its own index.
-    let mut versions: BTreeMap<String, (Vec<modules::Module>, bool)> = BTreeMap::new();
+    let mut versions: BTreeMap<String, ModulesSeen> = BTreeMap::new();
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
@@ -385,15 +395,21 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
             .and_then(|rest| rest.split_once('/'));
         let mut module_bytes = None;
         if let Some((version, rest)) = in_version {
-            let (found, indexed) = versions.entry(version.to_string()).or_default();
+            let seen = versions.entry(version.to_string()).or_default();
             if rest == "modules.dep" || rest == "modules.alias" {
-                *indexed = true;
-            } else if kind == Kind::File && modules::name_of(rest).is_some() {
+                seen.indexed = true;
+            } else if kind == Kind::File && modules::name_of(rest).is_some() && !seen.indexed {
                 let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                 entry
                     .read_to_end(&mut bytes)
                     .map_err(|e| format!("entry {raw:?}: {e}"))?;
-                found.push(modules::read(rest, &bytes)?);
+                // Only fatal if the index has to be made from the modules.
+                match modules::read(rest, &bytes) {
+                    Ok(module) => seen.modules.push(module),
+                    Err(e) => {
+                        seen.unreadable.get_or_insert(e);
+                    }
+                }
                 module_bytes = Some(bytes);
             }
         }
@@ -413,10 +429,14 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
         }
         .map_err(|e| e.to_string())?;
     }
-    for (version, (found, indexed)) in versions {
-        if indexed || found.is_empty() {
+    for (version, seen) in versions {
+        if seen.indexed || (seen.modules.is_empty() && seen.unreadable.is_none()) {
             continue;
         }
+        if let Some(e) = seen.unreadable {
+            return Err(format!("making the modules index of {version}: {e}"));
+        }
+        let found = seen.modules;
         let dir = format!("lib/modules/{version}");
         tree.bytes(
             &format!("{dir}/modules.dep"),

@@ -92,7 +92,11 @@ fn modinfo(elf: &[u8]) -> Result<&[u8], String> {
     let (shoff, shentsize) = (index(u64_at(0x28)?)?, index(u16_at(0x3a)?)?);
     let (shnum, shstrndx) = (index(u16_at(0x3c)?)?, index(u16_at(0x3e)?)?);
     let section = |i: usize| -> Result<(usize, usize, usize), String> {
-        let at = shoff + i * shentsize;
+        let at = i
+            .checked_mul(shentsize)
+            .and_then(|o| o.checked_add(shoff))
+            .filter(|at| at.checked_add(0x28).is_some())
+            .ok_or_else(|| bad("section header offset"))?;
         let name = index(u32_at(at)?)?;
         let (offset, size) = (index(u64_at(at + 0x18)?)?, index(u64_at(at + 0x20)?)?);
         Ok((name, offset, size))
@@ -231,6 +235,9 @@ mod tests {
                 .contains("not a 64-bit")
         );
         assert!(read("a.ko", &elf(b"x")[..70]).is_err());
+        let mut huge = elf(b"x");
+        huge[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(read("a.ko", &huge).unwrap_err().contains("offset"));
     }
 
     #[test]

@@ -56,11 +56,23 @@ impl System for Kernel {
         }
         let target = mount.target.as_str();
         if !std::path::Path::new(target).exists() {
-            std::fs::create_dir_all(target).map_err(|e| format!("making {target}: {e}"))?;
+            // A bind of a file needs a file to bind onto.
+            let file_source = bind && std::path::Path::new(&mount.source).is_file();
+            let made = match file_source {
+                true => std::fs::File::create(target).map(drop),
+                false => std::fs::create_dir_all(target),
+            };
+            made.map_err(|e| format!("making {target}: {e}"))?;
         }
         let data = CString::new(mount.data.as_str()).map_err(|e| e.to_string())?;
-        let done = if !propagation.is_empty() {
-            rustix::mount::mount_change(target, propagation)
+        // `remount` with nothing but propagation (runtime.json's
+        // ["remount", "private"]) only changes the propagation.
+        let only_propagation = !propagation.is_empty()
+            && !bind
+            && flags.is_empty()
+            && (remount || mount.kind == "none");
+        let mounted = if only_propagation {
+            Ok(())
         } else if bind {
             let bound = match recursive {
                 true => rustix::mount::mount_bind_recursive(mount.source.as_str(), target),
@@ -82,6 +94,10 @@ impl System for Kernel {
                 Some(data.as_c_str()),
             )
         };
+        let done = mounted.and_then(|()| match propagation.is_empty() {
+            true => Ok(()),
+            false => rustix::mount::mount_change(target, propagation),
+        });
         done.map_err(|e| e.to_string())
     }
 
@@ -162,6 +178,37 @@ impl System for Kernel {
             }
             std::thread::sleep(POLL.min(deadline - now));
         }
+    }
+
+    fn kill_all(&mut self, signal: i32) -> usize {
+        let Some(signal) = Signal::from_named_raw(signal) else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        let mut count = 0;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // Not PID 1, and not kernel threads (kthreadd, pid 2, and its
+            // children): they have no command line.
+            let user = std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| !c.is_empty());
+            if pid == 1 || !user {
+                continue;
+            }
+            if let Some(pid) = Pid::from_raw(pid)
+                && rustix::process::kill_process(pid, signal).is_ok()
+            {
+                count += 1;
+            }
+        }
+        count
     }
 
     fn now(&mut self) -> Instant {

@@ -21,6 +21,8 @@ pub struct Log {
     /// The start of a line not yet echoed, when echoing.
     partial: Vec<u8>,
     echo: bool,
+    /// Why the file could not be opened, if it could not.
+    problem: Option<String>,
 }
 
 impl Log {
@@ -28,11 +30,12 @@ impl Log {
     /// the console.
     pub fn open(dir: &Path, name: &str, cap: u64, echo: bool) -> Log {
         let path = dir.join(format!("{name}.log"));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .ok();
+        let opened = OpenOptions::new().create(true).append(true).open(&path);
+        let problem = opened
+            .as_ref()
+            .err()
+            .map(|e| format!("{}: {e}", path.display()));
+        let file = opened.ok();
         let size = file
             .as_ref()
             .and_then(|f| f.metadata().ok())
@@ -46,7 +49,13 @@ impl Log {
             tail: VecDeque::new(),
             partial: Vec::new(),
             echo,
+            problem,
         }
+    }
+
+    /// Why output goes to no file, if it does not.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
     }
 
     /// Records output; returns the complete lines to echo on the console,
@@ -66,6 +75,10 @@ impl Log {
             return Ok(String::new());
         }
         self.partial.extend_from_slice(bytes);
+        // Output with no newline is echoed in pieces rather than kept.
+        if self.partial.len() > TAIL && !self.partial.contains(&b'\n') {
+            self.partial.push(b'\n');
+        }
         Ok(self.complete_lines())
     }
 
@@ -146,5 +159,13 @@ mod tests {
         assert_eq!(log.write(b"ld\n\n").unwrap(), "getty: world\ngetty: \n");
         let mut quiet = Log::open(dir.path(), "q", DEFAULT_CAP, false);
         assert_eq!(quiet.write(b"x\n").unwrap(), "");
+        assert!(quiet.problem().is_none());
+        let long = vec![b'y'; TAIL + 1];
+        assert_eq!(
+            log.write(&long).unwrap().len(),
+            TAIL + 1 + "getty: \n".len()
+        );
+        let nowhere = Log::open(&dir.path().join("missing"), "n", DEFAULT_CAP, false);
+        assert!(nowhere.problem().unwrap().contains("missing/n.log"));
     }
 }

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use contract::BundleKind;
@@ -40,6 +40,8 @@ const SIGINT: i32 = 2;
 const SIGUSR2: i32 = 12;
 const SIGTERM: i32 = 15;
 const SIGCHLD: i32 = 17;
+const SIGKILL: i32 = 9;
+const SIGPIPE: i32 = 13;
 
 /// Input events: `struct input_event` on 64-bit Linux, and the power key.
 const INPUT_EVENT_SIZE: usize = 24;
@@ -136,11 +138,19 @@ fn pid1(args: &[String]) -> Never {
             system.log(&format!("cannot watch signal {signal}: {e}"));
         }
     }
+    // Rust ignores SIGPIPE, and an ignored signal stays ignored across
+    // exec: a handler instead is reset to the default in every container.
+    if let Err(e) = signal_hook::flag::register(SIGPIPE, Arc::new(AtomicBool::new(false))) {
+        system.log(&format!("cannot catch SIGPIPE: {e}"));
+    }
     // Ctrl-Alt-Del becomes SIGINT to PID 1 instead of an immediate reboot.
     let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
 
     let mut mounted = mount_filesystems(&mut system);
     delegate_controllers(&mut system);
+    if let Err(e) = std::fs::create_dir_all(LOG_DIR) {
+        system.log(&format!("{LOG_DIR}: {e}"));
+    }
     // Where the root's /etc/resolv.conf points; DHCP fills it in.
     let resolv = Path::new("/run/resolvconf/resolv.conf");
     if let Err(e) = std::fs::create_dir_all("/run/resolvconf").and_then(|()| {
@@ -203,10 +213,15 @@ fn pid1(args: &[String]) -> Never {
         listener,
         inputs,
         logs: HashMap::new(),
+        closed: HashMap::new(),
         power: None,
     };
     for p in &prepared[&BundleKind::Onboot] {
-        loop_.run_to_end(p);
+        loop_.run_to_end(p, None, &mut |system, pid, exit| {
+            if debug {
+                system.log(&format!("reaped {pid}: {exit}"));
+            }
+        });
     }
     let units = prepared[&BundleKind::Service]
         .iter()
@@ -261,10 +276,13 @@ fn pid1(args: &[String]) -> Never {
         }
     };
     loop_.system.log(&format!("shutting down ({power:?})"));
-    for p in &prepared[&BundleKind::Onshutdown] {
-        loop_.run_to_end(p);
-    }
+    // Services that end meanwhile are not started again: nothing ticks.
     let grace = loop_.options.grace;
+    for p in &prepared[&BundleKind::Onshutdown] {
+        loop_.run_to_end(p, Some(grace), &mut |system, pid, exit| {
+            supervisor.exited(system, pid, exit, Instant::now());
+        });
+    }
     shutdown(
         &mut loop_.system,
         &supervisor.running(),
@@ -306,7 +324,9 @@ fn into_tmpfs(system: &mut Kernel, args: &[String]) {
             target: new_root.into(),
             kind: "tmpfs".into(),
             flags: vec![],
-            data: "mode=0755".into(),
+            // Not tmpfs's default half of memory: the initramfs is consumed
+            // as it is copied, so the copy may be as large as it was.
+            data: "mode=0755,size=100%".into(),
         })?;
         let count = root::copy_tree(Path::new("/"), Path::new(new_root), &[".berth-root"], true)
             .map_err(|e| format!("copying the initramfs: {e}"))?;
@@ -411,7 +431,10 @@ fn ready(
         system
             .mount(mount)
             .map_err(|e| format!("mounting {} on {}: {e}", mount.kind, mount.target))?;
-        mounted.push(mount.target.clone());
+        // A remount of the same target is not another mount to undo.
+        if !mounted.contains(&mount.target) {
+            mounted.push(mount.target.clone());
+        }
     }
     let dir = Path::new(RUN).join("bundles").join(&found.id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -435,7 +458,11 @@ fn bind_namespaces(system: &mut Kernel, pid: i32, binds: &[(&'static str, String
             if let Some(parent) = Path::new(path).parent() {
                 std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
             }
-            std::fs::File::create(path).map_err(|e| e.to_string())?;
+            // A restart binds the new namespace over the old one's place.
+            let _ = rustix::mount::unmount(path.as_str(), rustix::mount::UnmountFlags::DETACH);
+            if !Path::new(path).exists() {
+                std::fs::File::create(path).map_err(|e| e.to_string())?;
+            }
             rustix::mount::mount_bind(format!("/proc/{pid}/ns/{kind}").as_str(), path.as_str())
                 .map_err(|e| e.to_string())
         })();
@@ -496,6 +523,8 @@ struct Loop {
     inputs: Vec<std::fs::File>,
     /// Output pipes and their logs.
     logs: HashMap<i32, (OwnedFd, Log)>,
+    /// The last log of each container whose output has ended.
+    closed: HashMap<String, Log>,
     power: Option<Power>,
 }
 
@@ -508,12 +537,20 @@ impl Loop {
             logs::DEFAULT_CAP,
             self.options.console_logs,
         );
+        if let Some(problem) = log.problem() {
+            self.system.log(problem);
+        }
         self.logs.insert(output.as_raw_fd(), (output, log));
     }
 
     /// Runs one onboot or onshutdown container to its end; its failure is
     /// logged with its last output, and boot goes on.
-    fn run_to_end(&mut self, p: &Prepared) {
+    fn run_to_end(
+        &mut self,
+        p: &Prepared,
+        deadline: Option<Duration>,
+        others: &mut dyn FnMut(&mut Kernel, i32, Exit),
+    ) {
         let launch = launch(p);
         let name = p.found.name.clone();
         let started = match self.system.start(&launch) {
@@ -524,54 +561,55 @@ impl Loop {
                 return;
             }
         };
-        let fd = started.output.as_ref().map(|o| {
-            use std::os::fd::AsRawFd;
-            o.as_raw_fd()
-        });
         if let Some(output) = started.output {
             self.follow(&name, output);
         }
-        let mut ended = None;
-        let debug = self.options.debug;
-        if debug {
+        if self.options.debug {
             self.system
                 .log(&format!("{name}: started, pid {}", started.pid));
         }
+        let since = Instant::now();
+        let mut killed = false;
+        let mut ended = None;
         while ended.is_none() {
-            if debug {
-                let stat = std::fs::read_to_string(format!("/proc/{}/stat", started.pid));
-                let children = std::fs::read_to_string("/proc/1/task/1/children");
-                self.system
-                    .log(&format!("{name}: {stat:?}; children of 1: {children:?}"));
-            }
-            self.wait(Duration::from_secs(5), &mut |system, event| match event {
+            self.wait(Duration::from_secs(1), &mut |system, event| match event {
                 Event::Exit(pid, exit) if pid == started.pid => ended = Some(exit),
-                Event::Exit(pid, exit) => {
-                    if debug {
-                        system.log(&format!("reaped {pid}: {exit}"));
-                    }
-                }
+                Event::Exit(pid, exit) => others(system, pid, exit),
                 Event::Request(_, mut stream) => {
-                    let _ = stream.write_all(b"error: still booting\n");
-                    let _ = system;
+                    let _ = stream.write_all(b"error: not running services yet\n");
                 }
             });
+            let late = deadline.is_some_and(|d| since.elapsed() >= d);
+            if ended.is_none() && !killed && (late || self.power.is_some()) {
+                self.system
+                    .log(&format!("{name}: still running; killing it"));
+                let _ = self.system.kill(started.pid, SIGKILL);
+                killed = true;
+            }
         }
         let exit = ended.expect("set above");
-        // What the container wrote before it ended is still in the pipe.
-        if let Some(fd) = fd {
+        // What the container wrote before it ended may still be in the pipe.
+        let fds: Vec<i32> = self
+            .logs
+            .iter()
+            .filter(|(_, (_, log))| log.name == name)
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in fds {
             self.drain(fd);
-            let tail = self
-                .logs
-                .remove(&fd)
-                .map(|(_, log)| log.tail())
-                .unwrap_or_default();
-            if !exit.success() {
-                self.system
-                    .log(&format!("{name} failed: {exit}; its last output:"));
-                for line in tail.lines() {
-                    self.system.log(&format!("{name}: {line}"));
-                }
+        }
+        let tail = match self.closed.remove(&name) {
+            Some(log) => log.tail(),
+            None => {
+                let open = self.logs.iter().find(|(_, (_, log))| log.name == name);
+                open.map(|(_, (_, log))| log.tail()).unwrap_or_default()
+            }
+        };
+        if !exit.success() {
+            self.system
+                .log(&format!("{name} failed: {exit}; its last output:"));
+            for line in tail.lines() {
+                self.system.log(&format!("{name}: {line}"));
             }
         }
         self.system.remove(&launch.id);
@@ -650,7 +688,10 @@ impl Loop {
         loop {
             match rustix::io::read(&*pipe, &mut buffer) {
                 Ok(0) => {
-                    self.logs.remove(&fd);
+                    // Kept for its tail (an onboot failure shows it).
+                    if let Some((_, log)) = self.logs.remove(&fd) {
+                        self.closed.insert(log.name.clone(), log);
+                    }
                     return;
                 }
                 Ok(n) => match log.write(&buffer[..n]) {
@@ -668,17 +709,25 @@ impl Loop {
 }
 
 fn read_request(system: &mut Kernel, mut stream: UnixStream) -> Option<(Request, UnixStream)> {
+    // A client gets one second to send its line and to take the answer:
+    // PID 1 serves it in its main loop.
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let deadline = Instant::now() + Duration::from_secs(1);
     let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 4096 {
-        match stream.read(&mut byte) {
-            Ok(1) if byte[0] != b'\n' => line.push(byte[0]),
+    let mut chunk = [0u8; 512];
+    while line.len() < 4096 && !line.contains(&b'\n') {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match stream.read(&mut chunk) {
+            Ok(n) if n > 0 => line.extend_from_slice(&chunk[..n]),
             _ => break,
         }
     }
-    let line = String::from_utf8_lossy(&line).into_owned();
+    let end = line.iter().position(|b| *b == b'\n').unwrap_or(line.len());
+    let line = String::from_utf8_lossy(&line[..end]).into_owned();
     match control::parse(&line) {
         Ok(request) => {
             system.log(&format!("control: {}", line.trim()));
@@ -700,7 +749,7 @@ fn answer(
     let result = match request {
         Request::List => Ok(control::table(&supervisor.status())),
         Request::Start(name) => supervisor.start(&name, now),
-        Request::Stop(name) => supervisor.stop(system, &name),
+        Request::Stop(name) => supervisor.stop(system, &name, now),
         Request::Restart(name) => supervisor.restart(system, &name, now),
         Request::Log(name, lines) => logs::tail_of(Path::new(LOG_DIR), &name, lines)
             .map_err(|e| format!("{LOG_DIR}/{name}.log: {e}")),

@@ -123,7 +123,12 @@ pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
                 continue;
             }
             Some(b'?') => Some(p + 1),
-            Some(b'[') => class(pattern, p, text[t]),
+            Some(b'[') => match class(pattern, p, text[t]) {
+                Some((true, next)) => Some(next),
+                Some((false, _)) => None,
+                // An unterminated bracket is a literal `[`, as in fnmatch.
+                None => (text[t] == b'[').then_some(p + 1),
+            },
             Some(c) if *c == text[t] => Some(p + 1),
             _ => None,
         };
@@ -143,9 +148,10 @@ pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|c| *c == b'*')
 }
 
-/// Matches `c` against the bracket expression at `pattern[start]`; the
-/// position after it when it matches.
-fn class(pattern: &[u8], start: usize, c: u8) -> Option<usize> {
+/// Matches `c` against the bracket expression at `pattern[start]`: whether
+/// it matches and the position after the expression; `None` when the
+/// expression is not terminated.
+fn class(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
     let mut i = start + 1;
     let negate = matches!(pattern.get(i), Some(b'!' | b'^'));
     if negate {
@@ -168,7 +174,7 @@ fn class(pattern: &[u8], start: usize, c: u8) -> Option<usize> {
             i += 1;
         }
     }
-    (matched != negate).then_some(i + 1)
+    Some((matched != negate, i + 1))
 }
 
 /// Loads modules with their dependencies, each file once.
@@ -192,18 +198,41 @@ impl<'a> Loader<'a> {
         if names.is_empty() {
             return Err(format!("no module for {wanted}"));
         }
+        // One module that will not load (a CPU driver on the wrong CPU)
+        // does not keep the others an alias matches from loading.
         let mut count = 0;
+        let mut failures = Vec::new();
         for name in names {
-            for file in self.index.plan(&name)? {
-                if self.loaded.insert(file.clone()) {
-                    system
-                        .load_module(&file)
-                        .map_err(|e| format!("loading {}: {e}", file.display()))?;
-                    count += 1;
+            let plan = match self.index.plan(&name) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    failures.push(e);
+                    continue;
+                }
+            };
+            for file in plan {
+                if !self.loaded.insert(file.clone()) {
+                    continue;
+                }
+                match system.load_module(&file) {
+                    Ok(()) => count += 1,
+                    Err(e) => {
+                        failures.push(format!("loading {}: {e}", file.display()));
+                        break;
+                    }
                 }
             }
         }
-        Ok(count)
+        match failures.len() {
+            0 => Ok(count),
+            _ if count > 0 => {
+                for failure in failures {
+                    system.log(&failure);
+                }
+                Ok(count)
+            }
+            _ => Err(failures.join("; ")),
+        }
     }
 }
 
@@ -325,7 +354,7 @@ alias fs-overlay overlay\n";
         assert!(glob(b"x[0-9a]y", b"x7y") && glob(b"x[0-9a]y", b"xay"));
         assert!(!glob(b"x[!0-9]y", b"x7y") && glob(b"x[!0-9]y", b"xzy"));
         assert!(glob(b"*", b"") && glob(b"**a", b"bba") && !glob(b"*a", b"ab"));
-        assert!(!glob(b"x[", b"x["));
+        assert!(glob(b"x[", b"x[") && !glob(b"x[", b"xa"));
     }
 
     #[test]
@@ -348,6 +377,29 @@ alias fs-overlay overlay\n";
         );
         let err = loader.load(&mut system, "nonesuch").unwrap_err();
         assert_eq!(err, "no module for nonesuch");
+    }
+
+    #[test]
+    fn a_module_that_fails_does_not_stop_the_others() {
+        let index = Index::parse(
+            Path::new("/m"),
+            "a.ko:\nb.ko:\n",
+            "alias cpu:x* a\nalias cpu:x* b\n",
+            "",
+        );
+        let mut system = Fake::default();
+        system.broken.push("/m/a.ko".into());
+        let mut loader = Loader::new(&index);
+        assert_eq!(loader.load(&mut system, "cpu:x86"), Ok(1));
+        assert_eq!(
+            system.calls,
+            [
+                "load /m/a.ko",
+                "load /m/b.ko",
+                "log loading /m/a.ko: No such device"
+            ]
+        );
+        assert!(Loader::new(&index).load(&mut system, "a").is_err());
     }
 
     #[test]

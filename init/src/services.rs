@@ -14,7 +14,13 @@ use contract::Healthcheck;
 use crate::supervise::{Backoff, Exit, Service, State};
 use crate::system::{Launch, Started, System};
 
+const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
+/// How long a service asked to stop gets before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Intervals and periods beyond a day are read as a day: no arithmetic on
+/// times can overflow, whatever a label says.
+const MAX_SECONDS: u64 = 86_400;
 /// The first probe comes this soon after a start, so that services that
 /// depend on a probed one do not wait a whole interval.
 const FIRST_PROBE: Duration = Duration::from_secs(1);
@@ -35,8 +41,8 @@ struct Health {
     started: Option<Instant>,
     failures: u32,
     next: Option<Instant>,
-    /// The pid of a running exec probe.
-    probe: Option<i32>,
+    /// A running exec probe: its pid and when it is given up on.
+    probe: Option<(i32, Instant)>,
 }
 
 /// One supervised service.
@@ -48,6 +54,8 @@ pub struct Unit {
     pub healthcheck: Option<Healthcheck>,
     health: Health,
     want: Want,
+    /// When SIGKILL follows the SIGTERM sent to stop or restart it.
+    kill_at: Option<Instant>,
 }
 
 impl Unit {
@@ -64,7 +72,18 @@ impl Unit {
             healthcheck,
             health: Health::default(),
             want: Want::Run,
+            kill_at: None,
         }
+    }
+
+    /// Asks the running process to end: SIGTERM now, SIGKILL after
+    /// [`STOP_GRACE`].
+    fn terminate(&mut self, system: &mut dyn System, now: Instant) -> Result<(), String> {
+        let Some(pid) = self.service.pid() else {
+            return Ok(());
+        };
+        self.kill_at.get_or_insert(now + STOP_GRACE);
+        system.kill(pid, SIGTERM)
     }
 
     /// Running, and healthy if it is probed.
@@ -97,23 +116,21 @@ impl Supervisor {
     /// probes that are due. Returns what was started, for its output.
     pub fn tick(&mut self, system: &mut dyn System, now: Instant) -> Vec<(String, Started)> {
         let mut started = Vec::new();
+        for unit in &mut self.units {
+            if let (Some(pid), Some(at)) = (unit.service.pid(), unit.kill_at)
+                && now >= at
+            {
+                system.log(&format!(
+                    "{} did not stop within {STOP_GRACE:?}: killing it",
+                    unit.service.name
+                ));
+                let _ = system.kill(pid, SIGKILL);
+                unit.kill_at = None;
+            }
+        }
         for i in 0..self.units.len() {
             let unit = &self.units[i];
-            if unit.want == Want::Stop || !unit.service.due(now) {
-                continue;
-            }
-            let waiting_for: Vec<&str> = unit
-                .depends
-                .iter()
-                .filter(|d| {
-                    self.units
-                        .iter()
-                        .find(|u| u.service.name == **d)
-                        .is_some_and(|u| !u.ready())
-                })
-                .map(String::as_str)
-                .collect();
-            if !waiting_for.is_empty() {
+            if unit.want == Want::Stop || !unit.service.due(now) || self.blocked(i) {
                 continue;
             }
             let unit = &mut self.units[i];
@@ -122,6 +139,7 @@ impl Supervisor {
                     system.log(&format!("started {} (pid {})", unit.service.name, s.pid));
                     unit.service.started(s.pid, now);
                     unit.want = Want::Run;
+                    unit.kill_at = None;
                     unit.health = Health {
                         next: Some(now + FIRST_PROBE),
                         started: Some(now),
@@ -141,20 +159,42 @@ impl Supervisor {
         started
     }
 
+    /// Whether a dependency of unit `i` is not ready yet.
+    fn blocked(&self, i: usize) -> bool {
+        self.units[i].depends.iter().any(|d| {
+            self.units
+                .iter()
+                .find(|u| u.service.name == *d)
+                .is_some_and(|u| !u.ready())
+        })
+    }
+
     fn probe(&mut self, system: &mut dyn System, now: Instant) {
         for i in 0..self.units.len() {
             let unit = &mut self.units[i];
             let Some(check) = unit.healthcheck.clone() else {
                 continue;
             };
+            // A probe that hangs past its time is a failure.
+            if let Some((pid, deadline)) = unit.health.probe
+                && now >= deadline
+            {
+                unit.health.probe = None;
+                let _ = system.kill(pid, SIGKILL);
+                system.log(&format!("{}: health check timed out", unit.service.name));
+                self.record(system, i, false, now);
+                continue;
+            }
+            let unit = &mut self.units[i];
             let due = unit.health.next.is_some_and(|at| now >= at);
             if unit.service.pid().is_none() || unit.health.probe.is_some() || !due {
                 continue;
             }
-            unit.health.next = Some(now + Duration::from_secs(check.interval.max(1)));
+            let interval = Duration::from_secs(check.interval.clamp(1, MAX_SECONDS));
+            unit.health.next = Some(now + interval);
             if let Some(args) = &check.exec {
                 match system.exec(&unit.launch.id, args) {
-                    Ok(pid) => unit.health.probe = Some(pid),
+                    Ok(pid) => unit.health.probe = Some((pid, now + interval)),
                     Err(e) => {
                         system.log(&format!("probing {}: {e}", unit.service.name));
                         self.record(system, i, false, now);
@@ -183,10 +223,8 @@ impl Supervisor {
             unit.health.failures = 0;
             return;
         }
-        let starting = unit
-            .health
-            .started
-            .is_some_and(|at| now < at + Duration::from_secs(check.start_period));
+        let period = Duration::from_secs(check.start_period.min(MAX_SECONDS));
+        let starting = unit.health.started.is_some_and(|at| now < at + period);
         if starting && !unit.health.passed {
             return;
         }
@@ -197,16 +235,17 @@ impl Supervisor {
                 "{} failed {} health checks in a row: restarting it",
                 unit.service.name, unit.health.failures
             ));
-            if let Some(pid) = unit.service.pid() {
-                let _ = system.kill(pid, SIGTERM);
+            if unit.service.pid().is_some() {
                 unit.want = Want::Restart;
+                let _ = unit.terminate(system, now);
             }
         }
     }
 
     /// A reaped pid: returns whether it was a service's or a probe's.
     pub fn exited(&mut self, system: &mut dyn System, pid: i32, exit: Exit, now: Instant) -> bool {
-        if let Some(i) = self.units.iter().position(|u| u.health.probe == Some(pid)) {
+        let probe_of = |u: &Unit| u.health.probe.is_some_and(|(p, _)| p == pid);
+        if let Some(i) = self.units.iter().position(probe_of) {
             self.units[i].health.probe = None;
             if !exit.success() {
                 let name = &self.units[i].service.name;
@@ -227,6 +266,7 @@ impl Supervisor {
         let unit = &mut self.units[i];
         let name = unit.service.name.clone();
         unit.health = Health::default();
+        unit.kill_at = None;
         match unit.want {
             Want::Stop => {
                 unit.service.last_exit = Some(exit);
@@ -256,12 +296,17 @@ impl Supervisor {
             .ok_or_else(|| format!("no service {name:?}"))
     }
 
-    pub fn stop(&mut self, system: &mut dyn System, name: &str) -> Result<String, String> {
+    pub fn stop(
+        &mut self,
+        system: &mut dyn System,
+        name: &str,
+        now: Instant,
+    ) -> Result<String, String> {
         let unit = self.find(name)?;
         unit.want = Want::Stop;
         match unit.service.pid() {
             Some(pid) => {
-                system.kill(pid, SIGTERM)?;
+                unit.terminate(system, now)?;
                 Ok(format!("stopping {name} (pid {pid})"))
             }
             None => {
@@ -293,7 +338,7 @@ impl Supervisor {
         match unit.service.pid() {
             Some(pid) => {
                 unit.want = Want::Restart;
-                system.kill(pid, SIGTERM)?;
+                unit.terminate(system, now)?;
                 Ok(format!("restarting {name} (pid {pid})"))
             }
             None => self.start(name, now),
@@ -342,16 +387,27 @@ impl Supervisor {
         running.into_iter().map(|(_, n, p)| (n, p)).collect()
     }
 
-    /// How long the main loop may sleep before something is due.
+    /// How long the main loop may sleep before something is due. A unit
+    /// waiting for a dependency is not due: what unblocks it (a start, a
+    /// probe's result) wakes the loop itself.
     pub fn next_wake(&self, now: Instant) -> Option<Duration> {
-        self.units
-            .iter()
-            .filter_map(|u| match u.service.state {
-                State::Backoff { at } if u.want != Want::Stop => Some(at),
-                State::Waiting if u.want != Want::Stop => Some(now),
-                State::Running { .. } => u.healthcheck.as_ref().and(u.health.next),
-                _ => None,
+        (0..self.units.len())
+            .flat_map(|i| {
+                let u = &self.units[i];
+                let start = match u.service.state {
+                    _ if u.want == Want::Stop || self.blocked(i) => None,
+                    State::Backoff { at } => Some(at),
+                    State::Waiting => Some(now),
+                    _ => None,
+                };
+                let probe = match u.health.probe {
+                    Some((_, deadline)) => Some(deadline),
+                    None => u.healthcheck.as_ref().and(u.health.next),
+                };
+                let probe = u.service.pid().and(probe);
+                [start, probe, u.service.pid().and(u.kill_at)]
             })
+            .flatten()
             .min()
             .map(|at| at.saturating_duration_since(now))
     }
@@ -511,12 +567,81 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_dependent_does_not_spin_the_loop_and_stubborn_ones_get_killed() {
+        let mut system = Fake::default();
+        let mut db = unit("db", Restart::Never, &[]);
+        db.healthcheck = Some(Healthcheck {
+            exec: None,
+            tcp: Some("127.0.0.1:5432".into()),
+            interval: 5,
+            retries: 3,
+            start_period: 30,
+        });
+        let mut s = Supervisor::new(vec![db, unit("web", Restart::Always, &["db"])]);
+        let t0 = Instant::now();
+        assert_eq!(started(s.tick(&mut system, t0)), [("db".into(), 100)]);
+        // web waits for db's probe: the loop sleeps until then, not zero.
+        assert_eq!(s.next_wake(t0), Some(FIRST_PROBE));
+        system.listening.push("127.0.0.1:5432".into());
+        let t1 = t0 + FIRST_PROBE;
+        assert!(started(s.tick(&mut system, t1)).is_empty());
+        assert_eq!(started(s.tick(&mut system, t1)), [("web".into(), 101)]);
+        assert!(s.exited(&mut system, 100, Exit::Code(0), t1));
+        assert_eq!(s.next_wake(t1), None, "db ended for good; web runs");
+        // web ignores SIGTERM: SIGKILL follows after the grace.
+        s.stop(&mut system, "web", t1).unwrap();
+        assert_eq!(s.next_wake(t1), Some(STOP_GRACE));
+        s.tick(&mut system, t1 + STOP_GRACE);
+        assert!(system.calls.ends_with(&[
+            "log web did not stop within 10s: killing it".to_string(),
+            "kill 101 9".to_string()
+        ]));
+    }
+
+    #[test]
+    fn a_hung_probe_times_out_as_a_failure() {
+        let mut system = Fake::default();
+        let mut db = unit("db", Restart::Always, &[]);
+        db.healthcheck = Some(Healthcheck {
+            exec: Some(vec!["check".into()]),
+            tcp: None,
+            interval: 2,
+            retries: 1,
+            start_period: 0,
+        });
+        let mut s = Supervisor::new(vec![db]);
+        let t0 = Instant::now();
+        s.tick(&mut system, t0);
+        let t1 = t0 + FIRST_PROBE;
+        s.tick(&mut system, t1);
+        assert_eq!(s.next_wake(t1), Some(Duration::from_secs(2)));
+        s.tick(&mut system, t1 + Duration::from_secs(2));
+        assert!(
+            system.calls.contains(&"kill 101 9".to_string()),
+            "{:?}",
+            system.calls
+        );
+        assert!(
+            system
+                .calls
+                .contains(&"log db: health check timed out".to_string())
+        );
+        assert!(
+            system.calls.contains(&"kill 100 15".to_string()),
+            "restarted"
+        );
+    }
+
+    #[test]
     fn stop_start_and_restart_on_request() {
         let mut system = Fake::default();
         let mut s = Supervisor::new(vec![unit("a", Restart::Always, &[])]);
         let t0 = Instant::now();
         s.tick(&mut system, t0);
-        assert_eq!(s.stop(&mut system, "a"), Ok("stopping a (pid 100)".into()));
+        assert_eq!(
+            s.stop(&mut system, "a", t0),
+            Ok("stopping a (pid 100)".into())
+        );
         assert_eq!(s.status()[0].state, "stopping");
         s.exited(&mut system, 100, Exit::Signal(15), t0);
         assert_eq!(s.status()[0].state, "stopped");
@@ -531,6 +656,6 @@ mod tests {
         assert_eq!(started(s.tick(&mut system, t0)), [("a".into(), 102)]);
         assert_eq!(s.status()[0].restarts, 2);
         assert_eq!(s.running(), [("a".to_string(), 102)]);
-        assert_eq!(s.stop(&mut system, "b"), Err("no service \"b\"".into()));
+        assert_eq!(s.stop(&mut system, "b", t0), Err("no service \"b\"".into()));
     }
 }

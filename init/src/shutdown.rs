@@ -36,6 +36,15 @@ pub fn shutdown(
     }
     let deadline = system.now() + Duration::from_secs(1);
     wait(system, &mut alive, deadline);
+    // What is left (a service's other processes, probes, orphans): TERM,
+    // a moment, KILL; then reap what ended.
+    if system.kill_all(SIGTERM) > 0 {
+        let deadline = system.now() + Duration::from_secs(1);
+        drain(system, deadline);
+        system.kill_all(SIGKILL);
+        let deadline = system.now() + Duration::from_millis(500);
+        drain(system, deadline);
+    }
     system.sync();
     for target in mounts.iter().rev() {
         if let Err(e) = system.unmount(target) {
@@ -44,6 +53,17 @@ pub fn shutdown(
     }
     system.sync();
     system.power(power);
+}
+
+/// Reaps whatever ends until `deadline`.
+fn drain(system: &mut dyn System, deadline: std::time::Instant) {
+    loop {
+        let now = system.now();
+        if now >= deadline {
+            return;
+        }
+        let _ = system.reap(deadline - now);
+    }
 }
 
 /// Reaps until every process in `alive` has ended or `deadline` passes.
@@ -98,6 +118,7 @@ mod tests {
                 "log sshd ended: exit status 0",
                 "log stubborn did not stop within 5s: killing it",
                 "kill 11 9",
+                "kill all 15",
                 "sync",
                 "unmount /var",
                 "log unmounting /var: /var: busy",
@@ -118,6 +139,9 @@ mod tests {
             &[],
             Power::Reboot,
         );
-        assert_eq!(system.calls, ["sync", "sync", "power Reboot"]);
+        assert_eq!(
+            system.calls,
+            ["kill all 15", "sync", "sync", "power Reboot"]
+        );
     }
 }

@@ -62,6 +62,9 @@ pub trait System {
     /// Detaches lazily when busy.
     fn unmount(&mut self, target: &str) -> Result<(), String>;
     fn kill(&mut self, pid: i32, signal: i32) -> Result<(), String>;
+    /// Signals every process but PID 1 and kernel threads; returns how
+    /// many were signalled.
+    fn kill_all(&mut self, signal: i32) -> usize;
     /// Reaps one ended child, waiting at most `timeout`.
     fn reap(&mut self, timeout: Duration) -> Option<(i32, Exit)>;
     fn now(&mut self) -> Instant;
@@ -78,7 +81,7 @@ pub struct Fake {
     pub exits: VecDeque<(Duration, i32, Exit)>,
     /// Targets whose unmount fails (busy).
     pub busy: Vec<String>,
-    /// Container ids whose start fails.
+    /// Container ids whose start fails, module files whose load fails.
     pub broken: Vec<String>,
     /// Addresses that accept connections.
     pub listening: Vec<String>,
@@ -115,7 +118,10 @@ impl System for Fake {
 
     fn load_module(&mut self, path: &Path) -> Result<(), String> {
         self.calls.push(format!("load {}", path.display()));
-        Ok(())
+        match self.broken.iter().any(|b| Path::new(b) == path) {
+            true => Err("No such device".into()),
+            false => Ok(()),
+        }
     }
 
     fn start(&mut self, launch: &Launch) -> Result<Started, String> {
@@ -157,6 +163,11 @@ impl System for Fake {
     fn kill(&mut self, pid: i32, signal: i32) -> Result<(), String> {
         self.calls.push(format!("kill {pid} {signal}"));
         Ok(())
+    }
+
+    fn kill_all(&mut self, signal: i32) -> usize {
+        self.calls.push(format!("kill all {signal}"));
+        0
     }
 
     fn reap(&mut self, timeout: Duration) -> Option<(i32, Exit)> {

@@ -239,6 +239,7 @@ pub fn validate(definition: &Definition) -> Result<(), SpecError> {
             );
         }
     }
+    check_dependency_cycles(&mut problems, &definition.services);
     for (i, file) in definition.files.iter().enumerate() {
         check_file(&mut problems, file, &format!("files[{i}]"), &names);
     }
@@ -344,6 +345,20 @@ fn check_supervision(
                 "a health check needs exactly one of exec or tcp".into(),
             );
         }
+        if !(1..=86_400).contains(&check.interval) || check.start_period > 86_400 {
+            problems.at(
+                name,
+                format!("{path}.healthcheck"),
+                "interval must be 1 to 86400 seconds and start_period at most 86400".into(),
+            );
+        }
+        if check.retries == 0 {
+            problems.at(
+                name,
+                format!("{path}.healthcheck.retries"),
+                "retries must be at least 1".into(),
+            );
+        }
         if check.exec.as_ref().is_some_and(|e| e.is_empty()) {
             problems.at(
                 name,
@@ -359,6 +374,45 @@ fn check_supervision(
                 format!("{path}.healthcheck.tcp"),
                 format!("{address:?} is not an IP address and port (HOST:PORT)"),
             );
+        }
+    }
+}
+
+/// Services that depend on each other in a ring would never start.
+fn check_dependency_cycles(problems: &mut Problems, services: &[Image]) {
+    let depends = |name: &str| -> Vec<String> {
+        services
+            .iter()
+            .find(|s| s.name.as_ref().is_some_and(|n| n.as_str() == name))
+            .and_then(|s| s.runtime.as_ref()?.depends.clone())
+            .unwrap_or_default()
+    };
+    for (i, service) in services.iter().enumerate() {
+        let Some(name) = &service.name else { continue };
+        // Walk the dependencies; coming back to `name` is a cycle.
+        let mut seen = vec![name.as_str().to_string()];
+        // (A direct dependency on itself is reported on its own.)
+        let mut stack: Vec<String> = depends(name)
+            .into_iter()
+            .filter(|d| d != name.as_str())
+            .collect();
+        while let Some(next) = stack.pop() {
+            if next == name.as_str() {
+                problems.at(
+                    name,
+                    format!("services[{i}].runtime.depends"),
+                    format!(
+                        "{:?} depends on itself through {}",
+                        name.value,
+                        seen[1..].join(" -> ")
+                    ),
+                );
+                break;
+            }
+            if !seen.contains(&next) {
+                stack.extend(depends(&next));
+                seen.push(next);
+            }
         }
     }
 }
@@ -799,6 +853,15 @@ mod tests {
         assert!(
             found[2].contains("healthcheck.tcp: \"localhost:80\" is not an IP address"),
             "{found:#?}"
+        );
+        let ring = problems(
+            "services:\n  - {name: a, image: x, runtime: {depends: [b]}}\n  - {name: b, image: x, runtime: {depends: [a], healthcheck: {tcp: \"127.0.0.1:1\", interval: 0}}}\n",
+        );
+        assert_eq!(ring.len(), 3, "{ring:#?}");
+        assert!(ring[0].contains("interval must be"), "{ring:#?}");
+        assert!(
+            ring[1].contains("\"a\" depends on itself through b"),
+            "{ring:#?}"
         );
         let err = parse(
             "services:\n  - name: s\n    image: a\n    runtime:\n      restart: sometimes\n",
