@@ -579,8 +579,13 @@ impl Loop {
                     let _ = stream.write_all(b"error: not running services yet\n");
                 }
             });
-            let late = deadline.is_some_and(|d| since.elapsed() >= d);
-            if ended.is_none() && !killed && (late || self.power.is_some()) {
+            // Onshutdown containers get the grace period; an onboot one runs
+            // until it ends, unless a shutdown is asked for meanwhile.
+            let give_up = match deadline {
+                Some(limit) => since.elapsed() >= limit,
+                None => self.power.is_some(),
+            };
+            if ended.is_none() && !killed && give_up {
                 self.system
                     .log(&format!("{name}: still running; killing it"));
                 let _ = self.system.kill(started.pid, SIGKILL);

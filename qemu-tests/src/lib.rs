@@ -507,12 +507,29 @@ fn send_monitor(socket: Option<&Path>, command: &str) -> Result<()> {
     let socket = socket.context("the machine has no monitor socket")?;
     let mut stream = std::os::unix::net::UnixStream::connect(socket)
         .with_context(|| format!("connecting to {}", socket.display()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    // The greeting first, then the command; the answer is not needed.
-    let mut greeting = [0u8; 512];
-    let _ = stream.read(&mut greeting);
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    // Wait for the prompt, send the command, and stay until the monitor
+    // has read it and prompted again: a connection closed before that may
+    // lose the command.
+    let read_until_prompt = |stream: &mut std::os::unix::net::UnixStream, after: usize| {
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 512];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+                Err(_) => {}
+            }
+            let text = String::from_utf8_lossy(&seen);
+            if text.matches("(qemu)").count() > after {
+                break;
+            }
+        }
+    };
+    read_until_prompt(&mut stream, 0);
     stream.write_all(format!("{command}\n").as_bytes())?;
-    let _ = stream.read(&mut greeting);
+    read_until_prompt(&mut stream, 0);
     Ok(())
 }
 
