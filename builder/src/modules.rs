@@ -186,34 +186,7 @@ pub fn alias(modules: &[Module]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal relocatable ELF with a `.modinfo` section.
-    fn elf(modinfo: &[u8]) -> Vec<u8> {
-        let names = b"\0.shstrtab\0.modinfo\0";
-        let mut out = vec![0u8; 64];
-        out[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        let names_at = out.len();
-        out.extend_from_slice(names);
-        let info_at = out.len();
-        out.extend_from_slice(modinfo);
-        let shoff = out.len();
-        out[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
-        out[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
-        out[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
-        out[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
-        for (name, offset, size) in [
-            (0u32, 0usize, 0usize),
-            (1, names_at, names.len()),
-            (11, info_at, modinfo.len()),
-        ] {
-            let mut header = vec![0u8; 64];
-            header[..4].copy_from_slice(&name.to_le_bytes());
-            header[0x18..0x20].copy_from_slice(&(offset as u64).to_le_bytes());
-            header[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
-            out.extend_from_slice(&header);
-        }
-        out
-    }
+    use fixtures::elf_module as elf;
 
     #[test]
     fn modinfo_gives_dependencies_and_aliases() {

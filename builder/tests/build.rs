@@ -72,9 +72,16 @@ fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
     // Kernel and modules.
     assert_eq!(find("boot/kernel").unwrap().2, b"not really a kernel");
     assert_eq!(find("boot/cmdline").unwrap().2, b"console=ttyS0");
+    let module = fixtures::elf_module(b"depends=\0alias=pci:v00001AF4d*\0");
+    assert_eq!(find("lib/modules/6.1.0/kernel/a.ko").unwrap().2, module);
+    // The kernel image has no depmod index: the builder makes one.
     assert_eq!(
-        find("lib/modules/6.1.0/kernel/a.ko").unwrap().2,
-        b"module a"
+        find("lib/modules/6.1.0/modules.dep").unwrap().2,
+        b"kernel/a.ko:\n"
+    );
+    assert_eq!(
+        find("lib/modules/6.1.0/modules.alias").unwrap().2,
+        b"alias pci:v00001AF4d* a\n"
     );
     assert!(find("System.map").is_none());
     // files:

@@ -18,8 +18,11 @@ pub fn small_cache(dir: &Path) -> PathBuf {
     let cache = dir.join("cache");
     let layout = Layout::create(&cache).unwrap();
     let mut modules = tar::Builder::new(Vec::new());
-    {
-        let (path, data) = ("lib/modules/6.1.0/kernel/a.ko", &b"module a"[..]);
+    let module = fixtures::elf_module(b"depends=\0alias=pci:v00001AF4d*\0");
+    for (path, data) in [
+        ("lib/modules/6.1.0/kernel/a.ko", &module[..]),
+        ("lib/modules/6.1.0/modules.builtin", &b"kernel/b.ko\n"[..]),
+    ] {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
