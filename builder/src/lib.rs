@@ -15,6 +15,7 @@ pub mod flatten;
 pub mod lock;
 pub mod modules;
 pub mod outputs;
+pub mod pkg;
 pub mod plan;
 pub mod reference;
 pub mod registry;

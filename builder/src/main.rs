@@ -139,6 +139,27 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Build system images without Docker (DIR/build.yml).
+    Pkg {
+        #[command(flatten)]
+        sources: Sources,
+        #[command(subcommand)]
+        command: PkgCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkgCommand {
+    /// Build the image into the cache, tagged with the hash of its inputs.
+    #[command(after_help = "Example:\n  berth pkg build images/getty")]
+    Build {
+        dir: PathBuf,
+        /// Also push it to its registry.
+        #[arg(long)]
+        push: bool,
+    },
+    /// Print the reference the image gets (REPOSITORY:TAG).
+    ShowTag { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -238,6 +259,47 @@ fn load(files: &[String]) -> Result<Definition> {
     Ok(definition)
 }
 
+fn pkg_command(sources: &Sources, command: PkgCommand) -> Result<()> {
+    let dir = match &command {
+        PkgCommand::Build { dir, .. } | PkgCommand::ShowTag { dir } => dir.clone(),
+    };
+    let workspace = builder::pkg::workspace_of(&dir);
+    let package = builder::pkg::Package::resolve(&dir, &workspace)?;
+    match command {
+        PkgCommand::ShowTag { .. } => println!("{}", package.reference()?),
+        PkgCommand::Build { push, .. } => {
+            let cache = Cache::open(sources.cache_dir())?;
+            let _in_use = cache.use_lock()?;
+            let epoch = source_date_epoch()?.unwrap_or(builder::entry::DEFAULT_MTIME);
+            let debs = sources.cache_dir().join("debs");
+            let (reference, digest) = package.build(&cache, &debs, epoch)?;
+            println!("{reference} {digest}");
+            if push {
+                if sources.offline() {
+                    bail!("--push needs the network, but berth is offline");
+                }
+                let Reference::Registry(destination) = Reference::parse(&reference)? else {
+                    bail!("{reference}: not an image in a registry");
+                };
+                let pushed = sources.remote()?.push(&cache, &reference, &destination)?;
+                println!("pushed {destination} {pushed}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.parse::<u64>().with_context(|| {
+                format!("SOURCE_DATE_EPOCH {v:?} is not a number of seconds")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn default_name(first: &str) -> String {
     if first == "-" {
         // LinuxKit's name for a definition read from standard input.
@@ -258,6 +320,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Cache { sources, command } => cache_command(&sources, command),
+        Command::Pkg { sources, command } => pkg_command(&sources, command),
         Command::Build {
             sources,
             pull,
@@ -271,17 +334,12 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             formats.sort();
             formats.dedup();
-            let definition = load(&files)?;
+            let mut definition = load(&files)?;
             let name = name.unwrap_or_else(|| default_name(&files[0]));
             if name.is_empty() || name.contains('/') {
                 bail!("--name {name:?}: a name must be non-empty and contain no '/'");
             }
-            let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(v) if !v.is_empty() => Some(v.parse::<u64>().with_context(|| {
-                    format!("SOURCE_DATE_EPOCH {v:?} is not a number of seconds")
-                })?),
-                _ => None,
-            };
+            let source_date_epoch = source_date_epoch()?;
             let lock = match lock {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -292,6 +350,14 @@ fn run(cli: Cli) -> Result<()> {
             };
             let store = sources.source(pull)?;
             let _in_use = store.cache.use_lock()?;
+            // `@pkg:` images: built into the cache first when missing.
+            let epoch = source_date_epoch.unwrap_or(builder::entry::DEFAULT_MTIME);
+            let debs = sources.cache_dir().join("debs");
+            for built in
+                builder::pkg::resolve_templates(&mut definition, &store.cache, &debs, epoch)?
+            {
+                eprintln!("built {built}");
+            }
             let options = BuildOptions {
                 name,
                 output_dir: output,

@@ -27,7 +27,7 @@ pub enum PlanError {
         source: StoreError,
     },
     #[error(
-        "{position}: image {reference}: @pkg: references need `berth pkg build`, which this version of berth does not have yet"
+        "{position}: image {reference}: @pkg: references are resolved by `berth build` before planning"
     )]
     Package { position: String, reference: String },
     #[error(transparent)]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use located::{Located, Origin};
 pub use parse::{Problem, SpecError};
-pub use parse::{parse, parse_label};
+pub use parse::{parse, parse_as, parse_label};
 pub use validate::{
     Bind, CAPABILITIES, RLIMITS, Rlimit, bind, capability, check_label, mode, rlimit, validate,
 };
@@ -318,6 +318,23 @@ impl Definition {
     }
 
     /// Every image reference the definition names, with where it is named.
+    /// Every image reference, to rewrite in place (`@pkg:` templates).
+    pub fn image_references_mut(&mut self) -> Vec<&mut Located<String>> {
+        let kernel = self.kernel.iter_mut().filter_map(|k| k.image.as_mut());
+        let entries = self
+            .onboot
+            .iter_mut()
+            .chain(self.onshutdown.iter_mut())
+            .chain(self.services.iter_mut())
+            .filter_map(|i| i.image.as_mut());
+        let volumes = self.volumes.iter_mut().filter_map(|v| v.image.as_mut());
+        kernel
+            .chain(self.init.iter_mut())
+            .chain(entries)
+            .chain(volumes)
+            .collect()
+    }
+
     pub fn image_references(&self) -> Vec<&Located<String>> {
         let kernel = self.kernel.iter().filter_map(|k| k.image.as_ref());
         let entries = self

@@ -104,6 +104,13 @@ fn unknown_keys(
 
 /// Parses the JSON of an image's `org.mobyproject.config` label.
 /// JSON is YAML, so the same parser gives the same errors with positions.
+/// Any other YAML file of berth's (a package's `build.yml`), with the same
+/// errors: file, line, column and key path; unknown keys refused by the
+/// type.
+pub fn parse_as<T: DeserializeOwned>(text: &str, origin: &Origin) -> Result<T, SpecError> {
+    deserialize::<T>(text, origin).map(|(value, _)| value)
+}
+
 pub fn parse_label(text: &str, image: &str) -> Result<Image, SpecError> {
     let origin: Origin = format!("label org.mobyproject.config of {image}").into();
     if is_blank(text) {

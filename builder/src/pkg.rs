@@ -1,0 +1,761 @@
+//! `berth pkg build DIR`: a system image made without Docker, from Debian
+//! packages (unpacked as distroless images are: the package and its
+//! dependency closure, `dpkg-deb`, no maintainer scripts), static binaries
+//! built in this workspace, and files from `DIR`.
+//!
+//! `DIR/build.yml` says what goes in; the image is tagged with a hash of
+//! every input (the file itself, each package's version and checksum, each
+//! binary's and file's bytes), so the same inputs give the same tag, and
+//! the image's bytes are the same too: entries sorted, times fixed, owners
+//! from the packages or root.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use crate::entry::Sink as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::cache::{Cache, Named};
+use crate::entry::{self, Entry, Kind};
+use crate::outputs::tar::TarWriter;
+use crate::reference::Reference;
+use crate::spec::{self, Origin};
+
+/// `build.yml`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildFile {
+    /// The repository, as in LinuxKit's `build.yml` (`berth/getty`).
+    pub image: String,
+    /// Debian packages; their dependencies come along.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Static binaries built from this workspace.
+    #[serde(default)]
+    pub binaries: Vec<Binary>,
+    /// Files and directories from the package directory.
+    #[serde(default)]
+    pub files: Vec<PkgFile>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// The `org.mobyproject.config` label, in LinuxKit's format.
+    #[serde(default)]
+    pub config: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binary {
+    /// The workspace package and binary (`init`).
+    pub package: String,
+    #[serde(default)]
+    pub binary: Option<String>,
+    /// Where it goes in the image (`/sbin/init`).
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkgFile {
+    /// Where it goes in the image.
+    pub path: String,
+    /// A file or directory under the package directory.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Inline contents.
+    #[serde(default)]
+    pub contents: Option<String>,
+    /// A symbolic link to this target.
+    #[serde(default)]
+    pub symlink: Option<String>,
+    /// An empty directory.
+    #[serde(default)]
+    pub directory: bool,
+    /// Octal; default 0644 for files (or the source's), 0755 for directories.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkgError {
+    #[error("{0}")]
+    Spec(#[from] spec::SpecError),
+    #[error("{path}: {message}")]
+    Input { path: String, message: String },
+    #[error("Debian package {package}: {message}")]
+    Debian { package: String, message: String },
+    #[error("building {binary}: {message}")]
+    Binary { binary: String, message: String },
+    #[error("{0}")]
+    Cache(#[from] crate::cache::CacheError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// A package directory, read and with its inputs resolved.
+pub struct Package {
+    pub dir: PathBuf,
+    pub build: BuildFile,
+    /// name → (version, SHA256 of the .deb), the whole closure.
+    pub debs: BTreeMap<String, (String, String)>,
+    /// path in the image → built binary.
+    pub binaries: BTreeMap<String, PathBuf>,
+    /// The workspace the binaries come from.
+    workspace: PathBuf,
+}
+
+/// The cargo workspace that holds `dir` (for `binaries:`): the nearest
+/// ancestor whose Cargo.toml has a `[workspace]`, else the current directory.
+pub fn workspace_of(dir: &Path) -> PathBuf {
+    let start = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    start
+        .ancestors()
+        .find(|a| {
+            std::fs::read_to_string(a.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
+        })
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn read_build_file(dir: &Path) -> Result<BuildFile, PkgError> {
+    let path = dir.join("build.yml");
+    let text = std::fs::read_to_string(&path).map_err(|e| PkgError::Input {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let origin = Origin::from(path.display().to_string().as_str());
+    let build: BuildFile = spec::parse_as(&text, &origin)?;
+    let bad = |message: String| PkgError::Input {
+        path: path.display().to_string(),
+        message,
+    };
+    Reference::parse(&build.image).map_err(|e| bad(format!("image: {e}")))?;
+    if build.image.contains(':') || build.image.contains('@') {
+        return Err(bad(format!(
+            "image: {:?} names a repository only; the tag is the hash of the inputs",
+            build.image
+        )));
+    }
+    for (i, file) in build.files.iter().enumerate() {
+        let kinds = [
+            file.source.is_some(),
+            file.contents.is_some(),
+            file.symlink.is_some(),
+            file.directory,
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(bad(format!(
+                "files[{i}] ({}): give exactly one of source, contents, symlink, directory",
+                file.path
+            )));
+        }
+        if let Some(mode) = &file.mode {
+            spec::mode(mode).map_err(|e| bad(format!("files[{i}].mode: {e}")))?;
+        }
+    }
+    if let Some(config) = &build.config {
+        let label = serde_json::to_string(config).map_err(|e| bad(e.to_string()))?;
+        let image = spec::parse_label(&label, &build.image)?;
+        spec::check_label(&image, &build.image)?;
+    }
+    Ok(build)
+}
+
+impl Package {
+    /// Reads `dir/build.yml` and resolves its inputs: the Debian packages'
+    /// versions (from the apt sources of this machine) and the binaries
+    /// (built).
+    pub fn resolve(dir: &Path, workspace: &Path) -> Result<Package, PkgError> {
+        let build = read_build_file(dir)?;
+        let debs = debian_closure(&build.packages)?;
+        let mut binaries = BTreeMap::new();
+        for binary in &build.binaries {
+            binaries.insert(clean(&binary.path)?, build_binary(workspace, binary)?);
+        }
+        Ok(Package {
+            dir: dir.to_path_buf(),
+            build,
+            debs,
+            binaries,
+            workspace: workspace.to_path_buf(),
+        })
+    }
+
+    /// The tag: a hash of every input.
+    pub fn tag(&self) -> Result<String, PkgError> {
+        let mut hash = Sha256::new();
+        let build = serde_json::to_vec(&self.build).map_err(io::Error::other)?;
+        hash.update(&build);
+        for (name, (version, sha)) in &self.debs {
+            hash.update(format!("\0deb {name} {version} {sha}").as_bytes());
+        }
+        for (path, binary) in &self.binaries {
+            hash.update(format!("\0bin {path} ").as_bytes());
+            hash.update(std::fs::read(binary)?);
+        }
+        for file in &self.build.files {
+            if let Some(source) = &file.source {
+                for (rel, path) in walk(&self.dir.join(source))? {
+                    hash.update(format!("\0file {} {rel} ", file.path).as_bytes());
+                    let meta = std::fs::symlink_metadata(&path)?;
+                    if meta.is_file() {
+                        hash.update(std::fs::read(&path)?);
+                    } else if meta.file_type().is_symlink() {
+                        hash.update(std::fs::read_link(&path)?.to_string_lossy().as_bytes());
+                    }
+                    use std::os::unix::fs::PermissionsExt;
+                    hash.update(format!(" {:o}", meta.permissions().mode() & 0o7777).as_bytes());
+                }
+            }
+        }
+        let _ = &self.workspace;
+        Ok(hex(&hash.finalize())[..20].to_string())
+    }
+
+    /// The full reference the image is tagged with.
+    pub fn reference(&self) -> Result<String, PkgError> {
+        let tag = self.tag()?;
+        let parsed = Reference::parse(&format!("{}:{tag}", self.build.image)).map_err(|e| {
+            PkgError::Input {
+                path: self.dir.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(parsed.to_string())
+    }
+
+    /// Builds the image into `cache`; returns its reference and manifest
+    /// digest.
+    pub fn build(
+        &self,
+        cache: &Cache,
+        debs_dir: &Path,
+        epoch: u64,
+    ) -> Result<(String, String), PkgError> {
+        let reference = self.reference()?;
+        let mut tree: BTreeMap<String, (Entry, Data)> = BTreeMap::new();
+        // Packages first, in name order; then binaries; then files: later
+        // ones replace earlier ones at the same path.
+        for (name, (version, sha)) in &self.debs {
+            let deb = download(name, version, sha, debs_dir)?;
+            unpack(&deb, &mut tree).map_err(|e| PkgError::Debian {
+                package: name.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        for (path, binary) in &self.binaries {
+            let size = std::fs::metadata(binary)?.len();
+            let entry = Entry::file(path, 0o755, size, epoch);
+            tree.insert(path.clone(), (entry, Data::Host(binary.clone())));
+        }
+        for file in &self.build.files {
+            self.add_file(file, &mut tree, epoch)?;
+        }
+        let packages: Vec<String> = self
+            .debs
+            .iter()
+            .map(|(n, (v, _))| format!("{n}={v}"))
+            .collect();
+        let layer = layer(&mut tree, epoch)?;
+        let (digest, size) = self.store(cache, &layer, &packages)?;
+        cache.tag(&Named {
+            name: reference.clone(),
+            digest: digest.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size,
+        })?;
+        Ok((reference, digest))
+    }
+
+    fn add_file(
+        &self,
+        file: &PkgFile,
+        tree: &mut BTreeMap<String, (Entry, Data)>,
+        epoch: u64,
+    ) -> Result<(), PkgError> {
+        let path = clean(&file.path)?;
+        let mode = file
+            .mode
+            .as_deref()
+            .map(spec::mode)
+            .transpose()
+            .map_err(|e| PkgError::Input {
+                path: file.path.clone(),
+                message: e,
+            })?;
+        if let Some(contents) = &file.contents {
+            let entry = Entry::file(&path, mode.unwrap_or(0o644), contents.len() as u64, epoch);
+            tree.insert(path, (entry, Data::Bytes(contents.clone().into_bytes())));
+        } else if let Some(target) = &file.symlink {
+            tree.insert(
+                path.clone(),
+                (Entry::symlink(path, target, epoch), Data::None),
+            );
+        } else if file.directory {
+            tree.insert(
+                path.clone(),
+                (
+                    Entry::directory(&path, mode.unwrap_or(0o755), epoch),
+                    Data::None,
+                ),
+            );
+        } else if let Some(source) = &file.source {
+            use std::os::unix::fs::PermissionsExt;
+            let root = self.dir.join(source);
+            for (rel, host) in walk(&root)? {
+                let at = match (path.is_empty(), rel.is_empty()) {
+                    (_, true) => path.clone(),
+                    (true, false) => rel.clone(),
+                    (false, false) => format!("{path}/{rel}"),
+                };
+                // The image's root itself is no entry.
+                if at.is_empty() {
+                    continue;
+                }
+                let meta = std::fs::symlink_metadata(&host)?;
+                let own = meta.permissions().mode() & 0o7777;
+                let entry = if meta.is_dir() {
+                    Entry::directory(&at, mode.filter(|_| rel.is_empty()).unwrap_or(own), epoch)
+                } else if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&host)?.to_string_lossy().into_owned();
+                    Entry::symlink(at.clone(), &target, epoch)
+                } else {
+                    Entry::file(&at, mode.unwrap_or(own), meta.len(), epoch)
+                };
+                let data = if meta.is_file() {
+                    Data::Host(host)
+                } else {
+                    Data::None
+                };
+                tree.insert(at, (entry, data));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the layer, config and manifest blobs; returns the manifest's
+    /// digest and size.
+    fn store(
+        &self,
+        cache: &Cache,
+        layer: &Layer,
+        packages: &[String],
+    ) -> Result<(String, u64), PkgError> {
+        let mut labels = serde_json::Map::new();
+        if let Some(config) = &self.build.config {
+            labels.insert(
+                crate::plan::LABEL.into(),
+                json!(serde_json::to_string(config).map_err(io::Error::other)?),
+            );
+        }
+        if !packages.is_empty() {
+            labels.insert(
+                "org.berth.debian.packages".into(),
+                json!(packages.join(" ")),
+            );
+        }
+        let b = &self.build;
+        let mut config = serde_json::Map::new();
+        if let Some(v) = &b.entrypoint {
+            config.insert("Entrypoint".into(), json!(v));
+        }
+        if let Some(v) = &b.cmd {
+            config.insert("Cmd".into(), json!(v));
+        }
+        config.insert(
+            "Env".into(),
+            json!(b.env.clone().unwrap_or_else(|| vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            ])),
+        );
+        if let Some(v) = &b.workdir {
+            config.insert("WorkingDir".into(), json!(v));
+        }
+        if !labels.is_empty() {
+            config.insert("Labels".into(), Value::Object(labels));
+        }
+        let image_config = json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        });
+        let config_bytes = serde_json::to_vec(&image_config).map_err(io::Error::other)?;
+        let config_digest = format!("sha256:{}", hex(&Sha256::digest(&config_bytes)));
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config_bytes.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": layer.digest,
+                "size": layer.bytes.len(),
+            }],
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+        let manifest_digest = format!("sha256:{}", hex(&Sha256::digest(&manifest_bytes)));
+        cache.write_blob(&layer.digest, &layer.bytes)?;
+        cache.write_blob(&config_digest, &config_bytes)?;
+        cache.write_blob(&manifest_digest, &manifest_bytes)?;
+        Ok((manifest_digest, manifest_bytes.len() as u64))
+    }
+}
+
+enum Data {
+    None,
+    Bytes(Vec<u8>),
+    Host(PathBuf),
+}
+
+struct Layer {
+    bytes: Vec<u8>,
+    digest: String,
+    diff_id: String,
+}
+
+/// The tar of `tree` (missing parents added), gzip-compressed.
+fn layer(tree: &mut BTreeMap<String, (Entry, Data)>, epoch: u64) -> Result<Layer, PkgError> {
+    let paths: Vec<String> = tree.keys().cloned().collect();
+    for path in paths {
+        for parent in entry::ancestors(&path)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+        {
+            tree.entry(parent.clone())
+                .or_insert_with(|| (Entry::directory(&parent, 0o755, epoch), Data::None));
+        }
+    }
+    tree.remove("");
+    let mut tar = TarWriter::new(Vec::new());
+    for (entry, data) in tree.values_mut() {
+        entry.mtime = entry.mtime.min(epoch);
+        match data {
+            Data::None => entry::copy_entry(&mut tar, entry, &mut io::empty())?,
+            Data::Bytes(bytes) => entry::copy_entry(&mut tar, entry, &mut &bytes[..])?,
+            Data::Host(path) => {
+                let mut file = std::fs::File::open(&*path)?;
+                entry::copy_entry(&mut tar, entry, &mut file)?;
+            }
+        }
+    }
+    tar.finish()?;
+    let plain = tar.into_inner();
+    let diff_id = format!("sha256:{}", hex(&Sha256::digest(&plain)));
+    let mut bytes = Vec::new();
+    {
+        use crate::outputs::compress::{Compression, encoder};
+        let mut gz = encoder(Compression::Gzip, &mut bytes)?;
+        gz.write_all(&plain)?;
+        gz.finish()?;
+    }
+    let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
+    Ok(Layer {
+        bytes,
+        digest,
+        diff_id,
+    })
+}
+
+/// `path` relative to the image root, checked.
+fn clean(path: &str) -> Result<String, PkgError> {
+    entry::clean_path(path).map_err(|reason| PkgError::Input {
+        path: path.to_string(),
+        message: reason.to_string(),
+    })
+}
+
+/// Every entry under `root` (itself as ""), sorted, not following links.
+fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>, PkgError> {
+    let meta = std::fs::symlink_metadata(root).map_err(|e| PkgError::Input {
+        path: root.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut out = vec![(String::new(), root.to_path_buf())];
+    if !meta.is_dir() {
+        return Ok(out);
+    }
+    let mut stack = vec![(String::new(), root.to_path_buf())];
+    while let Some((rel, dir)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if entry.file_type()?.is_dir() {
+                stack.push((rel.clone(), entry.path()));
+            }
+            out.push((rel, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn run(command: &mut Command, what: &str) -> Result<String, String> {
+    let output = command
+        .output()
+        .map_err(|e| format!("{what}: {e} (is it installed?)"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The packages and everything they depend on (Depends and Pre-Depends,
+/// not Recommends), each with the version apt would install and its
+/// checksum.
+fn debian_closure(packages: &[String]) -> Result<BTreeMap<String, (String, String)>, PkgError> {
+    let mut out = BTreeMap::new();
+    if packages.is_empty() {
+        return Ok(out);
+    }
+    let listing = run(
+        Command::new("apt-cache")
+            .args([
+                "depends",
+                "--recurse",
+                "--no-recommends",
+                "--no-suggests",
+                "--no-conflicts",
+                "--no-breaks",
+                "--no-replaces",
+                "--no-enhances",
+            ])
+            .args(packages),
+        "apt-cache depends",
+    )
+    .map_err(|message| PkgError::Debian {
+        package: packages.join(" "),
+        message,
+    })?;
+    let names: std::collections::BTreeSet<String> = listing
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('<') && !l.is_empty())
+        .map(|l| l.trim().split(':').next().unwrap_or_default().to_string())
+        .collect();
+    for name in names {
+        let show = run(
+            Command::new("apt-cache").args(["show", "--no-all-versions", &name]),
+            "apt-cache show",
+        )
+        .map_err(|message| PkgError::Debian {
+            package: name.clone(),
+            message,
+        })?;
+        let field = |key: &str| {
+            show.lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        };
+        let (Some(version), Some(sha)) = (field("Version:"), field("SHA256:")) else {
+            return Err(PkgError::Debian {
+                package: name,
+                message: "apt-cache show gives no Version or SHA256".into(),
+            });
+        };
+        out.insert(name, (version, sha));
+    }
+    Ok(out)
+}
+
+/// The .deb of `name` at `version` in `dir`, downloaded if missing and
+/// checked against `sha`.
+fn download(name: &str, version: &str, sha: &str, dir: &Path) -> Result<PathBuf, PkgError> {
+    let fail = |message: String| PkgError::Debian {
+        package: name.to_string(),
+        message,
+    };
+    std::fs::create_dir_all(dir)?;
+    let find = || -> io::Result<Option<PathBuf>> {
+        let prefix = format!("{name}_");
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let file = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if file.starts_with(&prefix) && file.ends_with(".deb") {
+                let bytes = std::fs::read(&path)?;
+                if hex(&Sha256::digest(&bytes)) == sha {
+                    return Ok(Some(path));
+                }
+            }
+        }
+        Ok(None)
+    };
+    if let Some(path) = find()? {
+        return Ok(path);
+    }
+    run(
+        Command::new("apt-get")
+            .args(["download", "-q", &format!("{name}={version}")])
+            .current_dir(dir),
+        "apt-get download",
+    )
+    .map_err(fail)?;
+    find()?.ok_or_else(|| fail(format!("the downloaded .deb does not have SHA256 {sha}")))
+}
+
+/// The files of a .deb (`dpkg-deb --fsys-tarfile`), into `tree`.
+fn unpack(deb: &Path, tree: &mut BTreeMap<String, (Entry, Data)>) -> io::Result<()> {
+    let output = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .output()?;
+    if !output.status.success() {
+        return Err(io::Error::other(format!(
+            "dpkg-deb --fsys-tarfile {}: {}",
+            deb.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let mut archive = tar::Archive::new(&output.stdout[..]);
+    for item in archive.entries()? {
+        let mut item = item?;
+        let raw = String::from_utf8_lossy(&item.path_bytes()).into_owned();
+        let Ok(path) = entry::clean_path(&raw) else {
+            return Err(io::Error::other(format!("entry {raw:?} leaves the root")));
+        };
+        if path.is_empty() {
+            continue;
+        }
+        let header = item.header();
+        let mode = header.mode()? & 0o7777;
+        let (uid, gid) = (header.uid()? as u32, header.gid()? as u32);
+        let mtime = header.mtime()?;
+        let link = item.link_name()?.map(|l| l.to_string_lossy().into_owned());
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+            tar::EntryType::Directory => Kind::Directory,
+            tar::EntryType::Symlink => Kind::Symlink {
+                target: link.unwrap_or_default(),
+            },
+            tar::EntryType::Link => Kind::HardLink {
+                target: entry::clean_path(&link.unwrap_or_default())
+                    .map_err(|r| io::Error::other(format!("entry {raw:?}: {r}")))?,
+            },
+            other => return Err(io::Error::other(format!("entry {raw:?}: type {other:?}"))),
+        };
+        let size = if kind == Kind::File { item.size() } else { 0 };
+        let mut bytes = Vec::new();
+        if kind == Kind::File {
+            item.read_to_end(&mut bytes)?;
+        }
+        let entry = Entry {
+            path: path.clone(),
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            size,
+            links: 1,
+        };
+        let data = if size > 0 {
+            Data::Bytes(bytes)
+        } else {
+            Data::None
+        };
+        // A directory seen again (every package has usr/) keeps the first.
+        if entry.is_dir() && tree.contains_key(&path) {
+            continue;
+        }
+        tree.insert(path, (entry, data));
+    }
+    Ok(())
+}
+
+/// Builds `binary` statically from `workspace` (the profile and flags of
+/// init's own static build); returns its path.
+fn build_binary(workspace: &Path, binary: &Binary) -> Result<PathBuf, PkgError> {
+    let name = binary
+        .binary
+        .clone()
+        .unwrap_or_else(|| binary.package.clone());
+    let target = workspace.join("target-static");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(
+        Command::new(cargo)
+            .args([
+                "build",
+                "--profile",
+                "static",
+                "--quiet",
+                "--package",
+                &binary.package,
+                "--bin",
+                &name,
+            ])
+            .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+            .arg(&target)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .current_dir(workspace),
+        "cargo build",
+    )
+    .map_err(|message| PkgError::Binary {
+        binary: name.clone(),
+        message,
+    })?;
+    Ok(target.join("x86_64-unknown-linux-gnu/static").join(name))
+}
+
+/// Replaces every `@pkg:PATH` reference of `definition` (PATH relative to
+/// the YAML file that names it) with the package's image reference,
+/// building the package into `cache` first when the cache lacks it.
+pub fn resolve_templates(
+    definition: &mut spec::Definition,
+    cache: &Cache,
+    debs_dir: &Path,
+    epoch: u64,
+) -> Result<Vec<String>, PkgError> {
+    let mut built = Vec::new();
+    for reference in definition.image_references_mut() {
+        let Some(path) = reference.value.strip_prefix("@pkg:") else {
+            continue;
+        };
+        let base = reference
+            .origin
+            .as_deref()
+            .and_then(|o| Path::new(o).parent())
+            .unwrap_or(Path::new("."));
+        let dir = base.join(path);
+        let at = |e: PkgError| PkgError::Input {
+            path: reference.position(),
+            message: format!("image {}: {e}", reference.value),
+        };
+        let package = Package::resolve(&dir, &workspace_of(&dir)).map_err(at)?;
+        let name = package.reference().map_err(at)?;
+        if cache.named(&name).is_err() {
+            package.build(cache, debs_dir, epoch).map_err(at)?;
+            built.push(name.clone());
+        }
+        reference.value = name;
+    }
+    Ok(built)
+}

@@ -1,0 +1,178 @@
+//! `berth pkg build` and `@pkg:` references, without Docker: the same
+//! inputs give the same digest, a changed input changes the tag, a
+//! definition naming `@pkg:DIR` builds the package on the way, and a bad
+//! `build.yml` is named with its line.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{berth, small_cache, stderr};
+
+fn package(dir: &Path) {
+    fs::create_dir_all(dir.join("rootfs/etc")).unwrap();
+    fs::write(dir.join("rootfs/etc/motd"), "from a package\n").unwrap();
+    fs::write(
+        dir.join("build.yml"),
+        r##"image: berth/hello
+files:
+  - path: /
+    source: rootfs
+  - path: /bin/hello
+    contents: "#!/bin/sh\necho hello\n"
+    mode: "0755"
+  - path: /bin/hi
+    symlink: hello
+  - path: /var/empty
+    directory: true
+cmd: ["/bin/hello"]
+config:
+  binds: ["/run:/run"]
+  capabilities: [CAP_NET_ADMIN]
+"##,
+    )
+    .unwrap();
+}
+
+fn build(dir: &Path, args: &[&str]) -> (String, String) {
+    let output = berth(args, dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = String::from_utf8(output.stdout).unwrap();
+    let (reference, digest) = out.trim().split_once(' ').unwrap();
+    (reference.to_string(), digest.to_string())
+}
+
+#[test]
+fn the_same_inputs_give_the_same_digest_and_a_change_a_new_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("hello");
+    package(&pkg);
+    let args = ["pkg", "build", "hello", "--cache", "cache"];
+    let (first, digest) = build(dir.path(), &args);
+    assert!(first.starts_with("docker.io/berth/hello:"), "{first}");
+    let shown = berth(&["pkg", "show-tag", "hello"], dir.path());
+    assert_eq!(String::from_utf8(shown.stdout).unwrap().trim(), first);
+    // Again, and into another cache: the same bytes.
+    let (again, digest_again) = build(dir.path(), &["pkg", "build", "hello", "--cache", "other"]);
+    assert_eq!((&again, &digest_again), (&first, &digest));
+    // One byte of one file changes the tag.
+    fs::write(pkg.join("rootfs/etc/motd"), "from a package!\n").unwrap();
+    let (changed, changed_digest) = build(dir.path(), &args);
+    assert_ne!(changed, first);
+    assert_ne!(changed_digest, digest);
+    // And a mode.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(
+        pkg.join("rootfs/etc/motd"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let mode_changed = berth(&["pkg", "show-tag", "hello"], dir.path());
+    assert_ne!(
+        String::from_utf8(mode_changed.stdout).unwrap().trim(),
+        changed
+    );
+}
+
+#[test]
+fn a_definition_naming_a_package_builds_it_and_uses_its_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    package(&dir.path().join("images/hello"));
+    fs::create_dir_all(dir.path().join("examples")).unwrap();
+    fs::write(
+        dir.path().join("examples/uses.yml"),
+        format!(
+            "kernel:\n  image: {}\ninit:\n  - {}\nservices:\n  - name: hello\n    image: \"@pkg:../images/hello\"\n",
+            common::KERNEL,
+            common::INIT
+        ),
+    )
+    .unwrap();
+    let cache = cache.to_str().unwrap();
+    let output = berth(
+        &[
+            "build",
+            "-f",
+            "tar",
+            "-o",
+            "out",
+            "--cache",
+            cache,
+            "examples/uses.yml",
+        ],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("built docker.io/berth/hello:"),
+        "{}",
+        stderr(&output)
+    );
+    let tar = fs::read(dir.path().join("out/uses.tar")).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut seen = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = String::new();
+        if entry.header().entry_type().is_file() {
+            std::io::Read::read_to_string(&mut entry, &mut data).unwrap();
+        }
+        seen.insert(path, data);
+    }
+    let root = "containers/services/hello/lower";
+    assert_eq!(seen[&format!("{root}/etc/motd")], "from a package\n");
+    assert!(seen.contains_key(&format!("{root}/bin/hi")));
+    let config = &seen["containers/services/hello/config.json"];
+    assert!(config.contains("CAP_NET_ADMIN"), "{config}");
+    assert!(config.contains("\"/run\""), "{config}");
+    // The second build finds it in the cache.
+    let again = berth(
+        &[
+            "build",
+            "-f",
+            "tar",
+            "-o",
+            "out2",
+            "--cache",
+            cache,
+            "examples/uses.yml",
+        ],
+        dir.path(),
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(!stderr(&again).contains("built "), "{}", stderr(&again));
+}
+
+#[test]
+fn a_bad_build_file_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("bad");
+    fs::create_dir_all(&pkg).unwrap();
+    fs::write(
+        pkg.join("build.yml"),
+        "image: berth/bad\nfiles:\n  - path: /x\n    sorce: y\n",
+    )
+    .unwrap();
+    let output = berth(&["pkg", "show-tag", "bad"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("bad/build.yml:4") && err.contains("sorce"),
+        "{err}"
+    );
+    fs::write(pkg.join("build.yml"), "image: berth/bad:1\n").unwrap();
+    let err = stderr(&berth(&["pkg", "show-tag", "bad"], dir.path()));
+    assert!(err.contains("names a repository only"), "{err}");
+    fs::write(
+        pkg.join("build.yml"),
+        "image: berth/bad\nfiles:\n  - path: /x\n",
+    )
+    .unwrap();
+    let err = stderr(&berth(&["pkg", "show-tag", "bad"], dir.path()));
+    assert!(err.contains("exactly one of"), "{err}");
+    let err = stderr(&berth(&["pkg", "show-tag", "missing"], dir.path()));
+    assert!(err.contains("missing/build.yml"), "{err}");
+}
