@@ -346,50 +346,17 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
     let mut versions: BTreeMap<String, ModulesSeen> = BTreeMap::new();
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
-        let path = entry::clean_path(&raw).map_err(|reason| format!("entry {raw:?}: {reason}"))?;
-        if path.is_empty() {
+        let Some(mut out) = entry::from_tar(&entry)? else {
             continue;
+        };
+        // A stream cannot say how many names a file will have: hard links
+        // become relative symbolic links, as LinuxKit makes them.
+        if let Kind::HardLink { target } = &out.kind {
+            out.kind = Kind::Symlink {
+                target: relative(&out.path, target),
+            };
         }
-        let h = entry.header();
-        let mode = h.mode().map_err(|e| e.to_string())? & 0o7777;
-        let id = |v: io::Result<u64>| -> Result<u32, String> {
-            let v = v.map_err(|e| e.to_string())?;
-            u32::try_from(v).map_err(|_| format!("entry {raw:?}: id beyond 32 bits"))
-        };
-        let (uid, gid) = (id(h.uid())?, id(h.gid())?);
-        let mtime = h.mtime().map_err(|e| e.to_string())?;
-        let link = entry
-            .link_name()
-            .map_err(|e| e.to_string())?
-            .map(|l| l.to_string_lossy().to_string());
-        let kind = match h.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
-            tar::EntryType::Directory => Kind::Directory,
-            tar::EntryType::Symlink => Kind::Symlink {
-                target: link.unwrap_or_default(),
-            },
-            tar::EntryType::Link => {
-                let target = entry::clean_path(&link.unwrap_or_default())
-                    .map_err(|reason| format!("entry {raw:?}: hard link target {reason}"))?;
-                Kind::Symlink {
-                    target: relative(&path, &target),
-                }
-            }
-            tar::EntryType::Char | tar::EntryType::Block => {
-                let number = |v: io::Result<Option<u32>>| v.map(Option::unwrap_or_default);
-                let major = number(h.device_major()).map_err(|e| e.to_string())?;
-                let minor = number(h.device_minor()).map_err(|e| e.to_string())?;
-                if h.entry_type() == tar::EntryType::Char {
-                    Kind::CharDevice { major, minor }
-                } else {
-                    Kind::BlockDevice { major, minor }
-                }
-            }
-            tar::EntryType::Fifo => Kind::Fifo,
-            other => return Err(format!("entry {raw:?}: unsupported type {other:?}")),
-        };
-        let size = if kind == Kind::File { entry.size() } else { 0 };
+        let (path, kind, size) = (out.path.clone(), out.kind.clone(), out.size);
         let in_version = path
             .strip_prefix("lib/modules/")
             .and_then(|rest| rest.split_once('/'));
@@ -402,7 +369,7 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
                 let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                 entry
                     .read_to_end(&mut bytes)
-                    .map_err(|e| format!("entry {raw:?}: {e}"))?;
+                    .map_err(|e| format!("entry {path:?}: {e}"))?;
                 // Only fatal if the index has to be made from the modules.
                 match modules::read(rest, &bytes) {
                     Ok(module) => seen.modules.push(module),
@@ -413,16 +380,6 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
                 module_bytes = Some(bytes);
             }
         }
-        let out = Entry {
-            path,
-            kind,
-            mode,
-            uid,
-            gid,
-            mtime,
-            size,
-            links: 1,
-        };
         match &module_bytes {
             Some(bytes) => tree.write(&out, &mut &bytes[..]),
             None => tree.write(&out, &mut entry),

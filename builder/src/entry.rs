@@ -184,6 +184,63 @@ impl Sink for Listing {
     }
 }
 
+/// The entry a tar archive's header describes: path cleaned (`None` for
+/// the root itself), hard links kept as [`Kind::HardLink`] to a cleaned
+/// path; every problem names the entry.
+pub fn from_tar<R: std::io::Read>(item: &tar::Entry<R>) -> Result<Option<Entry>, String> {
+    let raw = String::from_utf8_lossy(&item.path_bytes()).to_string();
+    let at = |e: std::io::Error| format!("entry {raw:?}: {e}");
+    let path = clean_path(&raw).map_err(|reason| format!("entry {raw:?}: {reason}"))?;
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let h = item.header();
+    let mode = h.mode().map_err(at)? & 0o7777;
+    let id = |v: std::io::Result<u64>| -> Result<u32, String> {
+        u32::try_from(v.map_err(at)?).map_err(|_| format!("entry {raw:?}: id beyond 32 bits"))
+    };
+    let (uid, gid) = (id(h.uid())?, id(h.gid())?);
+    let mtime = h.mtime().map_err(at)?;
+    let link = item
+        .link_name()
+        .map_err(at)?
+        .map(|l| l.to_string_lossy().to_string());
+    let kind = match h.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+        tar::EntryType::Directory => Kind::Directory,
+        tar::EntryType::Symlink => Kind::Symlink {
+            target: link.unwrap_or_default(),
+        },
+        tar::EntryType::Link => Kind::HardLink {
+            target: clean_path(&link.unwrap_or_default())
+                .map_err(|reason| format!("entry {raw:?}: hard link target {reason}"))?,
+        },
+        tar::EntryType::Char | tar::EntryType::Block => {
+            let number = |v: std::io::Result<Option<u32>>| v.map(Option::unwrap_or_default);
+            let major = number(h.device_major()).map_err(at)?;
+            let minor = number(h.device_minor()).map_err(at)?;
+            if h.entry_type() == tar::EntryType::Char {
+                Kind::CharDevice { major, minor }
+            } else {
+                Kind::BlockDevice { major, minor }
+            }
+        }
+        tar::EntryType::Fifo => Kind::Fifo,
+        other => return Err(format!("entry {raw:?}: unsupported type {other:?}")),
+    };
+    let size = if kind == Kind::File { item.size() } else { 0 };
+    Ok(Some(Entry {
+        path,
+        kind,
+        mode,
+        uid,
+        gid,
+        mtime,
+        size,
+        links: 1,
+    }))
+}
+
 /// Normalises a path from an archive or the YAML to the [`Entry::path`]
 /// form, or says why it would land outside the root.
 pub fn clean_path(raw: &str) -> Result<String, String> {

@@ -638,46 +638,15 @@ fn unpack(deb: &Path, tree: &mut BTreeMap<String, (Entry, Data)>) -> io::Result<
     let mut archive = tar::Archive::new(&output.stdout[..]);
     for item in archive.entries()? {
         let mut item = item?;
-        let raw = String::from_utf8_lossy(&item.path_bytes()).into_owned();
-        let Ok(path) = entry::clean_path(&raw) else {
-            return Err(io::Error::other(format!("entry {raw:?} leaves the root")));
-        };
-        if path.is_empty() {
+        let Some(entry) = entry::from_tar(&item).map_err(io::Error::other)? else {
             continue;
-        }
-        let header = item.header();
-        let mode = header.mode()? & 0o7777;
-        let (uid, gid) = (header.uid()? as u32, header.gid()? as u32);
-        let mtime = header.mtime()?;
-        let link = item.link_name()?.map(|l| l.to_string_lossy().into_owned());
-        let kind = match header.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
-            tar::EntryType::Directory => Kind::Directory,
-            tar::EntryType::Symlink => Kind::Symlink {
-                target: link.unwrap_or_default(),
-            },
-            tar::EntryType::Link => Kind::HardLink {
-                target: entry::clean_path(&link.unwrap_or_default())
-                    .map_err(|r| io::Error::other(format!("entry {raw:?}: {r}")))?,
-            },
-            other => return Err(io::Error::other(format!("entry {raw:?}: type {other:?}"))),
         };
-        let size = if kind == Kind::File { item.size() } else { 0 };
         let mut bytes = Vec::new();
-        if kind == Kind::File {
+        if entry.kind == Kind::File {
             item.read_to_end(&mut bytes)?;
         }
-        let entry = Entry {
-            path: path.clone(),
-            kind,
-            mode,
-            uid,
-            gid,
-            mtime,
-            size,
-            links: 1,
-        };
-        let data = if size > 0 {
+        let path = entry.path.clone();
+        let data = if entry.size > 0 {
             Data::Bytes(bytes)
         } else {
             Data::None
