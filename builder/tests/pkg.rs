@@ -176,3 +176,54 @@ fn a_bad_build_file_is_named_with_its_line() {
     let err = stderr(&berth(&["pkg", "show-tag", "missing"], dir.path()));
     assert!(err.contains("missing/build.yml"), "{err}");
 }
+
+#[test]
+fn debian_packages_are_unpacked_with_their_versions_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    let pkg = dir.path().join("bb");
+    fs::create_dir_all(&pkg).unwrap();
+    fs::write(
+        pkg.join("build.yml"),
+        "image: berth/bb\npackages: [busybox-static]\ncmd: [\"/bin/busybox\", \"true\"]\n",
+    )
+    .unwrap();
+    let cache = cache.to_str().unwrap();
+    let (reference, _) = build(dir.path(), &["pkg", "build", "bb", "--cache", cache]);
+    // The closure and versions are in the image's labels.
+    let inspect = std::process::Command::new("skopeo")
+        .args(["inspect", "--config", &format!("oci:{cache}:{reference}")])
+        .output()
+        .expect("skopeo (a prerequisite of the tests)");
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let config = String::from_utf8_lossy(&inspect.stdout);
+    assert!(config.contains("busybox-static="), "{config}");
+    fs::write(
+        dir.path().join("uses.yml"),
+        format!(
+            "kernel:\n  image: {}\ninit:\n  - {}\nservices:\n  - name: bb\n    image: \"@pkg:bb\"\n",
+            common::KERNEL,
+            common::INIT
+        ),
+    )
+    .unwrap();
+    let output = berth(
+        &[
+            "build", "-f", "tar", "-o", "out", "--cache", cache, "uses.yml",
+        ],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let tar = fs::read(dir.path().join("out/uses.tar")).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let busybox = archive.entries().unwrap().flatten().find(|e| {
+        e.path().unwrap().to_string_lossy() == "containers/services/bb/lower/bin/busybox"
+    });
+    let busybox = busybox.expect("bin/busybox from the package");
+    assert!(busybox.header().size().unwrap() > 100_000);
+    assert_eq!(busybox.header().mode().unwrap() & 0o111, 0o111);
+}
