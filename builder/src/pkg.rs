@@ -214,8 +214,7 @@ impl Package {
                     } else if meta.file_type().is_symlink() {
                         hash.update(std::fs::read_link(&path)?.to_string_lossy().as_bytes());
                     }
-                    use std::os::unix::fs::PermissionsExt;
-                    hash.update(format!(" {:o}", meta.permissions().mode() & 0o7777).as_bytes());
+                    hash.update(format!(" {:o}", git_mode(&meta)).as_bytes());
                 }
             }
         }
@@ -311,7 +310,6 @@ impl Package {
                 ),
             );
         } else if let Some(source) = &file.source {
-            use std::os::unix::fs::PermissionsExt;
             let root = self.dir.join(source);
             for (rel, host) in walk(&root)? {
                 let at = match (path.is_empty(), rel.is_empty()) {
@@ -324,7 +322,7 @@ impl Package {
                     continue;
                 }
                 let meta = std::fs::symlink_metadata(&host)?;
-                let own = meta.permissions().mode() & 0o7777;
+                let own = git_mode(&meta);
                 let entry = if meta.is_dir() {
                     Entry::directory(&at, mode.filter(|_| rel.is_empty()).unwrap_or(own), epoch)
                 } else if meta.file_type().is_symlink() {
@@ -507,6 +505,18 @@ fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>, PkgError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// A source file's mode as git keeps it: 0755 when executable (and for
+/// directories), else 0644. The checkout's umask and the rest of the mode
+/// bits do not reach the image, so every clone gives the same tag.
+fn git_mode(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.is_dir() || meta.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

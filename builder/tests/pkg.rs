@@ -61,18 +61,17 @@ fn the_same_inputs_give_the_same_digest_and_a_change_a_new_tag() {
     let (changed, changed_digest) = build(dir.path(), &args);
     assert_ne!(changed, first);
     assert_ne!(changed_digest, digest);
-    // And a mode.
+    // Modes count as git keeps them: the executable bit, not the umask.
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(
-        pkg.join("rootfs/etc/motd"),
-        fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    let mode_changed = berth(&["pkg", "show-tag", "hello"], dir.path());
-    assert_ne!(
-        String::from_utf8(mode_changed.stdout).unwrap().trim(),
-        changed
-    );
+    let motd = pkg.join("rootfs/etc/motd");
+    let tag = || {
+        let output = berth(&["pkg", "show-tag", "hello"], dir.path());
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    fs::set_permissions(&motd, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(tag(), changed);
+    fs::set_permissions(&motd, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_ne!(tag(), changed);
 }
 
 #[test]

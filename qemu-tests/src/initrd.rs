@@ -131,6 +131,9 @@ pub enum Check {
         source: String,
         destination: String,
     },
+    /// `same PATH FILE`: PATH in the initrd has the bytes of FILE, a path
+    /// relative to the workspace (a binary built from this tree).
+    Same { path: String, file: String },
 }
 
 /// Parses an `inspect` file: one check per line, `#` comments and blank
@@ -145,6 +148,10 @@ pub fn parse_checks(text: &str) -> Result<Vec<Check>> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let check = match words.as_slice() {
             ["has", path] => Check::Has(path.trim_start_matches('/').to_string()),
+            ["same", path, file] => Check::Same {
+                path: path.trim_start_matches('/').to_string(),
+                file: file.to_string(),
+            },
             ["capability", config, capability] => Check::Capability {
                 config: config.to_string(),
                 capability: capability.to_string(),
@@ -160,7 +167,7 @@ pub fn parse_checks(text: &str) -> Result<Vec<Check>> {
                 }
             }
             _ => bail!(
-                "line {}: expected `has PATH`, `capability CONFIG CAP` or `bind CONFIG SRC:DST`, found {line:?}",
+                "line {}: expected `has PATH`, `same PATH FILE`, `capability CONFIG CAP` or `bind CONFIG SRC:DST`, found {line:?}",
                 n + 1
             ),
         };
@@ -171,11 +178,11 @@ pub fn parse_checks(text: &str) -> Result<Vec<Check>> {
 
 /// Runs `checks` against the initrd; the error lists every check that
 /// failed.
-pub fn inspect(initrd: &Path, checks: &[Check]) -> Result<()> {
+pub fn inspect(initrd: &Path, checks: &[Check], workspace: &Path) -> Result<()> {
     let names = list(initrd)?;
     let mut failures = Vec::new();
     for check in checks {
-        if let Err(error) = run_check(initrd, &names, check) {
+        if let Err(error) = run_check(initrd, &names, check, workspace) {
             failures.push(format!("{error:#}"));
         }
     }
@@ -191,8 +198,15 @@ pub fn inspect(initrd: &Path, checks: &[Check]) -> Result<()> {
     Ok(())
 }
 
-fn run_check(initrd: &Path, names: &[String], check: &Check) -> Result<()> {
+fn run_check(initrd: &Path, names: &[String], check: &Check, workspace: &Path) -> Result<()> {
     match check {
+        Check::Same { path, file } => {
+            let want = std::fs::read(workspace.join(file))
+                .with_context(|| format!("reading {file} in the workspace"))?;
+            if read(initrd, path)? != want {
+                bail!("{path} in the initrd differs from {file}");
+            }
+        }
         Check::Has(path) => {
             let found = match path.strip_suffix('/') {
                 Some(dir) => names
@@ -312,14 +326,27 @@ mod tests {
             names.contains(&"containers/x/config.json".to_string()),
             "{names:?}"
         );
+        std::fs::write(
+            dir.path().join("copy.json"),
+            std::fs::read(tree.join("containers/x/config.json")).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("other"), "other").unwrap();
         let checks = parse_checks(
             "has containers/x/config.json\nhas containers/\n\
              capability containers/x/config.json CAP_SYS_ADMIN\n\
-             bind containers/x/config.json /etc/resolv.conf:/etc/resolv.conf\n",
+             bind containers/x/config.json /etc/resolv.conf:/etc/resolv.conf\n\
+             same containers/x/config.json copy.json\n",
         )
         .unwrap();
-        inspect(&initrd, &checks).unwrap();
-        let error = inspect(&initrd, &[Check::Has("nope".into())]).unwrap_err();
+        inspect(&initrd, &checks, dir.path()).unwrap();
+        let error = inspect(&initrd, &[Check::Has("nope".into())], dir.path()).unwrap_err();
         assert!(error.to_string().contains("no nope"), "{error}");
+        let same = [Check::Same {
+            path: "containers/x/config.json".into(),
+            file: "other".into(),
+        }];
+        let error = inspect(&initrd, &same, dir.path()).unwrap_err();
+        assert!(error.to_string().contains("differs from other"), "{error}");
     }
 }

@@ -149,9 +149,6 @@ impl Setup {
         if let Err(error) = build_berth(paths) {
             return Setup::Fail(error);
         }
-        if let Err(error) = pid1_image(paths) {
-            return Setup::Fail(error);
-        }
         let accel = qemu_tests::accel(&qemu);
         Setup::Ready {
             qemu,
@@ -185,49 +182,6 @@ fn build_berth(paths: &Paths) -> Result<(), String> {
         return Err(format!("cargo built no {}", paths.berth().display()));
     }
     Ok(())
-}
-
-/// The reference of the image whose `/init` is berth's own PID 1, built
-/// from this tree.
-const PID1_IMAGE: &str = "docker.io/berth/test-pid1:dev";
-
-/// Builds init as a static binary (as tests/static_binary.rs in init does)
-/// and puts it in the fixtures cache as [`PID1_IMAGE`].
-fn pid1_image(paths: &Paths) -> Result<(), String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target = paths.workspace.join("target-static");
-    let mut command = Command::new(cargo);
-    command
-        .args([
-            "build",
-            "--profile",
-            "static",
-            "--quiet",
-            "--package",
-            "init",
-            "--bin",
-            "init",
-        ])
-        .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
-        .arg(&target)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .current_dir(&paths.workspace);
-    let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
-        .map_err(|error| format!("{error:#}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "building the static init failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let binary = target.join("x86_64-unknown-linux-gnu/static/init");
-    let image =
-        fixtures::Image::new().layer(fixtures::Layer::new().file_from("init", 0o755, binary));
-    fixtures::Layout::create(paths.fixtures_cache())
-        .and_then(|layout| layout.add_image(PID1_IMAGE, &image))
-        .map(drop)
-        .map_err(|error| format!("adding {PID1_IMAGE} to the fixtures cache: {error:#}"))
 }
 
 /// A skip, or in CI a failure.
@@ -325,7 +279,7 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     let inspection = if checks.is_empty() {
         Ok(())
     } else {
-        initrd::inspect(&initrd_image, &checks).map_err(|e| format!("{e:#}"))
+        initrd::inspect(&initrd_image, &checks, &paths.workspace).map_err(|e| format!("{e:#}"))
     };
 
     // Boot.
