@@ -52,6 +52,12 @@ pub struct BuildFile {
     /// The `org.mobyproject.config` label, in LinuxKit's format.
     #[serde(default)]
     pub config: Option<Value>,
+    /// Repackage a Debian kernel in LinuxKit's kernel-image layout:
+    /// `/kernel`, `/kernel.tar` (the modules), `/System.map`, `/config`.
+    /// Only the packages and the `linux-image-*` packages they depend on
+    /// are taken, not the rest of their dependencies.
+    #[serde(default)]
+    pub kernel: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -178,7 +184,7 @@ impl Package {
     /// (built).
     pub fn resolve(dir: &Path, workspace: &Path) -> Result<Package, PkgError> {
         let build = read_build_file(dir)?;
-        let debs = debian_closure(&build.packages)?;
+        let debs = debian_closure(&build.packages, build.kernel)?;
         let mut binaries = BTreeMap::new();
         for binary in &build.binaries {
             binaries.insert(clean(&binary.path)?, build_binary(workspace, binary)?);
@@ -260,6 +266,12 @@ impl Package {
         }
         for file in &self.build.files {
             self.add_file(file, &mut tree, epoch)?;
+        }
+        if self.build.kernel {
+            tree = kernel_layout(tree, epoch).map_err(|message| PkgError::Input {
+                path: self.dir.join("build.yml").display().to_string(),
+                message,
+            })?;
         }
         let packages: Vec<String> = self
             .debs
@@ -414,6 +426,73 @@ impl Package {
     }
 }
 
+/// LinuxKit's kernel-image layout from an unpacked Debian kernel package.
+fn kernel_layout(
+    tree: BTreeMap<String, (Entry, Data)>,
+    epoch: u64,
+) -> Result<BTreeMap<String, (Entry, Data)>, String> {
+    let kernels: Vec<&String> = tree
+        .keys()
+        .filter(|p| p.starts_with("boot/vmlinuz-"))
+        .collect();
+    let [kernel] = kernels[..] else {
+        return Err(format!(
+            "kernel: true needs exactly one boot/vmlinuz-* in the packages, found {kernels:?}"
+        ));
+    };
+    let version = kernel["boot/vmlinuz-".len()..].to_string();
+    let mut out = BTreeMap::new();
+    let mut modules = TarWriter::new(Vec::new());
+    let take = |from: &str, to: &str, out: &mut BTreeMap<String, (Entry, Data)>| {
+        if let Some((entry, data)) = tree.get(from) {
+            let mut entry = entry.clone();
+            entry.path = to.to_string();
+            let data = match data {
+                Data::Bytes(b) => Data::Bytes(b.clone()),
+                Data::Host(p) => Data::Host(p.clone()),
+                Data::None => Data::None,
+            };
+            out.insert(to.to_string(), (entry, data));
+        }
+    };
+    take(kernel, "kernel", &mut out);
+    take(&format!("boot/System.map-{version}"), "System.map", &mut out);
+    take(&format!("boot/config-{version}"), "config", &mut out);
+    // The modules, wherever the package puts them (merged /usr or not),
+    // as lib/modules/VERSION in kernel.tar.
+    let mut count = 0;
+    for prefix in [format!("lib/modules/{version}"), format!("usr/lib/modules/{version}")] {
+        for (path, (entry, data)) in tree.range(prefix.clone()..) {
+            if path != &prefix && !path.starts_with(&format!("{prefix}/")) {
+                break;
+            }
+            let mut entry = entry.clone();
+            entry.path = format!("lib/modules/{version}{}", &path[prefix.len()..]);
+            entry.mtime = entry.mtime.min(epoch);
+            if let Kind::HardLink { target } = &mut entry.kind {
+                *target = format!("lib/modules/{version}{}", target.get(prefix.len()..).unwrap_or(""));
+            }
+            let written = match data {
+                Data::Bytes(b) => entry::copy_entry(&mut modules, &entry, &mut &b[..]),
+                _ => entry::copy_entry(&mut modules, &entry, &mut io::empty()),
+            };
+            written.map_err(|e| e.to_string())?;
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(format!("no modules for {version} in the packages"));
+    }
+    modules.finish().map_err(|e| e.to_string())?;
+    let bytes = modules.into_inner();
+    let entry = Entry::file("kernel.tar", 0o644, bytes.len() as u64, epoch);
+    out.insert("kernel.tar".into(), (entry, Data::Bytes(bytes)));
+    if !out.contains_key("kernel") {
+        return Err("no kernel".into());
+    }
+    Ok(out)
+}
+
 enum Data {
     None,
     Bytes(Vec<u8>),
@@ -540,7 +619,10 @@ fn run(command: &mut Command, what: &str) -> Result<String, String> {
 /// The packages and everything they depend on (Depends and Pre-Depends,
 /// not Recommends), each with the version apt would install and its
 /// checksum.
-fn debian_closure(packages: &[String]) -> Result<BTreeMap<String, (String, String)>, PkgError> {
+fn debian_closure(
+    packages: &[String],
+    kernel_only: bool,
+) -> Result<BTreeMap<String, (String, String)>, PkgError> {
     let mut out = BTreeMap::new();
     if packages.is_empty() {
         return Ok(out);
@@ -568,6 +650,7 @@ fn debian_closure(packages: &[String]) -> Result<BTreeMap<String, (String, Strin
         .lines()
         .filter(|l| !l.starts_with(' ') && !l.starts_with('<') && !l.is_empty())
         .map(|l| l.trim().split(':').next().unwrap_or_default().to_string())
+        .filter(|n| !kernel_only || packages.contains(n) || n.starts_with("linux-image-"))
         .collect();
     for name in names {
         let show = run(
