@@ -272,7 +272,7 @@ fn pkg_command(sources: &Sources, command: PkgCommand) -> Result<()> {
             let _in_use = cache.use_lock()?;
             let epoch = source_date_epoch()?.unwrap_or(builder::entry::DEFAULT_MTIME);
             let debs = sources.cache_dir().join("debs");
-            let (reference, digest) = package.build(&cache, &debs, epoch)?;
+            let (reference, digest) = package.build(&cache, &debs, epoch, sources.offline())?;
             println!("{reference} {digest}");
             if push {
                 if sources.offline() {
@@ -353,9 +353,13 @@ fn run(cli: Cli) -> Result<()> {
             // `@pkg:` images: built into the cache first when missing.
             let epoch = source_date_epoch.unwrap_or(builder::entry::DEFAULT_MTIME);
             let debs = sources.cache_dir().join("debs");
-            for built in
-                builder::pkg::resolve_templates(&mut definition, &store.cache, &debs, epoch)?
-            {
+            for built in builder::pkg::resolve_templates(
+                &mut definition,
+                &store.cache,
+                &debs,
+                epoch,
+                sources.offline(),
+            )? {
                 eprintln!("built {built}");
             }
             let options = BuildOptions {

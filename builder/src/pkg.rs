@@ -247,13 +247,14 @@ impl Package {
         cache: &Cache,
         debs_dir: &Path,
         epoch: u64,
+        offline: bool,
     ) -> Result<(String, String), PkgError> {
         let reference = self.reference()?;
         let mut tree: BTreeMap<String, (Entry, Data)> = BTreeMap::new();
         // Packages first, in name order; then binaries; then files: later
         // ones replace earlier ones at the same path.
         for (name, (version, sha)) in &self.debs {
-            let deb = download(name, version, sha, debs_dir)?;
+            let deb = download(name, version, sha, debs_dir, offline)?;
             unpack(&deb, &mut tree).map_err(|e| PkgError::Debian {
                 package: name.clone(),
                 message: e.to_string(),
@@ -456,12 +457,19 @@ fn kernel_layout(
         }
     };
     take(kernel, "kernel", &mut out);
-    take(&format!("boot/System.map-{version}"), "System.map", &mut out);
+    take(
+        &format!("boot/System.map-{version}"),
+        "System.map",
+        &mut out,
+    );
     take(&format!("boot/config-{version}"), "config", &mut out);
     // The modules, wherever the package puts them (merged /usr or not),
     // as lib/modules/VERSION in kernel.tar.
     let mut count = 0;
-    for prefix in [format!("lib/modules/{version}"), format!("usr/lib/modules/{version}")] {
+    for prefix in [
+        format!("lib/modules/{version}"),
+        format!("usr/lib/modules/{version}"),
+    ] {
         for (path, (entry, data)) in tree.range(prefix.clone()..) {
             if path != &prefix && !path.starts_with(&format!("{prefix}/")) {
                 break;
@@ -470,7 +478,10 @@ fn kernel_layout(
             entry.path = format!("lib/modules/{version}{}", &path[prefix.len()..]);
             entry.mtime = entry.mtime.min(epoch);
             if let Kind::HardLink { target } = &mut entry.kind {
-                *target = format!("lib/modules/{version}{}", target.get(prefix.len()..).unwrap_or(""));
+                *target = format!(
+                    "lib/modules/{version}{}",
+                    target.get(prefix.len()..).unwrap_or("")
+                );
             }
             let written = match data {
                 Data::Bytes(b) => entry::copy_entry(&mut modules, &entry, &mut &b[..]),
@@ -678,7 +689,13 @@ fn debian_closure(
 
 /// The .deb of `name` at `version` in `dir`, downloaded if missing and
 /// checked against `sha`.
-fn download(name: &str, version: &str, sha: &str, dir: &Path) -> Result<PathBuf, PkgError> {
+fn download(
+    name: &str,
+    version: &str,
+    sha: &str,
+    dir: &Path,
+    offline: bool,
+) -> Result<PathBuf, PkgError> {
     let fail = |message: String| PkgError::Debian {
         package: name.to_string(),
         message,
@@ -704,6 +721,12 @@ fn download(name: &str, version: &str, sha: &str, dir: &Path) -> Result<PathBuf,
     };
     if let Some(path) = find()? {
         return Ok(path);
+    }
+    if offline {
+        return Err(fail(format!(
+            "{name}={version} is not in {} and berth is offline",
+            dir.display()
+        )));
     }
     run(
         Command::new("apt-get")
@@ -795,6 +818,7 @@ pub fn resolve_templates(
     cache: &Cache,
     debs_dir: &Path,
     epoch: u64,
+    offline: bool,
 ) -> Result<Vec<String>, PkgError> {
     let mut built = Vec::new();
     for reference in definition.image_references_mut() {
@@ -814,7 +838,7 @@ pub fn resolve_templates(
         let package = Package::resolve(&dir, &workspace_of(&dir)).map_err(at)?;
         let name = package.reference().map_err(at)?;
         if cache.named(&name).is_err() {
-            package.build(cache, debs_dir, epoch).map_err(at)?;
+            package.build(cache, debs_dir, epoch, offline).map_err(at)?;
             built.push(name.clone());
         }
         reference.value = name;

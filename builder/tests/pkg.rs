@@ -188,7 +188,25 @@ fn debian_packages_are_unpacked_with_their_versions_recorded() {
     )
     .unwrap();
     let cache = cache.to_str().unwrap();
-    let (reference, _) = build(dir.path(), &["pkg", "build", "bb", "--cache", cache]);
+    // Offline, a package that is not downloaded yet is an error naming it.
+    let offline = berth(&["pkg", "build", "bb", "--cache", cache], dir.path());
+    assert_eq!(offline.status.code(), Some(1));
+    assert!(
+        stderr(&offline).contains("busybox-static="),
+        "{}",
+        stderr(&offline)
+    );
+    assert!(stderr(&offline).contains("offline"), "{}", stderr(&offline));
+    // Online, apt-get downloads it (from this machine's Debian archive).
+    let online = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["pkg", "build", "bb", "--cache", cache])
+        .current_dir(dir.path())
+        .env_remove("BERTH_OFFLINE")
+        .output()
+        .unwrap();
+    assert!(online.status.success(), "{}", stderr(&online));
+    let out = String::from_utf8(online.stdout).unwrap();
+    let reference = out.split_whitespace().next().unwrap().to_string();
     // The closure and versions are in the image's labels.
     let inspect = std::process::Command::new("skopeo")
         .args(["inspect", "--config", &format!("oci:{cache}:{reference}")])

@@ -225,6 +225,33 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     }
     fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
 
+    // berth's own images the case names (`"@pkg:DIR"`) are built first,
+    // online: their Debian packages come from the archive. The build of
+    // the definition itself is then offline.
+    let yaml = fs::read_to_string(case.dir.join("image.yml"))
+        .map_err(|e| format!("reading {}: {e}", case.dir.join("image.yml").display()))?;
+    for package in yaml
+        .split("\"@pkg:")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+    {
+        let mut command = Command::new(berth);
+        command
+            .args(["pkg", "build", "--cache"])
+            .arg(paths.fixtures_cache())
+            .arg(case.dir.join(package))
+            .env_remove("BERTH_OFFLINE");
+        let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
+            .map_err(|e| format!("{e:#}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "berth pkg build {package} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+    }
+
     // Build.
     let name = &case.name;
     let mut command = Command::new(berth);
