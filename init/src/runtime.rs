@@ -19,8 +19,16 @@ use crate::system::{Launch, Started};
 
 pub const STATE: &str = "/run/berth/containers";
 
-fn io(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// An error with its causes: libcontainer's own message is often only
+/// the last step ("failed to prepare rootfs").
+fn io(e: impl std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// A pipe for a container's output: init reads the first end without

@@ -534,9 +534,13 @@ fn send_monitor(socket: Option<&Path>, command: &str) -> Result<()> {
 }
 
 /// Copies the console into `serial` and hands each complete line (without
-/// its `\r\n`) to `lines`; a last unterminated line is sent at the end.
+/// its `\r\n`) to `lines`. A line still unterminated when the guest stops
+/// writing (a prompt such as `login: `) is handed over as it is too, and
+/// again once it is complete.
 fn read_console(mut stdout: impl Read, serial: &Mutex<Vec<u8>>, lines: &mpsc::Sender<String>) {
     let mut pending = Vec::new();
+    // How much of `pending` was last handed over unterminated.
+    let mut shown = 0;
     let mut buffer = [0u8; 8192];
     loop {
         let n = match stdout.read(&mut buffer) {
@@ -553,9 +557,14 @@ fn read_console(mut stdout: impl Read, serial: &Mutex<Vec<u8>>, lines: &mpsc::Se
             let line: Vec<u8> = pending.drain(..=end).collect();
             // The receiver is gone once the verdict is in; keep copying.
             let _ = lines.send(console_line(&line));
+            shown = 0;
+        }
+        if pending.len() > shown && pending.iter().any(|b| !b.is_ascii_whitespace()) {
+            let _ = lines.send(console_line(&pending));
+            shown = pending.len();
         }
     }
-    if !pending.is_empty() {
+    if pending.len() > shown {
         let _ = lines.send(console_line(&pending));
     }
 }
