@@ -117,8 +117,6 @@ pub struct Package {
     pub debs: BTreeMap<String, (String, String)>,
     /// path in the image → built binary.
     pub binaries: BTreeMap<String, PathBuf>,
-    /// The workspace the binaries come from.
-    workspace: PathBuf,
 }
 
 /// The cargo workspace that holds `dir` (for `binaries:`): the nearest
@@ -194,7 +192,6 @@ impl Package {
             build,
             debs,
             binaries,
-            workspace: workspace.to_path_buf(),
         })
     }
 
@@ -224,7 +221,6 @@ impl Package {
                 }
             }
         }
-        let _ = &self.workspace;
         Ok(hex(&hash.finalize())[..20].to_string())
     }
 
