@@ -35,6 +35,11 @@ pub struct BuildFile {
     /// Debian packages; their dependencies come along.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Packages left out of the dependencies, and what only they need
+    /// (`adduser`, `debconf`: needed by maintainer scripts, which never
+    /// run here).
+    #[serde(default)]
+    pub exclude: Vec<String>,
     /// Static binaries built from this workspace.
     #[serde(default)]
     pub binaries: Vec<Binary>,
@@ -182,7 +187,7 @@ impl Package {
     /// (built).
     pub fn resolve(dir: &Path, workspace: &Path) -> Result<Package, PkgError> {
         let build = read_build_file(dir)?;
-        let debs = debian_closure(&build.packages, build.kernel)?;
+        let debs = debian_closure(&build.packages, &build.exclude, build.kernel)?;
         let mut binaries = BTreeMap::new();
         for binary in &build.binaries {
             binaries.insert(clean(&binary.path)?, build_binary(workspace, binary)?);
@@ -625,40 +630,43 @@ fn run(command: &mut Command, what: &str) -> Result<String, String> {
 
 /// The packages and everything they depend on (Depends and Pre-Depends,
 /// not Recommends), each with the version apt would install and its
-/// checksum.
+/// checksum. Of alternatives the first is taken, and a virtual package
+/// is its first provider; an excluded package ends its branch.
 fn debian_closure(
     packages: &[String],
+    exclude: &[String],
     kernel_only: bool,
 ) -> Result<BTreeMap<String, (String, String)>, PkgError> {
     let mut out = BTreeMap::new();
-    if packages.is_empty() {
-        return Ok(out);
+    let mut names: std::collections::BTreeSet<String> = packages.iter().cloned().collect();
+    let mut frontier: Vec<String> = packages.to_vec();
+    while !frontier.is_empty() {
+        let listing = run(
+            Command::new("apt-cache")
+                .args([
+                    "depends",
+                    "--no-recommends",
+                    "--no-suggests",
+                    "--no-conflicts",
+                    "--no-breaks",
+                    "--no-replaces",
+                    "--no-enhances",
+                ])
+                .args(&frontier),
+            "apt-cache depends",
+        )
+        .map_err(|message| PkgError::Debian {
+            package: frontier.join(" "),
+            message,
+        })?;
+        frontier = dependencies(&listing)
+            .into_iter()
+            .filter(|group| !group.iter().any(|name| exclude.contains(name)))
+            .filter_map(|group| group.into_iter().next())
+            .filter(|n| !kernel_only || n.starts_with("linux-image-"))
+            .filter(|name| names.insert(name.clone()))
+            .collect();
     }
-    let listing = run(
-        Command::new("apt-cache")
-            .args([
-                "depends",
-                "--recurse",
-                "--no-recommends",
-                "--no-suggests",
-                "--no-conflicts",
-                "--no-breaks",
-                "--no-replaces",
-                "--no-enhances",
-            ])
-            .args(packages),
-        "apt-cache depends",
-    )
-    .map_err(|message| PkgError::Debian {
-        package: packages.join(" "),
-        message,
-    })?;
-    let names: std::collections::BTreeSet<String> = listing
-        .lines()
-        .filter(|l| !l.starts_with(' ') && !l.starts_with('<') && !l.is_empty())
-        .map(|l| l.trim().split(':').next().unwrap_or_default().to_string())
-        .filter(|n| !kernel_only || packages.contains(n) || n.starts_with("linux-image-"))
-        .collect();
     for name in names {
         let show = run(
             Command::new("apt-cache").args(["show", "--no-all-versions", &name]),
@@ -681,6 +689,42 @@ fn debian_closure(
         out.insert(name, (version, sha));
     }
     Ok(out)
+}
+
+/// The dependencies in `apt-cache depends` output, as groups of
+/// alternatives, each a concrete package (a virtual one stands for its
+/// first provider, listed below it).
+fn dependencies(listing: &str) -> Vec<Vec<String>> {
+    let mut groups = Vec::new();
+    let mut group: Vec<String> = Vec::new();
+    let mut lines = listing.lines().peekable();
+    while let Some(line) = lines.next() {
+        let (alternative, rest) = match line.strip_prefix(" |") {
+            Some(rest) => (true, rest),
+            None => match line.strip_prefix("  ") {
+                Some(rest) if !rest.starts_with(' ') => (false, rest),
+                _ => continue,
+            },
+        };
+        let Some((_, name)) = rest.split_once(": ") else {
+            continue;
+        };
+        let name = name.trim();
+        let concrete = match name.strip_prefix('<') {
+            // A virtual package: its providers follow, indented deeper.
+            Some(_) => lines
+                .peek()
+                .filter(|next| next.starts_with("    "))
+                .map(|next| next.trim().to_string()),
+            None => Some(name.split(':').next().unwrap_or(name).to_string()),
+        };
+        group.extend(concrete);
+        if !alternative {
+            groups.push(std::mem::take(&mut group));
+        }
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
 }
 
 /// The .deb of `name` at `version` in `dir`, downloaded if missing and
@@ -840,4 +884,37 @@ pub fn resolve_templates(
         reference.value = name;
     }
     Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_take_the_first_alternative_and_a_virtual_packages_provider() {
+        let listing = "\
+openssh-server
+  PreDepends: init-system-helpers
+  Depends: lsb-base
+    sysvinit-utils
+ |Depends: debconf
+  Depends: <debconf-2.0>
+    cdebconf
+    debconf
+  Depends: libsystemd0
+    libelogind0
+  Depends: <no-provider>
+  Depends: libc6:amd64
+";
+        assert_eq!(
+            dependencies(listing),
+            vec![
+                vec!["init-system-helpers".to_string()],
+                vec!["lsb-base".into()],
+                vec!["debconf".into(), "cdebconf".into()],
+                vec!["libsystemd0".into()],
+                vec!["libc6".into()],
+            ]
+        );
+    }
 }

@@ -9,6 +9,13 @@
 //! interfaces as OCI network devices. What it cannot honour (seccomp
 //! without libseccomp, interfaces to create) refuses the container, so that
 //! nothing is silently left out.
+//!
+//! LinuxKit's images that need the host's devices bind `/dev:/dev`. runc
+//! then leaves `/dev` alone; libcontainer does not (it makes its default
+//! nodes, `/dev/fd` and `/dev/ptmx` in it, which fails on the host's
+//! `/dev` and would change it). So such a bind becomes the default tmpfs
+//! `/dev` holding every device node the host's `/dev` has when the
+//! container starts ([`host_devices`]).
 
 use std::path::{Path, PathBuf};
 
@@ -78,6 +85,8 @@ pub struct Prepared {
     pub healthcheck: Option<Healthcheck>,
     /// Namespace → path to bind it to once the container runs.
     pub bind_namespaces: Vec<(&'static str, String)>,
+    /// The YAML bound the host's `/dev`: the container gets its nodes.
+    pub host_dev: bool,
 }
 
 /// Reads a bundle's two files and says what to do with them.
@@ -139,6 +148,7 @@ fn plan(
     if !net_devices.is_empty() {
         linux["netDevices"] = Value::Object(net_devices);
     }
+    let host_dev = replace_dev_bind(&mut config);
     // There is no console to hand a terminal to; output goes to the log.
     if config.pointer("/process/terminal") == Some(&json!(true)) {
         config["process"]["terminal"] = json!(false);
@@ -201,7 +211,83 @@ fn plan(
         depends: runtime.depends.unwrap_or_default(),
         healthcheck: runtime.healthcheck,
         bind_namespaces,
+        host_dev,
     })
+}
+
+/// Turns a bind of `/dev` in `config.json` into LinuxKit's default tmpfs
+/// `/dev`; says whether there was one.
+fn replace_dev_bind(config: &mut Value) -> bool {
+    let Some(mounts) = config.get_mut("mounts").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let mut found = false;
+    for mount in mounts.iter_mut() {
+        let options = mount.get("options").and_then(Value::as_array);
+        let is_bind = mount.get("type").and_then(Value::as_str) == Some("bind")
+            || options.is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
+        if mount.get("destination").and_then(Value::as_str) == Some("/dev") && is_bind {
+            *mount = json!({
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            });
+            found = true;
+        }
+    }
+    found
+}
+
+/// The character and block devices under `dev` as OCI `linux.devices`,
+/// sorted by path; the directories that are mounts of their own (`pts`,
+/// `shm`, `mqueue`) and `ptmx` (which the runtime makes) are left out.
+pub fn host_devices(dev: &Path) -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut devices = Vec::new();
+    let mut dirs = vec![dev.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let relative = path.strip_prefix(dev).unwrap_or(&path);
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                if !["pts", "shm", "mqueue"]
+                    .iter()
+                    .any(|d| relative == Path::new(d))
+                {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let typ = match () {
+                _ if kind.is_char_device() => "c",
+                _ if kind.is_block_device() => "b",
+                _ => continue,
+            };
+            if relative == Path::new("ptmx") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            devices.push(json!({
+                "path": Path::new("/dev").join(relative).to_string_lossy(),
+                "type": typ,
+                "major": rustix::fs::major(rdev),
+                "minor": rustix::fs::minor(rdev),
+                "fileMode": meta.mode() & 0o7777,
+                "uid": meta.uid(),
+                "gid": meta.gid(),
+            }));
+        }
+    }
+    devices.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    devices
 }
 
 /// The OCI mount options init knows as flags; the others go to the
@@ -408,6 +494,69 @@ mod tests {
         assert_eq!(p.config["linux"]["cgroupsPath"], "/custom/one");
         assert_eq!(p.restart, Restart::Always);
         assert!(p.mounts.is_empty() && p.mkdir.is_empty() && p.healthcheck.is_none());
+    }
+
+    #[test]
+    fn a_bind_of_the_hosts_dev_becomes_a_tmpfs_given_its_devices() {
+        let config = json!({
+            "root": {"path": "rootfs"},
+            "mounts": [
+                {"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rw", "rbind", "rshared"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts"},
+                {"destination": "/etc/x", "type": "bind", "source": "/etc", "options": ["rbind"]}
+            ]
+        });
+        let p = plan(
+            &found(BundleKind::Service, "getty", "getty"),
+            config,
+            Runtime::default(),
+            "berth",
+        )
+        .unwrap();
+        assert!(p.host_dev);
+        let mounts = p.config["mounts"].as_array().unwrap();
+        assert_eq!(mounts[0]["type"], "tmpfs");
+        assert_eq!(mounts[0]["destination"], "/dev");
+        assert_eq!(mounts[1]["type"], "devpts");
+        assert_eq!(mounts[2]["source"], "/etc");
+
+        let plain = json!({"root": {"path": "rootfs"}, "mounts": [
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}
+        ]});
+        let p = plan(
+            &found(BundleKind::Service, "x", "x"),
+            plain,
+            Runtime::default(),
+            "berth",
+        )
+        .unwrap();
+        assert!(!p.host_dev);
+    }
+
+    #[test]
+    fn the_hosts_device_nodes_are_listed_with_their_numbers() {
+        let devices = host_devices(Path::new("/dev"));
+        let null = devices
+            .iter()
+            .find(|d| d["path"] == "/dev/null")
+            .expect("/dev/null is listed");
+        assert_eq!(null["type"], "c");
+        assert_eq!(
+            (null["major"].as_u64(), null["minor"].as_u64()),
+            (Some(1), Some(3))
+        );
+        assert_eq!(null["fileMode"], 0o666);
+        assert!(devices.iter().all(|d| d["path"] != "/dev/ptmx"));
+        assert!(
+            devices
+                .iter()
+                .all(|d| !d["path"].as_str().unwrap().starts_with("/dev/pts/"))
+        );
+        // Regular files and symlinks are no devices.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("link")).unwrap();
+        assert!(host_devices(dir.path()).is_empty());
     }
 
     #[test]

@@ -360,6 +360,18 @@ fn mount_filesystems(system: &mut Kernel) -> Vec<String> {
             Err(e) => system.log(&format!("mounting {} on {}: {e}", mount.kind, mount.target)),
         }
     }
+    // Every mount shared, as LinuxKit's init leaves them: a container that
+    // binds /var with rshared (images/mount) mounts a disk for the host.
+    let shared = Mount {
+        source: "none".into(),
+        target: "/".into(),
+        kind: "none".into(),
+        flags: vec!["rshared"],
+        data: String::new(),
+    };
+    if let Err(e) = system.mount(&shared) {
+        system.log(&format!("making the mounts shared: {e}"));
+    }
     mounted
 }
 
@@ -448,6 +460,7 @@ fn launch(p: &Prepared) -> Launch {
     Launch {
         id: p.found.id.clone(),
         bundle: Path::new(RUN).join("bundles").join(&p.found.id),
+        host_dev: p.host_dev,
     }
 }
 

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use rustix::pipe::PipeFlags;
 
 use crate::system::{Launch, Started};
@@ -40,17 +42,52 @@ fn output() -> Result<(OwnedFd, OwnedFd, OwnedFd), String> {
     Ok((read, write, err))
 }
 
+/// libcontainer's executor, except that a command given by its absolute
+/// path runs without `PATH` in the environment, as with runc: LinuxKit
+/// definitions often replace the image's environment (`env:`) with one
+/// that has no `PATH`.
+#[derive(Clone)]
+struct Workload;
+
+impl Executor for Workload {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        let process = spec.process().as_ref();
+        let args = process.and_then(|p| p.args().as_ref());
+        let has_path = process
+            .and_then(|p| p.env().as_ref())
+            .is_some_and(|env| env.iter().any(|e| e.starts_with("PATH=")));
+        match args.and_then(|a| a.first()) {
+            Some(program) if program.starts_with('/') && !has_path => {
+                match rustix::fs::access(program.as_str(), rustix::fs::Access::EXEC_OK) {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(ExecutorValidationError::ArgValidationError(format!(
+                        "{program}: {e}"
+                    ))),
+                }
+            }
+            _ => DefaultExecutor {}.validate(spec),
+        }
+    }
+}
+
 fn builder(id: &str) -> Result<ContainerBuilder, String> {
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(STATE)
         .map_err(io)
-        .map(|b| b.with_executor(DefaultExecutor {}))
+        .map(|b| b.with_executor(Workload))
 }
 
 pub fn start(launch: &Launch) -> Result<Started, String> {
     // A container of this id left from an earlier run is in the way.
     if Path::new(STATE).join(&launch.id).exists() {
         let _ = remove(&launch.id);
+    }
+    if launch.host_dev {
+        with_host_devices(&launch.bundle.join("config.json"))?;
     }
     let (read, write, err) = output()?;
     let null = File::open("/dev/null").map_err(io)?;
@@ -72,6 +109,21 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
         pid,
         output: Some(read),
     })
+}
+
+/// Lists the host's device nodes in a bundle's `config.json`, as they are
+/// now: a restart sees a disk that appeared since the last start. They
+/// replace the YAML's `devices` nodes, as runc makes none when `/dev` is
+/// bound.
+fn with_host_devices(path: &Path) -> Result<(), String> {
+    let named = |e: String| format!("{}: {e}", path.display());
+    let text = std::fs::read(path).map_err(|e| named(e.to_string()))?;
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| named(e.to_string()))?;
+    config["linux"]["devices"] =
+        serde_json::Value::Array(crate::bundle::host_devices(Path::new("/dev")));
+    let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| named(e.to_string()))
 }
 
 /// Runs `args` in the running container `id` (a health probe); its output

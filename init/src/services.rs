@@ -431,6 +431,7 @@ mod tests {
             Launch {
                 id: name.into(),
                 bundle: PathBuf::from(format!("/run/berth/bundles/{name}")),
+                host_dev: false,
             },
             depends.iter().map(|d| d.to_string()).collect(),
             None,

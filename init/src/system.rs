@@ -34,6 +34,8 @@ pub enum Power {
 pub struct Launch {
     pub id: String,
     pub bundle: PathBuf,
+    /// The container gets the host's device nodes, as listed at its start.
+    pub host_dev: bool,
 }
 
 /// A started container: the pid of its first process and the read end of

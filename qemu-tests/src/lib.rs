@@ -228,6 +228,8 @@ pub struct Machine {
     pub extra_args: Vec<OsString>,
     /// A Unix socket for QEMU's monitor, for `> COMMAND` lines of `expect`.
     pub monitor: Option<PathBuf>,
+    /// A reboot restarts the machine; otherwise QEMU exits (`-no-reboot`).
+    pub allow_reboot: bool,
 }
 
 impl Machine {
@@ -242,6 +244,7 @@ impl Machine {
             cmdline: cmdline.to_string(),
             extra_args: Vec::new(),
             monitor: None,
+            allow_reboot: false,
         }
     }
 
@@ -265,14 +268,16 @@ impl Machine {
             "-m",
             &self.memory_mib.to_string(),
             "-nographic",
-            "-no-reboot",
             "-serial",
             "stdio",
-            "-monitor",
         ]
         .iter()
         .map(OsString::from)
         .collect();
+        if !self.allow_reboot {
+            args.push("-no-reboot".into());
+        }
+        args.push("-monitor".into());
         args.push(match &self.monitor {
             Some(path) => format!("unix:{},server,nowait", path.display()).into(),
             None => "none".into(),
@@ -397,7 +402,7 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
     let started = Instant::now();
     let mut child = machine
         .command()
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -410,6 +415,7 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
         thread::spawn(move || read_console(stdout, &serial, &lines_tx))
     };
     let stderr = collect(child.stderr.take());
+    let mut console_input = child.stdin.take();
 
     let deadline = started + timeout;
     let mut matched = 0;
@@ -423,6 +429,29 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
         };
         // `> COMMAND` is not a line to wait for but a monitor command to
         // send once the lines before it have appeared.
+        // `< TEXT` is typed on the serial console (with a carriage return).
+        if let Some(text) = expected.strip_prefix("< ") {
+            let typed = console_input
+                .as_mut()
+                .map(|input| input.write_all(format!("{text}\r").as_bytes()));
+            match typed {
+                Some(Ok(())) => {
+                    matched += 1;
+                    continue;
+                }
+                _ => break Err(format!("typing {text:?} on the serial console failed")),
+            }
+        }
+        // `! COMMAND` runs on the host, again every 2 s until it succeeds.
+        if let Some(command) = expected.strip_prefix("! ") {
+            match host_command(command, deadline) {
+                Ok(()) => {
+                    matched += 1;
+                    continue;
+                }
+                Err(e) => break Err(e),
+            }
+        }
         if let Some(command) = expected.strip_prefix("> ") {
             match send_monitor(machine.monitor.as_deref(), command) {
                 Ok(()) => {
@@ -496,6 +525,33 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
         elapsed: started.elapsed(),
         verdict,
     })
+}
+
+/// Runs `command` with `sh -c` until it exits 0, at most until `deadline`
+/// (each try gets up to 60 s); the error carries the last try's output.
+fn host_command(command: &str, deadline: Instant) -> std::result::Result<(), String> {
+    loop {
+        let limit = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(60));
+        let output = output_with_timeout(Command::new("sh").args(["-c", command]), limit);
+        let failure = match output {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => format!(
+                "{}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() + Duration::from_secs(2) >= deadline {
+            return Err(format!(
+                "host command {command:?} never succeeded; last try: {failure}"
+            ));
+        }
+        thread::sleep(Duration::from_secs(2));
+    }
 }
 
 /// How long to wait for the guest to react to a monitor command before
@@ -604,10 +660,13 @@ mod tests {
         .initrd(Path::new("out/a-initrd.img"));
         assert_eq!(
             machine.command_line(),
-            "qemu-system-x86_64 -machine q35 -accel tcg -m 512 -nographic -no-reboot \
-             -serial stdio -monitor none -kernel out/a-kernel -initrd out/a-initrd.img \
+            "qemu-system-x86_64 -machine q35 -accel tcg -m 512 -nographic -serial stdio \
+             -no-reboot -monitor none -kernel out/a-kernel -initrd out/a-initrd.img \
              -append 'console=ttyS0 root=it'\\''s'"
         );
+        let mut rebooting = machine.clone();
+        rebooting.allow_reboot = true;
+        assert!(!rebooting.command_line().contains("-no-reboot"));
     }
 
     #[test]

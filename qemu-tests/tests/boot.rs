@@ -185,6 +185,68 @@ fn build_berth(paths: &Paths) -> Result<(), String> {
 }
 
 /// A skip, or in CI a failure.
+/// What `{port}`, `{disk}` and `{home}` in `expect` and `qemu-args` stand
+/// for: a free TCP port on 127.0.0.1 (for a `hostfwd`), a new empty 1 GiB
+/// disk image, and a home directory holding a fresh SSH key pair
+/// (`.ssh/id_ed25519`), which is also `berth build`'s `HOME`, so that a
+/// definition's `~/.ssh/id_ed25519.pub` is that key.
+struct Places {
+    port: u16,
+    disk: PathBuf,
+    home: PathBuf,
+}
+
+enum Missing {
+    Tool(&'static str),
+    Failed(String),
+}
+
+impl Places {
+    fn make(results: &Path, text: &str) -> Result<Places, Missing> {
+        let failed =
+            |what: &str, e: &dyn std::fmt::Display| Missing::Failed(format!("{what}: {e}"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| failed("finding a free port", &e))?
+            .port();
+        let disk = results.join("disk.img");
+        if text.contains("{disk}") {
+            let file =
+                fs::File::create(&disk).map_err(|e| failed(&disk.display().to_string(), &e))?;
+            file.set_len(1 << 30)
+                .map_err(|e| failed(&disk.display().to_string(), &e))?;
+        }
+        let home = results.join("home");
+        let _ = fs::remove_dir_all(&home);
+        fs::create_dir_all(home.join(".ssh"))
+            .map_err(|e| failed(&home.display().to_string(), &e))?;
+        if text.contains("{home}") {
+            let keygen =
+                qemu_tests::find_program("ssh-keygen").ok_or(Missing::Tool("ssh-keygen"))?;
+            let key = home.join(".ssh/id_ed25519");
+            let mut command = Command::new(keygen);
+            command
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "berth-test", "-f"])
+                .arg(&key);
+            let output = qemu_tests::output_with_timeout(&mut command, Duration::from_secs(30))
+                .map_err(|e| failed("ssh-keygen", &format!("{e:#}")))?;
+            if !output.status.success() {
+                return Err(failed(
+                    "ssh-keygen",
+                    &String::from_utf8_lossy(&output.stderr),
+                ));
+            }
+        }
+        Ok(Places { port, disk, home })
+    }
+
+    fn fill(&self, text: &str) -> String {
+        text.replace("{port}", &self.port.to_string())
+            .replace("{disk}", &self.disk.to_string_lossy())
+            .replace("{home}", &self.home.to_string_lossy())
+    }
+}
+
 fn skip(reason: String) -> Result<Completion, Failed> {
     if qemu_tests::ci() {
         Err(format!("skipped, and CI=true makes a skip a failure: {reason}").into())
@@ -213,11 +275,6 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
             "{tool} is not installed (needed to inspect the initrd)"
         ));
     }
-    let expect = qemu_tests::parse_expect(
-        &fs::read_to_string(case.dir.join("expect"))
-            .map_err(|e| format!("reading {}: {e}", case.dir.join("expect").display()))?,
-    );
-
     let results = paths.case_dir(&case.name);
     let out = results.join("out");
     if out.exists() {
@@ -225,11 +282,36 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     }
     fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
 
+    let read = |name: &str| -> Result<Option<String>, String> {
+        let path = case.dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    };
+    let expect_text = read("expect")?.unwrap_or_default();
+    let qemu_args_text = read("qemu-args")?.unwrap_or_default();
+    let places = match Places::make(&results, &format!("{expect_text}{qemu_args_text}")) {
+        Ok(places) => places,
+        Err(Missing::Tool(tool)) => return skip(format!("{tool} is not installed")),
+        Err(Missing::Failed(e)) => return Err(e.into()),
+    };
+    let expect = qemu_tests::parse_expect(&places.fill(&expect_text));
+
+    // image.yml may be a link to an example: paths in it are relative to
+    // the file it names.
+    let image_yml = case
+        .dir
+        .join("image.yml")
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", case.dir.join("image.yml").display()))?;
+    let yaml_dir = image_yml.parent().unwrap_or(&case.dir).to_path_buf();
+    let yaml = fs::read_to_string(&image_yml)
+        .map_err(|e| format!("reading {}: {e}", image_yml.display()))?;
     // berth's own images the case names (`"@pkg:DIR"`) are built first,
     // online: their Debian packages come from the archive. The build of
     // the definition itself is then offline.
-    let yaml = fs::read_to_string(case.dir.join("image.yml"))
-        .map_err(|e| format!("reading {}: {e}", case.dir.join("image.yml").display()))?;
     for package in yaml
         .split("\"@pkg:")
         .skip(1)
@@ -239,7 +321,7 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
         command
             .args(["pkg", "build", "--cache"])
             .arg(paths.fixtures_cache())
-            .arg(case.dir.join(package))
+            .arg(yaml_dir.join(package))
             .env_remove("BERTH_OFFLINE");
         let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
             .map_err(|e| format!("{e:#}"))?;
@@ -256,14 +338,14 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     let name = &case.name;
     let mut command = Command::new(berth);
     // The fixture images exist only in the local cache.
-    command.env("BERTH_OFFLINE", "1");
+    command.env("BERTH_OFFLINE", "1").env("HOME", &places.home);
     command
         .args(["build", "-f", "kernel+initrd", "-o"])
         .arg(&out)
         .arg("--cache")
         .arg(paths.fixtures_cache())
         .args(["--name", name])
-        .arg(case.dir.join("image.yml"))
+        .arg(&image_yml)
         .current_dir(&case.dir);
     let shown = qemu_tests::shell_line(&command);
     let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
@@ -315,17 +397,14 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     let mut machine = Machine::new(qemu, accel, &kernel, cmdline.trim()).initrd(&initrd_image);
     // Devices for the case (network cards, disks): `qemu-args`, one
     // argument per line.
-    let qemu_args = case.dir.join("qemu-args");
-    if qemu_args.exists() {
-        let text = fs::read_to_string(&qemu_args)
-            .map_err(|e| format!("reading {}: {e}", qemu_args.display()))?;
-        machine.extra_args = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(Into::into)
-            .collect();
-    }
+    machine.allow_reboot = case.dir.join("reboots").exists();
+    machine.extra_args = places
+        .fill(&qemu_args_text)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(Into::into)
+        .collect();
     // A short path: Unix socket names are limited to 108 bytes.
     let monitor =
         std::env::temp_dir().join(format!("berth-qemu-{}-{name}.sock", std::process::id()));
