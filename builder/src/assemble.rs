@@ -276,6 +276,43 @@ fn write_kernel(
         image: image.reference.clone(),
         message,
     };
+    // The modules to keep: a first pass over the tarball reads what each
+    // module needs.
+    let keep = match (modules, &kernel.modules) {
+        (None, _) | (_, Some(spec::ModuleChoice::Word(_))) => None,
+        (Some(tarball), choice) => {
+            let (names, strict) = match choice {
+                Some(spec::ModuleChoice::List(names)) => (names.clone(), true),
+                _ => (
+                    modules::VM_DEFAULT.iter().map(|n| n.to_string()).collect(),
+                    false,
+                ),
+            };
+            let mut catalog = None;
+            let mut nested: Option<String> = None;
+            flatten(source, image, &[], &mut |entry, data| {
+                if entry.path == tarball && entry.kind == Kind::File {
+                    match catalog_of(data) {
+                        Ok(found) => catalog = Some(found),
+                        Err(message) => {
+                            nested = Some(message.clone());
+                            return Err(FlattenError::Emit(message));
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| match (&nested, e) {
+                (Some(message), _) => fail(format!("{tarball}: {message}")),
+                (None, e) => AssembleError::Flatten(e),
+            })?;
+            match catalog {
+                Some(catalog) => Some(catalog.select(&names, strict).map_err(fail)?),
+                // Reported below, as without a choice.
+                None => None,
+            }
+        }
+    };
     let mut nested: Option<String> = None;
     tree.scope(true);
     flatten(source, image, &[], &mut |entry, data| {
@@ -304,7 +341,7 @@ fn write_kernel(
             tree.write(&out, data).map_err(emit)?;
         } else if Some(name) == modules && entry.kind == Kind::File {
             found_modules = true;
-            if let Err(message) = write_modules(tree, data) {
+            if let Err(message) = write_modules(tree, data, keep.as_ref()) {
                 nested = Some(message.clone());
                 return Err(FlattenError::Emit(message));
             }
@@ -336,10 +373,59 @@ struct ModulesSeen {
     unreadable: Option<String>,
 }
 
-/// Copies the kernel's modules tarball into `/`. Hard links in it become
+/// Reads a modules tarball for [`modules::Catalog`]: each module's
+/// `.modinfo`, depmod's `modules.dep` where there is one, and
+/// `modules.builtin`.
+fn catalog_of(data: &mut dyn Read) -> Result<modules::Catalog, String> {
+    let mut catalog = modules::Catalog::default();
+    let mut archive = tar::Archive::new(data);
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let Some(out) = entry::from_tar(&entry)? else {
+            continue;
+        };
+        let Some((version, rest)) = out
+            .path
+            .strip_prefix("lib/modules/")
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        let wanted = rest == "modules.dep"
+            || rest == "modules.builtin"
+            || (out.kind == Kind::File && modules::name_of(rest).is_some());
+        if !wanted || out.kind != Kind::File {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("entry {:?}: {e}", out.path))?;
+        let dir = format!("lib/modules/{version}");
+        match rest {
+            "modules.dep" => catalog.add_dep_file(&dir, &String::from_utf8_lossy(&bytes)),
+            "modules.builtin" => catalog.add_builtin(&String::from_utf8_lossy(&bytes)),
+            // A module whose .modinfo cannot be read (xz) counts through
+            // modules.dep, which such a kernel image must then carry.
+            _ => {
+                if let Ok(module) = modules::read(rest, &bytes) {
+                    catalog.add(&out.path, &module);
+                }
+            }
+        }
+    }
+    Ok(catalog)
+}
+
+/// Copies the kernel's modules tarball into `/`, only the modules in `keep`
+/// when it is given (their index cut down to them). Hard links in it become
 /// relative symbolic links, as LinuxKit makes them: the tarball is a stream
 /// and the number of names of each file is not known in advance.
-fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
+fn write_modules(
+    tree: &mut Tree,
+    data: &mut dyn Read,
+    keep: Option<&std::collections::BTreeSet<String>>,
+) -> Result<(), String> {
     let mut archive = tar::Archive::new(data);
     // Per `lib/modules/VERSION`: the modules seen, and whether the tarball
     // carries its own index.
@@ -362,6 +448,28 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
             .and_then(|rest| rest.split_once('/'));
         let mut module_bytes = None;
         if let Some((version, rest)) = in_version {
+            let is_module = modules::name_of(rest).is_some();
+            if let Some(keep) = keep {
+                // Left out: the other modules, and depmod's binary indexes,
+                // which would name them.
+                if (is_module && !keep.contains(&path)) || rest.ends_with(".bin") {
+                    continue;
+                }
+                if kind == Kind::File && (rest == "modules.dep" || rest == "modules.alias") {
+                    let mut text = String::new();
+                    entry
+                        .read_to_string(&mut text)
+                        .map_err(|e| format!("entry {path:?}: {e}"))?;
+                    let dir = format!("lib/modules/{version}");
+                    let cut = cut_index(rest, &text, &dir, keep);
+                    versions.entry(version.to_string()).or_default().indexed = true;
+                    let mut out = out.clone();
+                    out.size = cut.len() as u64;
+                    tree.write(&out, &mut cut.as_bytes())
+                        .map_err(|e| e.to_string())?;
+                    continue;
+                }
+            }
             let seen = versions.entry(version.to_string()).or_default();
             if rest == "modules.dep" || rest == "modules.alias" {
                 seen.indexed = true;
@@ -407,6 +515,30 @@ fn write_modules(tree: &mut Tree, data: &mut dyn Read) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// depmod's `modules.dep` or `modules.alias` of the version directory
+/// `dir`, with only the lines of the modules in `keep`.
+fn cut_index(
+    file: &str,
+    text: &str,
+    dir: &str,
+    keep: &std::collections::BTreeSet<String>,
+) -> String {
+    let kept_names: std::collections::BTreeSet<String> =
+        keep.iter().filter_map(|p| modules::name_of(p)).collect();
+    text.lines()
+        .filter(|line| match file {
+            "modules.dep" => line
+                .split_once(':')
+                .is_some_and(|(path, _)| keep.contains(&format!("{dir}/{path}"))),
+            _ => line
+                .rsplit(' ')
+                .next()
+                .is_some_and(|name| kept_names.contains(&name.replace('-', "_"))),
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// The path from the directory of `from` to `to`, both relative to `/`.

@@ -183,10 +183,260 @@ pub fn alias(modules: &[Module]) -> String {
     lines.into_keys().collect()
 }
 
+/// The modules an initrd gets when the definition names none: the
+/// drivers of the common virtual machines and clouds (QEMU/KVM virtio,
+/// VMware, Hyper-V, Xen, AWS, GCP, Azure), their disks and filesystems, and
+/// what containers commonly need (overlay, bridges, veth, netfilter).
+/// Their dependencies come along; names the kernel lacks are skipped.
+pub const VM_DEFAULT: &[&str] = &[
+    // Buses, consoles, entropy, memory, power button.
+    "virtio_pci",
+    "virtio_mmio",
+    "virtio_console",
+    "virtio_rng",
+    "virtio_balloon",
+    "virtio_input",
+    "vmw_vsock_virtio_transport",
+    "ptp_kvm",
+    "button",
+    "evdev",
+    // Network cards.
+    "virtio_net",
+    "e1000",
+    "e1000e",
+    "vmxnet3",
+    "hv_netvsc",
+    "xen_netfront",
+    "ena",
+    "gve",
+    "mlx4_en",
+    "mlx5_core",
+    // Disks.
+    "virtio_blk",
+    "virtio_scsi",
+    "sd_mod",
+    "sr_mod",
+    "nvme",
+    "ahci",
+    "ata_piix",
+    "vmw_pvscsi",
+    "hv_storvsc",
+    "xen_blkfront",
+    // Hyper-V and Xen services.
+    "hv_vmbus",
+    "hv_utils",
+    "hv_balloon",
+    "hv_sock",
+    // Filesystems: state disks, config drives, CD-ROMs, EFI.
+    "ext4",
+    "xfs",
+    "btrfs",
+    "vfat",
+    "iso9660",
+    "squashfs",
+    "overlay",
+    "9p",
+    "9pnet_virtio",
+    "virtiofs",
+    "fuse",
+    "loop",
+    "nls_cp437",
+    "nls_utf8",
+    "nls_iso8859_1",
+    "dm_mod",
+    "dm_crypt",
+    // Container networking.
+    "tun",
+    "veth",
+    "bridge",
+    "br_netfilter",
+    "macvlan",
+    "ipvlan",
+    "vxlan",
+    "wireguard",
+    "ip_tables",
+    "iptable_filter",
+    "iptable_nat",
+    "iptable_mangle",
+    "ip6_tables",
+    "ip6table_filter",
+    "ip6table_nat",
+    "nf_tables",
+    "nft_chain_nat",
+    "nft_compat",
+    "xt_conntrack",
+    "xt_MASQUERADE",
+    "xt_addrtype",
+    "xt_mark",
+    "xt_comment",
+    "nf_nat",
+    "nf_conntrack",
+];
+
+/// A valid entry of `kernel.modules`: a module name, maybe with `*`.
+pub fn is_pattern(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'*')
+}
+
+/// Whether module `name` matches `pattern` (`*`: any run of characters;
+/// `-` and `_` are the same).
+fn matches(pattern: &str, name: &str) -> bool {
+    let pattern = pattern.replace('-', "_");
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return pattern == name;
+    };
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// What a modules tarball holds, to choose from: each module's file and
+/// direct dependencies by name, and the modules built into the kernel.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    modules: BTreeMap<String, (String, Vec<String>)>,
+    builtin: std::collections::BTreeSet<String>,
+}
+
+impl Catalog {
+    /// A module file, at its path in the tarball, read from its `.modinfo`.
+    pub fn add(&mut self, tar_path: &str, module: &Module) {
+        if let Some(name) = name_of(&module.path) {
+            let entry = self.modules.entry(name).or_default();
+            entry.0 = tar_path.to_string();
+            entry.1.extend(module.depends.iter().cloned());
+        }
+    }
+
+    /// depmod's `modules.dep` of the version directory `dir` (dependencies
+    /// as paths relative to it).
+    pub fn add_dep_file(&mut self, dir: &str, text: &str) {
+        for line in text.lines() {
+            let Some((path, deps)) = line.split_once(':') else {
+                continue;
+            };
+            let Some(name) = name_of(path) else { continue };
+            let entry = self.modules.entry(name).or_default();
+            entry.0 = format!("{dir}/{path}");
+            entry.1.extend(deps.split_whitespace().filter_map(name_of));
+        }
+    }
+
+    /// `modules.builtin`: one path per built-in module.
+    pub fn add_builtin(&mut self, text: &str) {
+        self.builtin.extend(text.lines().filter_map(name_of));
+    }
+
+    /// The tarball paths of the modules `patterns` name and of everything
+    /// they depend on. With `strict`, a name that matches no module and is
+    /// not built in is an error.
+    pub fn select(
+        &self,
+        patterns: &[String],
+        strict: bool,
+    ) -> Result<std::collections::BTreeSet<String>, String> {
+        let mut wanted: Vec<String> = Vec::new();
+        for pattern in patterns {
+            let found: Vec<&String> = self
+                .modules
+                .keys()
+                .filter(|name| matches(pattern, name))
+                .collect();
+            let builtin =
+                !pattern.contains('*') && self.builtin.contains(&pattern.replace('-', "_"));
+            if found.is_empty() && !builtin && strict {
+                return Err(format!(
+                    "kernel.modules: no module {pattern:?} in the kernel image (nor built in)"
+                ));
+            }
+            wanted.extend(found.into_iter().cloned());
+        }
+        let mut paths = std::collections::BTreeSet::new();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(name) = wanted.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            // A dependency on a built-in module has no file.
+            if let Some((path, depends)) = self.modules.get(&name) {
+                if !path.is_empty() {
+                    paths.insert(path.clone());
+                }
+                wanted.extend(depends.iter().cloned());
+            }
+        }
+        Ok(paths)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use fixtures::elf_module as elf;
+
+    #[test]
+    fn a_choice_brings_its_dependencies_and_unknown_names_are_errors() {
+        let mut catalog = Catalog::default();
+        let module = |path: &str, depends: &[&str]| Module {
+            path: path.into(),
+            depends: depends.iter().map(|d| d.to_string()).collect(),
+            aliases: Vec::new(),
+        };
+        let v = "lib/modules/6.1";
+        for (path, depends) in [
+            (
+                "kernel/drivers/net/virtio_net.ko",
+                &["net_failover", "virtio_ring"][..],
+            ),
+            ("kernel/drivers/net/net_failover.ko", &["failover"][..]),
+            ("kernel/net/core/failover.ko", &[][..]),
+            ("kernel/drivers/block/virtio_blk.ko", &["virtio_ring"][..]),
+            ("kernel/drivers/net/e1000.ko", &[][..]),
+        ] {
+            catalog.add(&format!("{v}/{path}"), &module(path, depends));
+        }
+        catalog.add_builtin("kernel/drivers/virtio/virtio_ring.ko\nkernel/fs/ext4/ext4.ko\n");
+        catalog.add_dep_file(
+            v,
+            "kernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\nkernel/lib/libcrc32c.ko:\n",
+        );
+        let chosen = catalog
+            .select(&["virtio-net".into(), "ext4".into(), "xfs".into()], true)
+            .unwrap();
+        assert_eq!(
+            chosen.into_iter().collect::<Vec<_>>(),
+            [
+                "lib/modules/6.1/kernel/drivers/net/net_failover.ko",
+                "lib/modules/6.1/kernel/drivers/net/virtio_net.ko",
+                "lib/modules/6.1/kernel/fs/xfs/xfs.ko",
+                "lib/modules/6.1/kernel/lib/libcrc32c.ko",
+                "lib/modules/6.1/kernel/net/core/failover.ko",
+            ]
+        );
+        let virtio = catalog.select(&["virtio_*".into()], true).unwrap();
+        assert_eq!(virtio.len(), 4, "{virtio:?}");
+        let error = catalog.select(&["virtio_nett".into()], true).unwrap_err();
+        assert!(error.contains("\"virtio_nett\""), "{error}");
+        assert!(
+            catalog
+                .select(&["virtio_nett".into()], false)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches("xt_*", "xt_MASQUERADE") && !matches("xt_*", "nf_nat"));
+        assert!(matches("*net*", "virtio_net") && matches("a*b*c", "abc") && !matches("a*b", "ba"));
+    }
 
     #[test]
     fn modinfo_gives_dependencies_and_aliases() {

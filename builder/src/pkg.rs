@@ -40,6 +40,11 @@ pub struct BuildFile {
     /// run here).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Paths (files or whole directories) left out of the packages'
+    /// contents, besides the documentation, which is never taken
+    /// ([`NEVER_TAKEN`]). `usr/lib/x86_64-linux-gnu/gconv` saves 8 MB.
+    #[serde(default)]
+    pub prune: Vec<String>,
     /// Static binaries built from this workspace.
     #[serde(default)]
     pub binaries: Vec<Binary>,
@@ -256,7 +261,7 @@ impl Package {
         // ones replace earlier ones at the same path.
         for (name, (version, sha)) in &self.debs {
             let deb = download(name, version, sha, debs_dir, offline)?;
-            unpack(&deb, &mut tree).map_err(|e| PkgError::Debian {
+            unpack(&deb, &mut tree, &self.build.prune).map_err(|e| PkgError::Debian {
                 package: name.clone(),
                 message: e.to_string(),
             })?;
@@ -778,8 +783,32 @@ fn download(
     find()?.ok_or_else(|| fail(format!("the downloaded .deb does not have SHA256 {sha}")))
 }
 
-/// The files of a .deb (`dpkg-deb --fsys-tarfile`), into `tree`.
-fn unpack(deb: &Path, tree: &mut BTreeMap<String, (Entry, Data)>) -> io::Result<()> {
+/// What no image takes from a package: documentation, manual pages,
+/// translations of messages, lintian's overrides.
+pub const NEVER_TAKEN: &[&str] = &[
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/bug",
+    "usr/share/doc-base",
+];
+
+/// Whether `path` is `prefix` or lies under it.
+fn under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_matches('/');
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The files of a .deb (`dpkg-deb --fsys-tarfile`), into `tree`, without
+/// [`NEVER_TAKEN`] and `prune`.
+fn unpack(
+    deb: &Path,
+    tree: &mut BTreeMap<String, (Entry, Data)>,
+    prune: &[String],
+) -> io::Result<()> {
     let output = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -797,6 +826,11 @@ fn unpack(deb: &Path, tree: &mut BTreeMap<String, (Entry, Data)>) -> io::Result<
         let Some(entry) = entry::from_tar(&item).map_err(io::Error::other)? else {
             continue;
         };
+        let pruned = NEVER_TAKEN.iter().any(|p| under(&entry.path, p))
+            || prune.iter().any(|p| under(&entry.path, p));
+        if pruned {
+            continue;
+        }
         let mut bytes = Vec::new();
         if entry.kind == Kind::File {
             item.read_to_end(&mut bytes)?;
@@ -889,6 +923,14 @@ pub fn resolve_templates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_takes_whole_path_components() {
+        assert!(under("usr/share/doc", "usr/share/doc"));
+        assert!(under("usr/share/doc/libc6/copyright", "/usr/share/doc/"));
+        assert!(!under("usr/share/doc-base/x", "usr/share/doc"));
+        assert!(!under("usr/share", "usr/share/doc"));
+    }
 
     #[test]
     fn dependencies_take_the_first_alternative_and_a_virtual_packages_provider() {

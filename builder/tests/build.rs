@@ -72,16 +72,24 @@ fn layers_are_flattened_with_whiteouts_opaque_dirs_and_links() {
     // Kernel and modules.
     assert_eq!(find("boot/kernel").unwrap().2, b"not really a kernel");
     assert_eq!(find("boot/cmdline").unwrap().2, b"console=ttyS0");
-    let module = fixtures::elf_module(b"depends=\0alias=pci:v00001AF4d*\0");
-    assert_eq!(find("lib/modules/6.1.0/kernel/a.ko").unwrap().2, module);
-    // The kernel image has no depmod index: the builder makes one.
+    let module = fixtures::elf_module(b"depends=net_failover\0alias=virtio:d00000001v*\0");
+    assert_eq!(
+        find("lib/modules/6.1.0/kernel/virtio_net.ko").unwrap().2,
+        module
+    );
+    // The default choice (virtual-machine drivers) takes virtio_net and
+    // what it depends on, not extra.
+    assert!(find("lib/modules/6.1.0/kernel/net_failover.ko").is_some());
+    assert!(find("lib/modules/6.1.0/kernel/extra.ko").is_none());
+    // The kernel image has no depmod index: the builder makes one, of the
+    // modules it took.
     assert_eq!(
         find("lib/modules/6.1.0/modules.dep").unwrap().2,
-        b"kernel/a.ko:\n"
+        b"kernel/net_failover.ko:\nkernel/virtio_net.ko: kernel/net_failover.ko\n"
     );
     assert_eq!(
         find("lib/modules/6.1.0/modules.alias").unwrap().2,
-        b"alias pci:v00001AF4d* a\n"
+        b"alias virtio:d00000001v* virtio_net\n"
     );
     assert!(find("System.map").is_none());
     // files:
@@ -245,6 +253,67 @@ fn volumes_are_refused_until_berth_supports_them() {
         !dir.path().join("out").exists(),
         "a failed build leaves no directory"
     );
+}
+
+#[test]
+fn kernel_modules_chooses_the_modules_and_their_dependencies() {
+    let modules_of = |choice: &str| -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = small_cache(dir.path());
+        let yaml = DEFINITION.replace(
+            "  cmdline: console=ttyS0\n",
+            &format!("  cmdline: console=ttyS0\n  modules: {choice}\n"),
+        );
+        let out = build_yaml(dir.path(), &cache, &yaml, &["tar"]);
+        assert!(out.status.success(), "{choice}: {}", stderr(&out));
+        let mut found: Vec<String> =
+            tar_listing(&std::fs::read(dir.path().join("out/image.tar")).unwrap())
+                .into_iter()
+                .filter_map(|(path, _, _)| {
+                    path.strip_prefix("lib/modules/6.1.0/kernel/")
+                        .map(str::to_string)
+                })
+                .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(
+        modules_of("all"),
+        ["extra.ko", "net_failover.ko", "virtio_net.ko"]
+    );
+    assert_eq!(modules_of("[extra]"), ["extra.ko"]);
+    assert_eq!(
+        modules_of("[virtio-net]"),
+        ["net_failover.ko", "virtio_net.ko"]
+    );
+    // A built-in module is there already.
+    assert_eq!(modules_of("[extra, b]"), ["extra.ko"]);
+}
+
+#[test]
+fn a_module_the_kernel_lacks_is_named_and_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    let yaml = DEFINITION.replace(
+        "  cmdline: console=ttyS0\n",
+        "  cmdline: console=ttyS0\n  modules: [virtio_net, virtio_nett]\n",
+    );
+    let out = build_yaml(dir.path(), &cache, &yaml, &["tar"]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(message.contains("docker.io/test/kernel:1"), "{message}");
+    assert!(
+        message.contains("kernel.modules: no module \"virtio_nett\""),
+        "{message}"
+    );
+    assert!(!dir.path().join("out").exists(), "{message}");
+    let yaml = DEFINITION.replace(
+        "  cmdline: console=ttyS0\n",
+        "  cmdline: console=ttyS0\n  modules: some\n",
+    );
+    let out = build_yaml(dir.path(), &cache, &yaml, &["tar"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("kernel.modules"), "{}", stderr(&out));
 }
 
 #[test]

@@ -115,11 +115,11 @@ fn a_definition_naming_a_package_builds_it_and_uses_its_label() {
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
         let path = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut data = String::new();
+        let mut data = Vec::new();
         if entry.header().entry_type().is_file() {
-            std::io::Read::read_to_string(&mut entry, &mut data).unwrap();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
         }
-        seen.insert(path, data);
+        seen.insert(path, String::from_utf8_lossy(&data).into_owned());
     }
     let root = "containers/services/hello/lower";
     assert_eq!(seen[&format!("{root}/etc/motd")], "from a package\n");

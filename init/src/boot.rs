@@ -241,6 +241,51 @@ pub fn hostname_from_mac(mac: &str) -> String {
     format!("berth-{}", hex.to_ascii_lowercase())
 }
 
+/// `mounted` (init's own mounts, in mount order) followed by the other
+/// mount points `/proc/self/mountinfo` lists (made by containers with a
+/// shared bind, such as a disk on /var/lib), in its order, which is mount
+/// order; `/` is left out.
+pub fn with_later_mounts(mounted: &[String], mountinfo: &str) -> Vec<String> {
+    let mut all = mounted.to_vec();
+    for line in mountinfo.lines() {
+        let Some(point) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let point = unescape(point);
+        if point != "/" && !all.contains(&point) {
+            all.push(point);
+        }
+    }
+    all
+}
+
+/// mountinfo's octal escapes (`\040` for a space).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(digits)) => {
+                out.push(
+                    digits
+                        .iter()
+                        .fold(0u8, |n, d| n.wrapping_mul(8) + (d - b'0')),
+                );
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +310,22 @@ mod tests {
                 "/sys/fs/cgroup",
                 "/sys/fs/bpf"
             ]
+        );
+    }
+
+    #[test]
+    fn mounts_made_by_containers_come_after_inits_own() {
+        let mountinfo = "\
+22 1 0:21 / / ro - tmpfs rootfs rw
+23 22 0:22 / /proc rw - proc proc rw
+30 22 0:30 / /var rw,shared:5 - tmpfs tmpfs rw
+41 30 254:0 / /var/lib rw,shared:5 - ext4 /dev/vda rw
+42 22 0:40 / /mnt/my\\040disk rw - ext4 /dev/vdb rw
+";
+        let mounted = ["/proc".to_string(), "/var".to_string()];
+        assert_eq!(
+            with_later_mounts(&mounted, mountinfo),
+            ["/proc", "/var", "/var/lib", "/mnt/my disk"]
         );
     }
 

@@ -61,6 +61,19 @@ pub struct Kernel {
     /// A microcode cpio inside the kernel image, prepended to the initrd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ucode: Option<String>,
+    /// berth: the modules to put in the initrd (`all`, or names and `*`
+    /// patterns), with what they depend on; unset, the drivers of common
+    /// virtual machines ([`crate::modules::VM_DEFAULT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<ModuleChoice>,
+}
+
+/// `kernel.modules`: `all`, or a list of module names and patterns.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ModuleChoice {
+    Word(String),
+    List(Vec<String>),
 }
 
 /// A user or group: a number, or the name of another container whose
@@ -285,6 +298,7 @@ impl Definition {
                 binary,
                 tar,
                 ucode,
+                modules,
             } = kernel;
             // As in LinuxKit, an empty image, cmdline or binary does not
             // replace an earlier one; tar and ucode replace when present.
@@ -300,6 +314,7 @@ impl Definition {
             }
             mine.tar = tar.or(mine.tar.take());
             mine.ucode = ucode.or(mine.ucode.take());
+            mine.modules = modules.or(mine.modules.take());
         }
         self.init.extend(next.init);
         self.onboot.extend(next.onboot);

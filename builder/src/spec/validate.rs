@@ -208,6 +208,23 @@ pub fn validate(definition: &Definition) -> Result<(), SpecError> {
     {
         problems.plain("kernel.image", "the kernel section needs an image".into());
     }
+    if let Some(kernel) = &definition.kernel {
+        match &kernel.modules {
+            Some(super::ModuleChoice::Word(word)) if word != "all" => problems.plain(
+                "kernel.modules",
+                format!("{word:?} is neither `all` nor a list of module names"),
+            ),
+            Some(super::ModuleChoice::List(names)) => {
+                for name in names.iter().filter(|n| !crate::modules::is_pattern(n)) {
+                    problems.plain(
+                        "kernel.modules",
+                        format!("{name:?} is not a module name (letters, digits, `_`, `-`, `*`)"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
     for (i, reference) in definition.init.iter().enumerate() {
         check_reference(&mut problems, reference, &format!("init[{i}]"));
     }

@@ -12,15 +12,20 @@ pub const KERNEL: &str = "docker.io/test/kernel:1";
 pub const INIT: &str = "docker.io/test/init:1";
 pub const SERVICE: &str = "docker.io/test/service:1";
 
-/// A cache with a small kernel image (a fake kernel, a modules tarball with
-/// a hard link), an init image and a two-layer service image.
+/// A cache with a small kernel image (a fake kernel, a modules tarball:
+/// virtio_net, which depends on net_failover, and extra, which no default
+/// takes), an init image and a two-layer service image.
 pub fn small_cache(dir: &Path) -> PathBuf {
     let cache = dir.join("cache");
     let layout = Layout::create(&cache).unwrap();
     let mut modules = tar::Builder::new(Vec::new());
-    let module = fixtures::elf_module(b"depends=\0alias=pci:v00001AF4d*\0");
+    let module = fixtures::elf_module(b"depends=net_failover\0alias=virtio:d00000001v*\0");
+    let failover = fixtures::elf_module(b"depends=\0");
+    let extra = fixtures::elf_module(b"depends=\0alias=pci:v00008086d*\0");
     for (path, data) in [
-        ("lib/modules/6.1.0/kernel/a.ko", &module[..]),
+        ("lib/modules/6.1.0/kernel/virtio_net.ko", &module[..]),
+        ("lib/modules/6.1.0/kernel/net_failover.ko", &failover[..]),
+        ("lib/modules/6.1.0/kernel/extra.ko", &extra[..]),
         ("lib/modules/6.1.0/modules.builtin", &b"kernel/b.ko\n"[..]),
     ] {
         let mut header = tar::Header::new_gnu();
