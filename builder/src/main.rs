@@ -27,7 +27,7 @@ struct Cli {
 const EXAMPLES: &str = "\
 Examples:
   berth validate linuxkit.yml
-  berth build examples/hello.yml                       # hello-kernel, hello-initrd.img, hello-cmdline
+  berth build examples/minimal.yml                     # minimal-kernel, minimal-initrd.img, minimal-cmdline
   berth build -f tar -f kernel+initrd -o out base.yml extra.yml
   cat image.yml | berth build --name image -
 
