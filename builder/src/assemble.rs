@@ -378,6 +378,10 @@ struct ModulesSeen {
 /// `modules.builtin`.
 fn catalog_of(data: &mut dyn Read) -> Result<modules::Catalog, String> {
     let mut catalog = modules::Catalog::default();
+    // Per version: whether it has depmod's index, and the first module
+    // that could not be read.
+    let mut indexed = std::collections::BTreeSet::new();
+    let mut unreadable: BTreeMap<String, String> = BTreeMap::new();
     let mut archive = tar::Archive::new(data);
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
@@ -393,6 +397,7 @@ fn catalog_of(data: &mut dyn Read) -> Result<modules::Catalog, String> {
         };
         let wanted = rest == "modules.dep"
             || rest == "modules.builtin"
+            || rest == "modules.softdep"
             || (out.kind == Kind::File && modules::name_of(rest).is_some());
         if !wanted || out.kind != Kind::File {
             continue;
@@ -403,16 +408,24 @@ fn catalog_of(data: &mut dyn Read) -> Result<modules::Catalog, String> {
             .map_err(|e| format!("entry {:?}: {e}", out.path))?;
         let dir = format!("lib/modules/{version}");
         match rest {
-            "modules.dep" => catalog.add_dep_file(&dir, &String::from_utf8_lossy(&bytes)),
+            "modules.dep" => {
+                indexed.insert(version.to_string());
+                catalog.add_dep_file(&dir, &String::from_utf8_lossy(&bytes));
+            }
             "modules.builtin" => catalog.add_builtin(&String::from_utf8_lossy(&bytes)),
+            "modules.softdep" => catalog.add_softdep_file(&String::from_utf8_lossy(&bytes)),
             // A module whose .modinfo cannot be read (xz) counts through
             // modules.dep, which such a kernel image must then carry.
-            _ => {
-                if let Ok(module) = modules::read(rest, &bytes) {
-                    catalog.add(&out.path, &module);
+            _ => match modules::read(rest, &bytes) {
+                Ok(module) => catalog.add(&out.path, &module),
+                Err(e) => {
+                    unreadable.entry(version.to_string()).or_insert(e);
                 }
-            }
+            },
         }
+    }
+    if let Some((version, e)) = unreadable.into_iter().find(|(v, _)| !indexed.contains(v)) {
+        return Err(format!("choosing the modules of {version}: {e}"));
     }
     Ok(catalog)
 }
@@ -753,6 +766,45 @@ fn resolve_source(source: &str, origin: Option<&str>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tarball(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_cksum();
+            out.append_data(&mut header, path, *data).unwrap();
+        }
+        out.into_inner().unwrap()
+    }
+
+    #[test]
+    fn unreadable_modules_without_an_index_cannot_be_chosen_from() {
+        let xz = tarball(&[("lib/modules/6.1/kernel/a.ko.xz", b"\xfd7zXZ")]);
+        let error = catalog_of(&mut &xz[..]).unwrap_err();
+        assert!(
+            error.contains("6.1") && error.contains("run depmod"),
+            "{error}"
+        );
+        // With depmod's index, the index says what each module needs.
+        let indexed = tarball(&[
+            ("lib/modules/6.1/kernel/a.ko.xz", b"\xfd7zXZ"),
+            ("lib/modules/6.1/modules.dep", b"kernel/a.ko.xz:\n"),
+        ]);
+        let catalog = catalog_of(&mut &indexed[..]).unwrap();
+        assert_eq!(
+            catalog
+                .select(&["a".into()], true)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["lib/modules/6.1/kernel/a.ko.xz"]
+        );
+    }
 
     #[test]
     fn relative_links() {

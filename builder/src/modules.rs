@@ -18,6 +18,9 @@ pub struct Module {
     pub path: String,
     pub depends: Vec<String>,
     pub aliases: Vec<String>,
+    /// `softdep=pre: a post: b`: modules it wants loaded around it, which
+    /// an initrd must carry too (not part of `modules.dep`).
+    pub softdeps: Vec<String>,
 }
 
 /// The module name of a file: its base name without `.ko[.*]`, with `-`
@@ -55,6 +58,7 @@ pub fn read(path: &str, bytes: &[u8]) -> Result<Module, String> {
         path: path.to_string(),
         depends: Vec::new(),
         aliases: Vec::new(),
+        softdeps: Vec::new(),
     };
     for field in info.split(|b| *b == 0) {
         let field = String::from_utf8_lossy(field);
@@ -63,9 +67,18 @@ pub fn read(path: &str, bytes: &[u8]) -> Result<Module, String> {
             module.depends.extend(names.map(|d| d.replace('-', "_")));
         } else if let Some(alias) = field.strip_prefix("alias=") {
             module.aliases.push(alias.to_string());
+        } else if let Some(list) = field.strip_prefix("softdep=") {
+            module.softdeps.extend(softdep_names(list));
         }
     }
     Ok(module)
+}
+
+/// The module names of a softdep (`pre: a b post: c`).
+fn softdep_names(list: &str) -> impl Iterator<Item = String> + '_ {
+    list.split_whitespace()
+        .filter(|word| !word.ends_with(':'))
+        .map(|name| name.replace('-', "_"))
 }
 
 /// The bytes of the `.modinfo` section of a 64-bit little-endian ELF file.
@@ -232,7 +245,7 @@ pub const VM_DEFAULT: &[&str] = &[
     "xfs",
     "btrfs",
     "vfat",
-    "iso9660",
+    "isofs",
     "squashfs",
     "overlay",
     "9p",
@@ -244,7 +257,14 @@ pub const VM_DEFAULT: &[&str] = &[
     "nls_utf8",
     "nls_iso8859_1",
     "dm_mod",
+    // Disk encryption with LUKS2's default cipher, and fast checksums.
     "dm_crypt",
+    "xts",
+    "ecb",
+    "cbc",
+    "aesni_intel",
+    "crc32c_intel",
+    "crc32_pclmul",
     // Container networking.
     "tun",
     "veth",
@@ -271,6 +291,11 @@ pub const VM_DEFAULT: &[&str] = &[
     "xt_comment",
     "nf_nat",
     "nf_conntrack",
+    "nft_ct",
+    "nft_masq",
+    "nft_nat",
+    "nft_reject_inet",
+    "nft_fib_inet",
 ];
 
 /// A valid entry of `kernel.modules`: a module name, maybe with `*`.
@@ -316,7 +341,32 @@ impl Catalog {
             let entry = self.modules.entry(name).or_default();
             entry.0 = tar_path.to_string();
             entry.1.extend(module.depends.iter().cloned());
+            entry.1.extend(module.softdeps.iter().cloned());
         }
+    }
+
+    /// depmod's `modules.softdep`: `softdep NAME pre: a post: b` lines.
+    pub fn add_softdep_file(&mut self, text: &str) {
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("softdep") {
+                continue;
+            }
+            let Some(name) = words.next() else { continue };
+            let entry = self.modules.entry(name.replace('-', "_")).or_default();
+            entry
+                .1
+                .extend(softdep_names(&words.collect::<Vec<_>>().join(" ")));
+        }
+    }
+
+    /// Whether a module of that name is in the tarball or built in.
+    pub fn knows(&self, name: &str) -> bool {
+        let name = name.replace('-', "_");
+        self.modules
+            .get(&name)
+            .is_some_and(|(path, _)| !path.is_empty())
+            || self.builtin.contains(&name)
     }
 
     /// depmod's `modules.dep` of the version directory `dir` (dependencies
@@ -348,10 +398,12 @@ impl Catalog {
     ) -> Result<std::collections::BTreeSet<String>, String> {
         let mut wanted: Vec<String> = Vec::new();
         for pattern in patterns {
+            // Names only a softdep mentions have no file.
             let found: Vec<&String> = self
                 .modules
-                .keys()
-                .filter(|name| matches(pattern, name))
+                .iter()
+                .filter(|(name, (path, _))| !path.is_empty() && matches(pattern, name))
+                .map(|(name, _)| name)
                 .collect();
             let builtin =
                 !pattern.contains('*') && self.builtin.contains(&pattern.replace('-', "_"));
@@ -392,6 +444,7 @@ mod tests {
             path: path.into(),
             depends: depends.iter().map(|d| d.to_string()).collect(),
             aliases: Vec::new(),
+            softdeps: Vec::new(),
         };
         let v = "lib/modules/6.1";
         for (path, depends) in [
@@ -409,7 +462,14 @@ mod tests {
         catalog.add_builtin("kernel/drivers/virtio/virtio_ring.ko\nkernel/fs/ext4/ext4.ko\n");
         catalog.add_dep_file(
             v,
-            "kernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\nkernel/lib/libcrc32c.ko:\n",
+            "kernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\nkernel/lib/libcrc32c.ko:\nkernel/crypto/crc32c_generic.ko:\n",
+        );
+        // A soft dependency comes along too; a name only a softdep gives is
+        // no module.
+        catalog
+            .add_softdep_file("# c\nsoftdep libcrc32c pre: crc32c-generic\nsoftdep ghost pre: x\n");
+        assert!(
+            catalog.knows("crc32c-generic") && catalog.knows("ext4") && !catalog.knows("ghost")
         );
         let chosen = catalog
             .select(&["virtio-net".into(), "ext4".into(), "xfs".into()], true)
@@ -417,6 +477,7 @@ mod tests {
         assert_eq!(
             chosen.into_iter().collect::<Vec<_>>(),
             [
+                "lib/modules/6.1/kernel/crypto/crc32c_generic.ko",
                 "lib/modules/6.1/kernel/drivers/net/net_failover.ko",
                 "lib/modules/6.1/kernel/drivers/net/virtio_net.ko",
                 "lib/modules/6.1/kernel/fs/xfs/xfs.ko",
@@ -427,6 +488,7 @@ mod tests {
         let virtio = catalog.select(&["virtio_*".into()], true).unwrap();
         assert_eq!(virtio.len(), 4, "{virtio:?}");
         let error = catalog.select(&["virtio_nett".into()], true).unwrap_err();
+        assert!(catalog.select(&["ghost".into()], true).is_err());
         assert!(error.contains("\"virtio_nett\""), "{error}");
         assert!(
             catalog
@@ -440,10 +502,12 @@ mod tests {
 
     #[test]
     fn modinfo_gives_dependencies_and_aliases() {
-        let bytes =
-            elf(b"license=GPL\0depends=net_failover,virtio-ring\0alias=virtio:d00000001v*\0");
+        let bytes = elf(
+            b"license=GPL\0depends=net_failover,virtio-ring\0alias=virtio:d00000001v*\0softdep=pre: crc32c post: nft-ct\0",
+        );
         let module = read("kernel/drivers/net/virtio_net.ko", &bytes).unwrap();
         assert_eq!(module.depends, ["net_failover", "virtio_ring"]);
+        assert_eq!(module.softdeps, ["crc32c", "nft_ct"]);
         assert_eq!(module.aliases, ["virtio:d00000001v*"]);
         let zst = zstd::encode_all(&bytes[..], 3).unwrap();
         assert_eq!(
@@ -466,6 +530,7 @@ mod tests {
     #[test]
     fn dep_lists_the_closure_loadable_from_the_end() {
         let module = |path: &str, depends: &[&str], aliases: &[&str]| Module {
+            softdeps: Vec::new(),
             path: path.into(),
             depends: depends.iter().map(|s| s.to_string()).collect(),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),

@@ -210,6 +210,8 @@ impl Package {
         let mut hash = Sha256::new();
         let build = serde_json::to_vec(&self.build).map_err(io::Error::other)?;
         hash.update(&build);
+        // What is never taken from packages is an input too.
+        hash.update(format!("\0never {}", NEVER_TAKEN.join(" ")).as_bytes());
         for (name, (version, sha)) in &self.debs {
             hash.update(format!("\0deb {name} {version} {sha}").as_bytes());
         }
@@ -635,8 +637,9 @@ fn run(command: &mut Command, what: &str) -> Result<String, String> {
 
 /// The packages and everything they depend on (Depends and Pre-Depends,
 /// not Recommends), each with the version apt would install and its
-/// checksum. Of alternatives the first is taken, and a virtual package
-/// is its first provider; an excluded package ends its branch.
+/// checksum. Of alternatives the first not excluded is taken, and a
+/// virtual package is its first provider; an excluded package ends its
+/// branch.
 fn debian_closure(
     packages: &[String],
     exclude: &[String],
@@ -666,8 +669,7 @@ fn debian_closure(
         })?;
         frontier = dependencies(&listing)
             .into_iter()
-            .filter(|group| !group.iter().any(|name| exclude.contains(name)))
-            .filter_map(|group| group.into_iter().next())
+            .filter_map(|group| group.into_iter().find(|name| !exclude.contains(name)))
             .filter(|n| !kernel_only || n.starts_with("linux-image-"))
             .filter(|name| names.insert(name.clone()))
             .collect();
@@ -720,7 +722,13 @@ fn dependencies(listing: &str) -> Vec<Vec<String>> {
             Some(_) => lines
                 .peek()
                 .filter(|next| next.starts_with("    "))
-                .map(|next| next.trim().to_string()),
+                .map(|next| {
+                    next.trim()
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                }),
             None => Some(name.split(':').next().unwrap_or(name).to_string()),
         };
         group.extend(concrete);
@@ -783,8 +791,9 @@ fn download(
     find()?.ok_or_else(|| fail(format!("the downloaded .deb does not have SHA256 {sha}")))
 }
 
-/// What no image takes from a package: documentation, manual pages,
-/// translations of messages, lintian's overrides.
+/// What no image takes from a package: documentation (but for each
+/// package's `copyright`), manual pages, translations of messages,
+/// lintian's overrides.
 pub const NEVER_TAKEN: &[&str] = &[
     "usr/share/doc",
     "usr/share/man",
@@ -826,9 +835,14 @@ fn unpack(
         let Some(entry) = entry::from_tar(&item).map_err(io::Error::other)? else {
             continue;
         };
-        let pruned = NEVER_TAKEN.iter().any(|p| under(&entry.path, p))
-            || prune.iter().any(|p| under(&entry.path, p));
-        if pruned {
+        let pruned = |path: &str| {
+            // Licences stay with what they license.
+            let licence = under(path, "usr/share/doc") && path.ends_with("/copyright");
+            (NEVER_TAKEN.iter().any(|p| under(path, p)) && !licence)
+                || prune.iter().any(|p| under(path, p))
+        };
+        let link_to_pruned = matches!(&entry.kind, Kind::HardLink { target } if pruned(target));
+        if pruned(&entry.path) || link_to_pruned {
             continue;
         }
         let mut bytes = Vec::new();

@@ -226,12 +226,22 @@ fn replace_dev_bind(config: &mut Value) -> bool {
         let options = mount.get("options").and_then(Value::as_array);
         let is_bind = mount.get("type").and_then(Value::as_str) == Some("bind")
             || options.is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
-        if mount.get("destination").and_then(Value::as_str) == Some("/dev") && is_bind {
+        let from_host_dev = mount
+            .get("source")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.trim_end_matches('/') == "/dev");
+        let to_dev = mount.get("destination").and_then(Value::as_str) == Some("/dev");
+        if to_dev && is_bind && from_host_dev {
+            let read_only = options.is_some_and(|o| o.iter().any(|o| o == "ro"));
+            let mut options = vec!["nosuid", "strictatime", "mode=755", "size=65536k"];
+            if read_only {
+                options.push("ro");
+            }
             *mount = json!({
                 "destination": "/dev",
                 "type": "tmpfs",
                 "source": "tmpfs",
-                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+                "options": options,
             });
             found = true;
         }
@@ -523,6 +533,19 @@ mod tests {
         let plain = json!({"root": {"path": "rootfs"}, "mounts": [
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}
         ]});
+        // A bind of some other directory on /dev is left as it is.
+        let other = json!({"root": {"path": "rootfs"}, "mounts": [
+            {"destination": "/dev", "type": "bind", "source": "/var/dev", "options": ["rbind"]}
+        ]});
+        let p = plan(
+            &found(BundleKind::Service, "x", "x"),
+            other,
+            Runtime::default(),
+            "berth",
+        )
+        .unwrap();
+        assert!(!p.host_dev);
+        assert_eq!(p.config["mounts"][0]["source"], "/var/dev");
         let p = plan(
             &found(BundleKind::Service, "x", "x"),
             plain,

@@ -219,6 +219,10 @@ impl System for Kernel {
         rustix::fs::sync();
     }
 
+    fn mountinfo(&mut self) -> String {
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+    }
+
     fn power(&mut self, power: Power) {
         let command = match power {
             Power::Off => RebootCommand::PowerOff,

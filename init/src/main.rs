@@ -283,10 +283,13 @@ fn pid1(args: &[String]) -> Never {
             supervisor.exited(system, pid, exit, Instant::now());
         });
     }
-    // Mounts containers made for the host (images/mount's disk) go first.
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let all = boot::with_later_mounts(&mounted, &mountinfo);
-    shutdown(&mut loop_.system, &supervisor.running(), grace, &all, power);
+    shutdown(
+        &mut loop_.system,
+        &supervisor.running(),
+        grace,
+        &mounted,
+        power,
+    );
     // reboot(2) does not return when it works; if it did not, wait for the
     // kernel rather than exit, which would panic it.
     loop {

@@ -12,8 +12,9 @@ use crate::system::{Power, System};
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
 
-/// Ends `services` (name, pid; in start order), unmounts `mounts` (in mount
-/// order) and powers off or reboots.
+/// Ends `services` (name, pid; in start order), unmounts `mounts` (init's
+/// own, in mount order) and the others the kernel then lists, and powers
+/// off or reboots.
 pub fn shutdown(
     system: &mut dyn System,
     services: &[(String, i32)],
@@ -46,6 +47,10 @@ pub fn shutdown(
         drain(system, deadline);
     }
     system.sync();
+    // Read now, once nothing runs: the mounts containers made for the host
+    // (a data disk on /var/lib) go first.
+    let mountinfo = system.mountinfo();
+    let mounts = crate::boot::with_later_mounts(mounts, &mountinfo);
     for target in mounts.iter().rev() {
         if let Err(e) = system.unmount(target) {
             system.log(&format!("unmounting {target}: {e}"));
@@ -101,6 +106,10 @@ mod tests {
         let services = [("sshd".to_string(), 10), ("stubborn".to_string(), 11)];
         let mounts = ["/proc".to_string(), "/var".to_string()];
         system.busy.push("/var".into());
+        system.mount_table = "22 1 0:21 / / ro - tmpfs rootfs rw\n\
+                              30 22 0:30 / /var rw,shared:5 - tmpfs tmpfs rw\n\
+                              41 30 254:0 / /var/lib rw,shared:5 - ext4 /dev/vda rw\n"
+            .into();
         shutdown(
             &mut system,
             &services,
@@ -120,6 +129,7 @@ mod tests {
                 "kill 11 9",
                 "kill all 15",
                 "sync",
+                "unmount /var/lib",
                 "unmount /var",
                 "log unmounting /var: /var: busy",
                 "unmount /proc",

@@ -67,6 +67,8 @@ pub trait System {
     /// Signals every process but PID 1 and kernel threads; returns how
     /// many were signalled.
     fn kill_all(&mut self, signal: i32) -> usize;
+    /// The kernel's mount table (`/proc/self/mountinfo`), as text.
+    fn mountinfo(&mut self) -> String;
     /// Reaps one ended child, waiting at most `timeout`.
     fn reap(&mut self, timeout: Duration) -> Option<(i32, Exit)>;
     fn now(&mut self) -> Instant;
@@ -89,6 +91,8 @@ pub struct Fake {
     pub listening: Vec<String>,
     /// The pid the next started process gets.
     pub next_pid: i32,
+    /// What `mountinfo` returns.
+    pub mount_table: String,
     clock: Instant,
 }
 
@@ -101,6 +105,7 @@ impl Default for Fake {
             broken: Vec::new(),
             listening: Vec::new(),
             next_pid: 100,
+            mount_table: String::new(),
             clock: Instant::now(),
         }
     }
@@ -200,6 +205,10 @@ impl System for Fake {
 
     fn sync(&mut self) {
         self.calls.push("sync".into());
+    }
+
+    fn mountinfo(&mut self) -> String {
+        self.mount_table.clone()
     }
 
     fn power(&mut self, power: Power) {

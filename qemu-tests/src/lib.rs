@@ -444,7 +444,7 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
         }
         // `! COMMAND` runs on the host, again every 2 s until it succeeds.
         if let Some(command) = expected.strip_prefix("! ") {
-            match host_command(command, deadline) {
+            match host_command(command, deadline, &mut child) {
                 Ok(()) => {
                     matched += 1;
                     continue;
@@ -528,9 +528,19 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
 }
 
 /// Runs `command` with `sh -c` until it exits 0, at most until `deadline`
-/// (each try gets up to 60 s); the error carries the last try's output.
-fn host_command(command: &str, deadline: Instant) -> std::result::Result<(), String> {
+/// (each try gets up to 60 s) and while the machine runs; the error carries
+/// the last try's output.
+fn host_command(
+    command: &str,
+    deadline: Instant,
+    machine: &mut Child,
+) -> std::result::Result<(), String> {
     loop {
+        if let Ok(Some(status)) = machine.try_wait() {
+            return Err(format!(
+                "qemu exited ({status}) before host command {command:?} succeeded"
+            ));
+        }
         let limit = deadline
             .saturating_duration_since(Instant::now())
             .min(Duration::from_secs(60));

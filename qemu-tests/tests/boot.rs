@@ -40,6 +40,22 @@ fn main() {
             .collect(),
         Err(error) => vec![Trial::test("discover cases", move || Err(error.into()))],
     };
+    let mut trials: Vec<Trial> = trials;
+    {
+        let paths = Arc::clone(&paths);
+        let setup = Arc::clone(&setup);
+        trials.push(Trial::test(
+            "default_modules_are_in_debians_cloud_kernel",
+            move || match setup.get_or_init(|| Setup::prepare(&paths)) {
+                Setup::Ready { .. } => default_modules_exist(&paths.fixtures_work()),
+                Setup::Skip(reason) if !qemu_tests::ci() => {
+                    qemu_tests::note(&format!("skipped: {reason}"));
+                    Ok(())
+                }
+                Setup::Skip(reason) | Setup::Fail(reason) => Err(reason.clone().into()),
+            },
+        ));
+    }
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -221,6 +237,7 @@ impl Places {
         fs::create_dir_all(home.join(".ssh"))
             .map_err(|e| failed(&home.display().to_string(), &e))?;
         if text.contains("{home}") {
+            qemu_tests::find_program("ssh").ok_or(Missing::Tool("ssh"))?;
             let keygen =
                 qemu_tests::find_program("ssh-keygen").ok_or(Missing::Tool("ssh-keygen"))?;
             let key = home.join(".ssh/id_ed25519");
@@ -244,6 +261,50 @@ impl Places {
         text.replace("{port}", &self.port.to_string())
             .replace("{disk}", &self.disk.to_string_lossy())
             .replace("{home}", &self.home.to_string_lossy())
+    }
+}
+
+/// Every name of the builder's default module set is a module or built
+/// into Debian's cloud kernel, except the drivers only Debian's generic
+/// kernel has: a misspelt name would silently drop a driver.
+fn default_modules_exist(work: &Path) -> Result<(), Failed> {
+    const GENERIC_KERNEL_ONLY: &[&str] = &["e1000", "e1000e", "ahci", "9p", "9pnet_virtio"];
+    let unpacked = work.join("unpacked");
+    let version_dir = fs::read_dir(&unpacked)
+        .map_err(|e| format!("{}: {e}", unpacked.display()))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("linux-image-"))
+        .find_map(|e| {
+            fs::read_dir(e.path().join("lib/modules"))
+                .ok()?
+                .flatten()
+                .next()
+        })
+        .ok_or_else(|| format!("no unpacked kernel under {}", unpacked.display()))?
+        .path();
+    let mut known = std::collections::BTreeSet::new();
+    let mut dirs = vec![version_dir.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Some(name) = builder::modules::name_of(&path.to_string_lossy()) {
+                known.insert(name);
+            }
+        }
+    }
+    let builtin = fs::read_to_string(version_dir.join("modules.builtin")).unwrap_or_default();
+    known.extend(builtin.lines().filter_map(builder::modules::name_of));
+    let missing: Vec<&str> = builder::modules::VM_DEFAULT
+        .iter()
+        .copied()
+        .filter(|n| !known.contains(*n) && !GENERIC_KERNEL_ONLY.contains(n))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not in {}: {missing:?}", version_dir.display()).into())
     }
 }
 
