@@ -571,8 +571,15 @@ const RESEND: Duration = Duration::from_secs(3);
 /// Sends one command to QEMU's human monitor over its Unix socket.
 fn send_monitor(socket: Option<&Path>, command: &str) -> Result<()> {
     let socket = socket.context("the machine has no monitor socket")?;
-    let mut stream = std::os::unix::net::UnixStream::connect(socket)
-        .with_context(|| format!("connecting to {}", socket.display()))?;
+    // QEMU makes the socket a moment after it starts.
+    let connect_by = Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < connect_by => thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(e).with_context(|| format!("connecting to {}", socket.display())),
+        }
+    };
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     // Wait for the prompt, send the command, and stay until the monitor
     // has read it and prompted again: a connection closed before that may
