@@ -646,48 +646,62 @@ fn debian_closure(
     kernel_only: bool,
 ) -> Result<BTreeMap<String, (String, String)>, PkgError> {
     let mut out = BTreeMap::new();
+    if packages.is_empty() {
+        return Ok(out);
+    }
+    // One recursive listing (it follows every branch, excluded ones too),
+    // then the walk that takes the first allowed alternative.
+    let listing = run(
+        Command::new("apt-cache")
+            .args([
+                "depends",
+                "--recurse",
+                "--no-recommends",
+                "--no-suggests",
+                "--no-conflicts",
+                "--no-breaks",
+                "--no-replaces",
+                "--no-enhances",
+            ])
+            .args(packages),
+        "apt-cache depends",
+    )
+    .map_err(|message| PkgError::Debian {
+        package: packages.join(" "),
+        message,
+    })?;
+    let graph = dependency_graph(&listing);
     let mut names: std::collections::BTreeSet<String> = packages.iter().cloned().collect();
     let mut frontier: Vec<String> = packages.to_vec();
-    while !frontier.is_empty() {
-        let listing = run(
-            Command::new("apt-cache")
-                .args([
-                    "depends",
-                    "--no-recommends",
-                    "--no-suggests",
-                    "--no-conflicts",
-                    "--no-breaks",
-                    "--no-replaces",
-                    "--no-enhances",
-                ])
-                .args(&frontier),
-            "apt-cache depends",
-        )
-        .map_err(|message| PkgError::Debian {
-            package: frontier.join(" "),
-            message,
-        })?;
-        frontier = dependencies(&listing)
-            .into_iter()
-            .filter_map(|group| group.into_iter().find(|name| !exclude.contains(name)))
-            .filter(|n| !kernel_only || n.starts_with("linux-image-"))
-            .filter(|name| names.insert(name.clone()))
-            .collect();
+    while let Some(package) = frontier.pop() {
+        let groups = graph.get(&package).map(Vec::as_slice).unwrap_or_default();
+        for group in groups {
+            let Some(chosen) = group.iter().find(|name| !exclude.contains(name)) else {
+                continue;
+            };
+            if (!kernel_only || chosen.starts_with("linux-image-")) && names.insert(chosen.clone())
+            {
+                frontier.push(chosen.clone());
+            }
+        }
     }
+    // One apt-cache call for all of them: one stanza each.
+    let names: Vec<String> = names.into_iter().collect();
+    let show = run(
+        Command::new("apt-cache")
+            .args(["show", "--no-all-versions"])
+            .args(&names),
+        "apt-cache show",
+    )
+    .map_err(|message| PkgError::Debian {
+        package: names.join(" "),
+        message,
+    })?;
+    let stanzas = stanzas(&show);
     for name in names {
-        let show = run(
-            Command::new("apt-cache").args(["show", "--no-all-versions", &name]),
-            "apt-cache show",
-        )
-        .map_err(|message| PkgError::Debian {
-            package: name.clone(),
-            message,
-        })?;
-        let field = |key: &str| {
-            show.lines()
-                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
-        };
-        let (Some(version), Some(sha)) = (field("Version:"), field("SHA256:")) else {
+        let found = stanzas.get(&name);
+        let field = |key: &str| found.and_then(|f| f.get(key)).cloned();
+        let (Some(version), Some(sha)) = (field("Version"), field("SHA256")) else {
             return Err(PkgError::Debian {
                 package: name,
                 message: "apt-cache show gives no Version or SHA256".into(),
@@ -696,6 +710,57 @@ fn debian_closure(
         out.insert(name, (version, sha));
     }
     Ok(out)
+}
+
+/// `apt-cache show` output by package: each stanza's fields (the first
+/// stanza of a package wins).
+fn stanzas(show: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for stanza in show.split("\n\n") {
+        let fields: BTreeMap<String, String> = stanza
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect();
+        if let Some(name) = fields.get("Package").cloned() {
+            out.entry(name).or_insert(fields);
+        }
+    }
+    out
+}
+
+/// `apt-cache depends --recurse` output as package → its dependency
+/// groups ([`dependencies`]); virtual packages' own entries are left out.
+fn dependency_graph(listing: &str) -> BTreeMap<String, Vec<Vec<String>>> {
+    let mut graph = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    let mut finish = |block: Option<(String, String)>| {
+        if let Some((name, text)) = block {
+            graph.entry(name).or_insert_with(|| dependencies(&text));
+        }
+    };
+    for line in listing.lines() {
+        if line.starts_with(' ') {
+            if let Some((_, text)) = current.as_mut() {
+                text.push_str(line);
+                text.push('\n');
+            }
+            continue;
+        }
+        finish(current.take());
+        if !line.starts_with('<') && !line.is_empty() {
+            let name = line
+                .trim()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            current = Some((name, String::new()));
+        }
+    }
+    finish(current.take());
+    graph
 }
 
 /// The dependencies in `apt-cache depends` output, as groups of
@@ -937,6 +1002,37 @@ pub fn resolve_templates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recursive_listing_becomes_a_graph() {
+        let listing = "\
+chrony
+  Depends: adduser
+  Depends: libc6
+<debconf-2.0>
+adduser
+  Depends: passwd
+libc6
+  Depends: libgcc-s1
+";
+        let graph = dependency_graph(listing);
+        assert_eq!(
+            graph["chrony"],
+            [vec!["adduser".to_string()], vec!["libc6".into()]]
+        );
+        assert_eq!(graph["adduser"], [vec!["passwd".to_string()]]);
+        assert_eq!(graph["libc6"], [vec!["libgcc-s1".to_string()]]);
+        assert!(!graph.contains_key("<debconf-2.0>"));
+    }
+
+    #[test]
+    fn apt_cache_show_output_is_read_by_package() {
+        let show = "Package: libc6\nVersion: 2.36-9\nDescription: GNU C\n library\nSHA256: ab\n\nPackage: zlib1g\nVersion: 1:1.2.13\nSHA256: cd\n\nPackage: libc6\nVersion: 2.31\nSHA256: ef\n";
+        let found = stanzas(show);
+        assert_eq!(found["libc6"]["Version"], "2.36-9");
+        assert_eq!(found["libc6"]["SHA256"], "ab");
+        assert_eq!(found["zlib1g"]["Version"], "1:1.2.13");
+    }
 
     #[test]
     fn pruning_takes_whole_path_components() {
