@@ -360,15 +360,6 @@ impl Catalog {
         }
     }
 
-    /// Whether a module of that name is in the tarball or built in.
-    pub fn knows(&self, name: &str) -> bool {
-        let name = name.replace('-', "_");
-        self.modules
-            .get(&name)
-            .is_some_and(|(path, _)| !path.is_empty())
-            || self.builtin.contains(&name)
-    }
-
     /// depmod's `modules.dep` of the version directory `dir` (dependencies
     /// as paths relative to it).
     pub fn add_dep_file(&mut self, dir: &str, text: &str) {
@@ -468,9 +459,6 @@ mod tests {
         // no module.
         catalog
             .add_softdep_file("# c\nsoftdep libcrc32c pre: crc32c-generic\nsoftdep ghost pre: x\n");
-        assert!(
-            catalog.knows("crc32c-generic") && catalog.knows("ext4") && !catalog.knows("ghost")
-        );
         let chosen = catalog
             .select(&["virtio-net".into(), "ext4".into(), "xfs".into()], true)
             .unwrap();
