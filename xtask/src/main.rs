@@ -23,6 +23,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("htpasswd", "apache2-utils"),
+    // ssh and ssh-keygen, for the boot tests of the sshd and host examples.
+    ("ssh", "openssh-client"),
 ];
 
 fn main() -> Result<()> {
