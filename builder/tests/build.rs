@@ -6,32 +6,7 @@ mod common;
 
 use std::io::Read;
 
-use common::{DEFINITION, berth, berth_env, build_yaml, files, small_cache, stderr};
-
-/// Lists a tar archive: path, type, size, link target.
-fn tar_listing(bytes: &[u8]) -> Vec<(String, String, Vec<u8>)> {
-    let mut archive = tar::Archive::new(bytes);
-    archive
-        .entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let path = e
-                .path()
-                .unwrap()
-                .display()
-                .to_string()
-                .trim_end_matches('/')
-                .to_string();
-            let kind = format!("{:?}", e.header().entry_type());
-            let link = e.link_name().unwrap().map(|l| l.display().to_string());
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).unwrap();
-            let detail = link.map(String::into_bytes).unwrap_or(data);
-            (path, kind, detail)
-        })
-        .collect()
-}
+use common::{DEFINITION, berth, berth_env, build_yaml, files, small_cache, stderr, tar_listing};
 
 /// Builds [`DEFINITION`] into a tar and lists it.
 fn build_definition() -> Vec<(String, String, Vec<u8>)> {

@@ -110,17 +110,10 @@ fn a_definition_naming_a_package_builds_it_and_uses_its_label() {
         stderr(&output)
     );
     let tar = fs::read(dir.path().join("out/uses.tar")).unwrap();
-    let mut archive = tar::Archive::new(&tar[..]);
-    let mut seen = std::collections::BTreeMap::new();
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        if entry.header().entry_type().is_file() {
-            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
-        }
-        seen.insert(path, String::from_utf8_lossy(&data).into_owned());
-    }
+    let seen: std::collections::BTreeMap<String, String> = common::tar_listing(&tar)
+        .into_iter()
+        .map(|(path, _, data)| (path, String::from_utf8_lossy(&data).into_owned()))
+        .collect();
     let root = "containers/services/hello/lower";
     assert_eq!(seen[&format!("{root}/etc/motd")], "from a package\n");
     assert!(seen.contains_key(&format!("{root}/bin/hi")));

@@ -148,3 +148,29 @@ pub fn build_yaml(dir: &Path, cache: &Path, yaml: &str, formats: &[&str]) -> Out
     args.extend(["-o", "out", "--cache", cache.to_str().unwrap(), "image.yml"]);
     berth(&args, dir)
 }
+
+/// Lists a tar archive: path (without a trailing `/`), type, and the
+/// link target or the data.
+pub fn tar_listing(bytes: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+    let mut archive = tar::Archive::new(bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let path = e
+                .path()
+                .unwrap()
+                .display()
+                .to_string()
+                .trim_end_matches('/')
+                .to_string();
+            let kind = format!("{:?}", e.header().entry_type());
+            let link = e.link_name().unwrap().map(|l| l.display().to_string());
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            let detail = link.map(String::into_bytes).unwrap_or(data);
+            (path, kind, detail)
+        })
+        .collect()
+}
