@@ -1,6 +1,6 @@
 //! OCI runtime bundles: the `config.json` and `runtime.json` of one
 //! `onboot`, `onshutdown` or `services` entry, as LinuxKit's `ConfigToOCI`
-//! and `ImageBundle` make them (notes/linuxkit-oci.md §1, §2, §3.3, §4).
+//! and `ImageBundle` make them (docs/linuxkit-runtime.md §1, §2, §3.3, §4).
 //!
 //! This module owns the merge of an entry with what its image says (YAML
 //! over the `org.mobyproject.config` label over the image config over
@@ -8,7 +8,8 @@
 //! ([`IdMap`]), and the exact bytes of both files.
 //! It does no I/O.
 //! It leaves to others what comes before and after: fetching the image config
-//! and parsing its label, rewriting volume names in `binds` (§1.12), choosing
+//! and parsing its label, rewriting volume names in `binds`
+//! (docs/linuxkit-runtime.md §1.12), choosing
 //! the bundle's directory and which bundle holds an image's files (the caller
 //! passes `bundle_dir` and `root_source`), and writing the tree.
 
@@ -39,7 +40,7 @@ const FIRST_ID: u32 = 100;
 
 /// name → uid/gid number for entries named by other entries' uid/gid, as
 /// LinuxKit allocates them: 100, 101, … over onboot, then onshutdown, then
-/// services (a repeated name takes the later number).
+/// services (a repeated name takes the later number; docs/linuxkit-runtime.md §1.6).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdMap(BTreeMap<String, u32>);
 
@@ -93,7 +94,7 @@ pub struct ImageDefaults<'a> {
 
 impl<'a> ImageDefaults<'a> {
     /// The fields LinuxKit reads from an image config; `User`, `Volumes` and
-    /// the rest are ignored, as in LinuxKit (§0).
+    /// the rest are ignored, as in LinuxKit (docs/linuxkit-runtime.md §0).
     pub fn from_config(config: &'a oci_spec::image::Config, label: Option<&'a Image>) -> Self {
         ImageDefaults {
             entrypoint: config.entrypoint().as_deref().unwrap_or_default(),
@@ -110,7 +111,8 @@ impl<'a> ImageDefaults<'a> {
 pub struct Bundle {
     pub spec: Spec,
     /// Exactly what `runtime.json` holds: the entry's merged `runtime` with
-    /// the mounts that make the bundle's `rootfs` first (§3.3).
+    /// the mounts that make the bundle's `rootfs` first
+    /// (docs/linuxkit-runtime.md §3.3).
     pub runtime: Runtime,
     pub readonly: bool,
     /// `process.capabilities.effective` and `.ambient` in the order they were
@@ -239,7 +241,7 @@ impl Bundle {
     }
 
     /// Whether the bundle's root is readonly: YAML, else label, else false.
-    /// It also decides the bundle's layout (§3.2).
+    /// It also decides the bundle's layout (docs/linuxkit-runtime.md §3.2).
     pub fn readonly(entry: &Image, defaults: &ImageDefaults) -> bool {
         entry
             .readonly
@@ -272,7 +274,8 @@ impl Bundle {
     }
 
     /// `runtime.json` bytes: same formatting; all six keys always present and
-    /// `bindNS` with all seven, as LinuxKit writes them (§2.1).
+    /// `bindNS` with all seven, as LinuxKit writes them
+    /// (docs/linuxkit-runtime.md §2.1).
     pub fn runtime_json(&self) -> Vec<u8> {
         let runtime = &self.runtime;
         let bind = &runtime.bind_namespaces;
@@ -333,7 +336,8 @@ fn non_empty<T>(list: Vec<T>) -> Option<Vec<T>> {
 }
 
 /// `uidMappings`/`gidMappings` with `containerID` and `hostID` honoured
-/// (LinuxKit's YAML decoder drops both, §1.10; berth does not copy that).
+/// (LinuxKit's YAML decoder drops both, docs/linuxkit-runtime.md §1.10; berth
+/// does not copy that).
 fn id_mappings(mappings: Option<&Vec<IdMapping>>) -> Option<Vec<LinuxIdMapping>> {
     let mappings = mappings.into_iter().flatten().map(|m| {
         LinuxIdMappingBuilder::default()
@@ -347,7 +351,7 @@ fn id_mappings(mappings: Option<&Vec<IdMapping>>) -> Option<Vec<LinuxIdMapping>>
 }
 
 /// The kernel filesystems whose mount type can be taken from the source and
-/// whose destination is known (§1.4).
+/// whose destination is known (docs/linuxkit-runtime.md §1.4).
 const KERNEL_FILESYSTEMS: &[(&str, &str)] = &[
     ("proc", "/proc"),
     ("devpts", "/dev/pts"),
@@ -398,7 +402,8 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// The runtime.json mounts that make `<bundle_dir>/rootfs` (§3.3): an
+/// The runtime.json mounts that make `<bundle_dir>/rootfs`
+/// (docs/linuxkit-runtime.md §3.3): an
 /// overlay over a private tmpfs for a writable bundle, a bind for a readonly
 /// one (a self-bind when the bundle holds the image itself, so that rootfs
 /// is a mount point, as runc prefers).
@@ -442,7 +447,7 @@ fn rootfs_mounts(bundle_dir: &str, root_source: &str, readonly: bool) -> Vec<Run
 }
 
 /// One entry and its image's label, merged field by field: YAML if set, else
-/// label if set (§0.1).
+/// label if set (docs/linuxkit-runtime.md §0.1).
 struct Merge<'a> {
     entry: &'a Image,
     label: &'a Image,
@@ -490,7 +495,8 @@ impl<'a> Merge<'a> {
         self.pick(|i| field(i).filter(|t| !t.is_empty()))
     }
 
-    /// `command` replaces both the image's entrypoint and its cmd (§1.1).
+    /// `command` replaces both the image's entrypoint and its cmd
+    /// (docs/linuxkit-runtime.md §1.1).
     fn args(&self, defaults: &ImageDefaults) -> Vec<String> {
         match self.pick_ref(|i| i.command.as_ref()) {
             Some(command) => command.clone(),
@@ -543,7 +549,8 @@ impl<'a> Merge<'a> {
         Ok(user)
     }
 
-    /// `effective` and `ambient`, normalised and in the order written (§1.3).
+    /// `effective` and `ambient`, normalised and in the order written
+    /// (docs/linuxkit-runtime.md §1.3).
     /// The entry's `capabilities` replace the label's; otherwise its
     /// `capabilities.add` is appended to them.
     fn capabilities(&self) -> Result<(Vec<&'static str>, Vec<&'static str>), BundleError> {
@@ -642,7 +649,7 @@ impl<'a> Merge<'a> {
 
     /// The five defaults, then `tmpfs`, `binds` and `mounts`, each replacing
     /// an earlier mount at the same destination; sorted by destination
-    /// (§1.4).
+    /// (docs/linuxkit-runtime.md §1.4).
     fn mounts(&self, readonly: bool) -> Result<Vec<Mount>, BundleError> {
         let mut by_destination: BTreeMap<String, Mount> = BTreeMap::new();
         for (destination, kind, options) in DEFAULT_MOUNTS {
@@ -771,7 +778,7 @@ impl<'a> Merge<'a> {
     }
 
     /// `linux.namespaces`, in LinuxKit's order, with the mount namespace
-    /// always last (§1.5).
+    /// always last (docs/linuxkit-runtime.md §1.5).
     fn namespaces(&self) -> Result<Vec<LinuxNamespace>, BundleError> {
         type Field = for<'i> fn(&'i Image) -> Option<&'i Located<String>>;
         let table: [(&str, Field, LinuxNamespaceType); 5] = [
@@ -810,7 +817,7 @@ impl<'a> Merge<'a> {
     }
 
     /// `linux.resources` with a cgroup rule for every device appended, and
-    /// the device nodes (§1.8).
+    /// the device nodes (docs/linuxkit-runtime.md §1.8).
     fn devices(&self) -> Result<(LinuxResources, Vec<LinuxDevice>), BundleError> {
         let mut resources = self
             .pick_ref(|i| i.resources.as_ref())
@@ -875,7 +882,8 @@ impl<'a> Merge<'a> {
     }
 
     /// Each of `runtime`'s keys, and each `bindNS` entry, independently: YAML
-    /// if set, else label if set, else empty (§2.2); `rootfs` goes first.
+    /// if set, else label if set, else empty (docs/linuxkit-runtime.md §2.2);
+    /// `rootfs` goes first.
     fn runtime(&self, rootfs: Vec<RuntimeMount>) -> Runtime {
         let (entry, label) = (self.entry.runtime.as_ref(), self.label.runtime.as_ref());
         let pick = |field: &dyn Fn(&'a Runtime) -> Option<&'a Vec<String>>| {
@@ -946,7 +954,8 @@ fn to_capability(name: &str) -> Option<Capability> {
     serde_json::from_value(Value::from(name)).ok()
 }
 
-/// `runtime.json` as LinuxKit writes it: every key, empty or not (§2.1).
+/// `runtime.json` as LinuxKit writes it: every key, empty or not
+/// (docs/linuxkit-runtime.md §2.1).
 #[derive(Serialize)]
 struct RuntimeJson<'a> {
     cgroups: &'a [String],
@@ -977,7 +986,8 @@ struct BindNamespacesJson<'a> {
 }
 
 /// Pretty JSON as Go's `json.MarshalIndent(v, "", "    ")` writes it, plus a
-/// final newline.
+/// final newline, which LinuxKit does not write
+/// (docs/linuxkit-runtime.md §4.1, §4.4).
 fn to_json(value: &impl Serialize) -> Vec<u8> {
     let mut out = Vec::new();
     let formatter = GoFormatter(PrettyFormatter::with_indent(b"    "));
@@ -990,7 +1000,8 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
 }
 
 /// serde_json's pretty printer, with strings escaped as Go's encoder does:
-/// `<`, `>`, `&`, U+2028 and U+2029 as `\u` sequences (§4).
+/// `<`, `>`, `&`, U+2028 and U+2029 as `\u` sequences
+/// (docs/linuxkit-runtime.md §4.3).
 struct GoFormatter(PrettyFormatter<'static>);
 
 impl Formatter for GoFormatter {
@@ -1063,7 +1074,8 @@ impl Formatter for GoFormatter {
 
 /// A `config.json` value written with its keys in the runtime-spec's Go
 /// struct order (which is not oci-spec's), and without the members Go's
-/// `omitempty` leaves out: nulls, empty lists, empty maps.
+/// `omitempty` leaves out: nulls, empty lists, empty maps
+/// (docs/linuxkit-runtime.md §4.2).
 struct Ordered<'a> {
     value: &'a Value,
     /// The dotted key path of `value`; list items share their list's path.

@@ -1,6 +1,6 @@
 //! `config.json` and `runtime.json` for one entry: YAML entry, image label and
-//! image config in, LinuxKit's JSON out (notes/linuxkit-oci.md).
-//! Every snapshot was checked by hand against those notes.
+//! image config in, LinuxKit's JSON out (docs/linuxkit-runtime.md).
+//! Every snapshot was checked by hand against that note.
 
 use builder::bundle::{Bundle, BundleError, IdMap, ImageDefaults};
 use builder::spec::{self, Origin};
@@ -97,7 +97,7 @@ fn nothing_configured_runtime_is_a_writable_overlay() {
 
 #[test]
 fn label_alone() {
-    // linuxkit/sysctl's label (notes §4).
+    // linuxkit/sysctl's label (docs/linuxkit-runtime.md §0.2).
     let label =
         r#"{"capabilities":["CAP_SYS_ADMIN","CAP_NET_ADMIN"],"pid":"host","readonly":true}"#;
     insta::assert_snapshot!(check("name: sysctl\nimage: sysctl", label, APP));
