@@ -10,15 +10,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use contract::BundleKind;
+use archive::Clock;
+use archive::entry::{self, Entry, Kind, Sink, copy_entry};
+use oci::{ImageSource, ResolvedImage};
 
-use crate::bundle::{Bundle, BundleError, IdMap, ImageDefaults};
-use crate::entry::{self, DEFAULT_MTIME, Entry, Kind, Sink, copy_entry};
+use crate::bundle::{Bundle, BundleError, IdMap};
 use crate::flatten::{FlattenError, flatten};
 use crate::modules;
 use crate::plan::Plan;
 use crate::spec::{self, Definition, File, SpecError};
-use crate::store::{Image, ImageSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
@@ -40,7 +40,7 @@ pub enum AssembleError {
         path: String,
         message: String,
     },
-    #[error("writing the image: {0}")]
+    #[error("writing the image")]
     Write(#[source] io::Error),
 }
 
@@ -50,14 +50,6 @@ impl From<io::Error> for AssembleError {
     }
 }
 
-/// Options that change the bytes of the result.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// `SOURCE_DATE_EPOCH`: the time of every entry berth makes, and the
-    /// latest time any entry may carry.
-    pub source_date_epoch: Option<u64>,
-}
-
 /// The sink wrapper that knows which directories exist, so that parents are
 /// made exactly once, that applies the time policy, and that keeps each
 /// source (an image, a bundle, the modules tarball) from writing through a
@@ -65,14 +57,14 @@ pub struct Options {
 struct Tree<'a> {
     sink: &'a mut dyn Sink,
     directories: HashSet<String>,
-    epoch: Option<u64>,
+    clock: Clock,
     /// What the current source wrote that is not a directory.
     scope: Option<HashSet<String>>,
 }
 
 impl Tree<'_> {
     fn mtime(&self) -> u64 {
-        self.epoch.unwrap_or(DEFAULT_MTIME)
+        self.clock.made()
     }
 
     /// Starts a new source: its entries may not pass through what it wrote
@@ -83,9 +75,7 @@ impl Tree<'_> {
 
     fn write(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
         let mut entry = entry.clone();
-        if let Some(epoch) = self.epoch {
-            entry.mtime = entry.mtime.min(epoch);
-        }
+        entry.mtime = self.clock.cap(entry.mtime);
         if let Some(scope) = &mut self.scope {
             if let Some(ancestor) = entry::ancestors(&entry.path).find(|a| scope.contains(*a)) {
                 return Err(io::Error::new(
@@ -160,7 +150,7 @@ const NO_RESOLV_CONF: &str = "\n# no resolv.conf configured\n";
 fn write_root(
     tree: &mut Tree,
     source: &dyn ImageSource,
-    image: &Image,
+    image: &ResolvedImage,
     prefix: &str,
     root: Root,
 ) -> Result<(), AssembleError> {
@@ -188,7 +178,8 @@ fn write_root(
         .chain(["etc/hosts", "etc/resolv.conf"])
         .collect();
     let mut failure = None;
-    let flattened = flatten(source, image, &hidden, &mut |entry, data| {
+    let clock = tree.clock;
+    let flattened = flatten(source, image, &hidden, clock, &mut |entry, data| {
         let mut out = entry.clone();
         out.path = join(&entry.path);
         if let Kind::HardLink { target } = &mut out.kind {
@@ -256,7 +247,7 @@ const MUST_EXIST: &[(&str, Must)] = &[
 fn write_kernel(
     tree: &mut Tree,
     source: &dyn ImageSource,
-    image: &Image,
+    image: &ResolvedImage,
     kernel: &spec::Kernel,
 ) -> Result<(), AssembleError> {
     let binary = kernel
@@ -290,7 +281,7 @@ fn write_kernel(
             };
             let mut catalog = None;
             let mut nested: Option<String> = None;
-            flatten(source, image, &[], &mut |entry, data| {
+            flatten(source, image, &[], tree.clock, &mut |entry, data| {
                 if entry.path == tarball && entry.kind == Kind::File {
                     match catalog_of(data) {
                         Ok(found) => catalog = Some(found),
@@ -315,7 +306,8 @@ fn write_kernel(
     };
     let mut nested: Option<String> = None;
     tree.scope(true);
-    flatten(source, image, &[], &mut |entry, data| {
+    let clock = tree.clock;
+    flatten(source, image, &[], clock, &mut |entry, data| {
         let emit = |e: io::Error| FlattenError::Emit(e.to_string());
         let name = entry.path.as_str();
         if name == binary && entry.kind == Kind::File {
@@ -573,12 +565,12 @@ fn relative(from: &str, to: &str) -> String {
 
 /// Writes the whole image to `sink`.
 pub fn assemble(
-    definition: &Definition,
     plan: &Plan,
     source: &dyn ImageSource,
-    options: &Options,
+    clock: Clock,
     sink: &mut dyn Sink,
 ) -> Result<(), AssembleError> {
+    let definition = plan.definition;
     if let Some(volume) = definition.volumes.first() {
         return Err(AssembleError::Volumes {
             position: volume.name.position(),
@@ -587,76 +579,58 @@ pub fn assemble(
     let mut tree = Tree {
         sink,
         directories: HashSet::new(),
-        epoch: options.source_date_epoch,
+        clock,
         scope: None,
     };
-    let ids = IdMap::new(definition);
-    if let Some(kernel) = &definition.kernel
-        && let Some(reference) = &kernel.image
-    {
-        write_kernel(&mut tree, source, plan.image(reference), kernel)?;
+    if let Some(kernel) = &plan.kernel {
+        write_kernel(&mut tree, source, &kernel.image.image, kernel.spec)?;
     }
-    for reference in &definition.init {
-        write_root(&mut tree, source, plan.image(reference), "", Root::Init)?;
+    for image in &plan.init {
+        write_root(&mut tree, source, &image.image, "", Root::Init)?;
     }
     // An image used by several bundles is written once; the others mount it.
     let mut written: HashMap<String, String> = HashMap::new();
-    for (kind, entries) in [
-        (BundleKind::Onboot, &definition.onboot),
-        (BundleKind::Onshutdown, &definition.onshutdown),
-        (BundleKind::Service, &definition.services),
-    ] {
-        for (index, entry) in entries.iter().enumerate() {
-            let reference = entry
-                .image
-                .as_ref()
-                .expect("validated: every entry has an image");
-            let image = plan.image(reference);
-            let label = plan.label(reference);
-            let config = image.config.config().as_ref();
-            let empty = Vec::new();
-            let defaults = ImageDefaults {
-                entrypoint: config
-                    .and_then(|c| c.entrypoint().as_ref())
-                    .unwrap_or(&empty),
-                cmd: config.and_then(|c| c.cmd().as_ref()).unwrap_or(&empty),
-                env: config.and_then(|c| c.env().as_ref()).unwrap_or(&empty),
-                working_dir: config.and_then(|c| c.working_dir().as_deref()),
-                label,
-            };
-            let bundle_dir = kind.bundle_path(index, entry.name());
-            let readonly = Bundle::readonly(entry, &defaults);
-            let own_root = format!("{bundle_dir}/{}", if readonly { "rootfs" } else { "lower" });
-            tree.directory(&bundle_dir)?;
-            let root_source = match written.get(&image.digest) {
-                Some(shared) => shared.clone(),
-                None => {
-                    write_root(&mut tree, source, image, &own_root, Root::Container)?;
-                    written.insert(image.digest.clone(), own_root.clone());
-                    own_root
-                }
-            };
-            let bundle = Bundle::make(entry, &defaults, &ids, &bundle_dir, &root_source)?;
-            tree.scope(false);
-            tree.bytes(
-                &format!("{bundle_dir}/config.json"),
-                0o644,
-                &bundle.config_json(),
-            )?;
-            if !readonly {
-                tree.directory(&format!("{bundle_dir}/tmp"))?;
+    for container in &plan.containers {
+        let image = &container.image.image;
+        let defaults = container.image.defaults();
+        let bundle_dir = container.bundle_path();
+        let readonly = Bundle::readonly(container.entry, &defaults);
+        let own_root = format!("{bundle_dir}/{}", if readonly { "rootfs" } else { "lower" });
+        tree.directory(&bundle_dir)?;
+        let root_source = match written.get(&image.digest) {
+            Some(shared) => shared.clone(),
+            None => {
+                write_root(&mut tree, source, image, &own_root, Root::Container)?;
+                written.insert(image.digest.clone(), own_root.clone());
+                own_root
             }
-            tree.directory(&format!("{bundle_dir}/rootfs"))?;
-            tree.bytes(
-                &format!("{bundle_dir}/runtime.json"),
-                0o644,
-                &bundle.runtime_json(),
-            )?;
+        };
+        let bundle = Bundle::make(
+            container.entry,
+            &defaults,
+            &plan.ids,
+            &bundle_dir,
+            &root_source,
+        )?;
+        tree.scope(false);
+        tree.bytes(
+            &format!("{bundle_dir}/config.json"),
+            0o644,
+            &bundle.config_json(),
+        )?;
+        if !readonly {
+            tree.directory(&format!("{bundle_dir}/tmp"))?;
         }
+        tree.directory(&format!("{bundle_dir}/rootfs"))?;
+        tree.bytes(
+            &format!("{bundle_dir}/runtime.json"),
+            0o644,
+            &bundle.runtime_json(),
+        )?;
     }
     tree.scope(false);
     for file in &definition.files {
-        write_file(&mut tree, definition, &ids, file)?;
+        write_file(&mut tree, definition, &plan.ids, file)?;
     }
     tree.sink.finish()?;
     Ok(())

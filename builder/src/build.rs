@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 
-use crate::assemble::{self, AssembleError, assemble};
-use crate::lock::Lock;
+use archive::Clock;
+use oci::ImageSource;
+use oci::lockfile::LockFile;
+
+use crate::assemble::{AssembleError, assemble};
 use crate::outputs::{Compression, Format, Pending, Writers};
 use crate::plan::{Plan, PlanError};
 use crate::spec::Definition;
-use crate::store::ImageSource;
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -19,9 +21,10 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// `amd64` or `arm64`.
     pub arch: String,
-    pub assemble: assemble::Options,
+    /// `SOURCE_DATE_EPOCH`, read once by the caller.
+    pub clock: Clock,
     /// Build with exactly the digests of this lock.
-    pub lock: Option<Lock>,
+    pub lock: Option<LockFile>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +33,10 @@ pub enum BuildError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Assemble(#[from] AssembleError),
-    #[error("output directory {}: {source}", dir.display())]
+    #[error("output directory {}", dir.display())]
     Output {
         dir: PathBuf,
+        #[source]
         source: std::io::Error,
     },
 }
@@ -42,7 +46,7 @@ pub enum BuildError {
 pub struct Built {
     pub artifacts: Vec<PathBuf>,
     /// Every image reference and the digest it resolved to.
-    pub lock: Lock,
+    pub lock: LockFile,
 }
 
 /// Builds `definition` into the requested formats. On error nothing is left
@@ -59,7 +63,7 @@ pub fn build(
     };
     let created = !options.output_dir.exists();
     std::fs::create_dir_all(&options.output_dir).map_err(output)?;
-    let result = write(definition, source, options, &plan);
+    let result = write(source, options, &plan);
     if result.is_err() && created {
         // Leave no trace of a failed build: not even its directory.
         let _ = std::fs::remove_dir(&options.output_dir);
@@ -72,7 +76,6 @@ pub fn build(
 }
 
 fn write(
-    definition: &Definition,
     source: &dyn ImageSource,
     options: &BuildOptions,
     plan: &Plan,
@@ -87,13 +90,10 @@ fn write(
         &options.name,
         &options.formats,
         options.compression,
-        options
-            .assemble
-            .source_date_epoch
-            .unwrap_or(crate::entry::DEFAULT_MTIME),
+        options.clock.made(),
     )
     .map_err(output)?;
-    assemble(definition, plan, source, &options.assemble, writers.sink())?;
+    assemble(plan, source, options.clock, writers.sink())?;
     writers.finish(&mut pending).map_err(output)?;
     pending
         .write(

@@ -30,7 +30,7 @@ use serde::ser::SerializeMap;
 use serde_json::Value;
 use serde_json::ser::{Formatter, PrettyFormatter};
 
-use crate::spec::{self, Definition, IdMapping, IdRef, Image, Located};
+use crate::spec::{self, Container, Definition, IdMapping, IdRef, Located};
 
 /// The runtime-spec version LinuxKit vendors (`specs.Version`).
 const OCI_VERSION: &str = "1.2.1";
@@ -89,13 +89,28 @@ pub struct ImageDefaults<'a> {
     pub env: &'a [String],
     pub working_dir: Option<&'a str>,
     /// The parsed `org.mobyproject.config` label.
-    pub label: Option<&'a Image>,
+    pub label: Option<&'a Container>,
 }
 
 impl<'a> ImageDefaults<'a> {
+    /// What an image's configuration blob and label contribute; an image
+    /// without a `config` object contributes only its label.
+    pub fn of(
+        image: &'a oci_spec::image::ImageConfiguration,
+        label: Option<&'a Container>,
+    ) -> Self {
+        match image.config() {
+            Some(config) => ImageDefaults::from_config(config, label),
+            None => ImageDefaults {
+                label,
+                ..ImageDefaults::default()
+            },
+        }
+    }
+
     /// The fields LinuxKit reads from an image config; `User`, `Volumes` and
     /// the rest are ignored, as in LinuxKit (docs/linuxkit-runtime.md §0).
-    pub fn from_config(config: &'a oci_spec::image::Config, label: Option<&'a Image>) -> Self {
+    pub fn from_config(config: &'a oci_spec::image::Config, label: Option<&'a Container>) -> Self {
         ImageDefaults {
             entrypoint: config.entrypoint().as_deref().unwrap_or_default(),
             cmd: config.cmd().as_deref().unwrap_or_default(),
@@ -129,13 +144,13 @@ impl Bundle {
     /// writable ones, or another bundle's directory when the same image is
     /// shared (the caller decides, after asking [`Bundle::readonly`]).
     pub fn make(
-        entry: &Image,
+        entry: &Container,
         defaults: &ImageDefaults,
         ids: &IdMap,
         bundle_dir: &str,
         root_source: &str,
     ) -> Result<Bundle, BundleError> {
-        let no_label = Image::default();
+        let no_label = Container::default();
         let merge = Merge {
             entry,
             label: defaults.label.unwrap_or(&no_label),
@@ -242,7 +257,7 @@ impl Bundle {
 
     /// Whether the bundle's root is readonly: YAML, else label, else false.
     /// It also decides the bundle's layout (docs/linuxkit-runtime.md §3.2).
-    pub fn readonly(entry: &Image, defaults: &ImageDefaults) -> bool {
+    pub fn readonly(entry: &Container, defaults: &ImageDefaults) -> bool {
         entry
             .readonly
             .or(defaults.label.and_then(|l| l.readonly))
@@ -449,8 +464,8 @@ fn rootfs_mounts(bundle_dir: &str, root_source: &str, readonly: bool) -> Vec<Run
 /// One entry and its image's label, merged field by field: YAML if set, else
 /// label if set (docs/linuxkit-runtime.md §0.1).
 struct Merge<'a> {
-    entry: &'a Image,
-    label: &'a Image,
+    entry: &'a Container,
+    label: &'a Container,
 }
 
 impl<'a> Merge<'a> {
@@ -458,18 +473,18 @@ impl<'a> Merge<'a> {
         self.entry.name()
     }
 
-    fn pick<T>(&self, field: impl Fn(&'a Image) -> Option<T>) -> Option<T> {
+    fn pick<T>(&self, field: impl Fn(&'a Container) -> Option<T>) -> Option<T> {
         field(self.entry).or_else(|| field(self.label))
     }
 
-    fn pick_ref<T: ?Sized>(&self, field: impl Fn(&'a Image) -> Option<&'a T>) -> Option<&'a T> {
+    fn pick_ref<T: ?Sized>(&self, field: impl Fn(&'a Container) -> Option<&'a T>) -> Option<&'a T> {
         self.pick(field)
     }
 
     /// A list field; an empty result is left out.
     fn list<T: Clone + 'a>(
         &self,
-        field: impl Fn(&'a Image) -> Option<&'a Vec<T>>,
+        field: impl Fn(&'a Container) -> Option<&'a Vec<T>>,
     ) -> Option<Vec<T>> {
         self.pick_ref(field).cloned().and_then(non_empty)
     }
@@ -477,20 +492,20 @@ impl<'a> Merge<'a> {
     /// For the fields LinuxKit keeps as plain strings (`cwd`, `hostname`,
     /// the namespaces): an empty string is the same as unset, so it cannot
     /// clear the label's value.
-    fn text(&self, field: impl Fn(&'a Image) -> Option<&'a str>) -> Option<&'a str> {
+    fn text(&self, field: impl Fn(&'a Container) -> Option<&'a str>) -> Option<&'a str> {
         self.pick(|i| field(i).filter(|t| !t.is_empty()))
     }
 
     /// For the fields LinuxKit keeps as `*string` (`cgroupsPath`,
     /// `rootfsPropagation`): a set empty string overrides, and an empty
     /// result is left out.
-    fn optional_text(&self, field: impl Fn(&'a Image) -> Option<&'a str>) -> Option<String> {
+    fn optional_text(&self, field: impl Fn(&'a Container) -> Option<&'a str>) -> Option<String> {
         self.pick(field).filter(|t| !t.is_empty()).map(String::from)
     }
 
     fn located(
         &self,
-        field: impl Fn(&'a Image) -> Option<&'a Located<String>>,
+        field: impl Fn(&'a Container) -> Option<&'a Located<String>>,
     ) -> Option<&'a Located<String>> {
         self.pick(|i| field(i).filter(|t| !t.is_empty()))
     }
@@ -780,7 +795,7 @@ impl<'a> Merge<'a> {
     /// `linux.namespaces`, in LinuxKit's order, with the mount namespace
     /// always last (docs/linuxkit-runtime.md §1.5).
     fn namespaces(&self) -> Result<Vec<LinuxNamespace>, BundleError> {
-        type Field = for<'i> fn(&'i Image) -> Option<&'i Located<String>>;
+        type Field = for<'i> fn(&'i Container) -> Option<&'i Located<String>>;
         let table: [(&str, Field, LinuxNamespaceType); 5] = [
             ("net", |i| i.net.as_ref(), LinuxNamespaceType::Network),
             ("ipc", |i| i.ipc.as_ref(), LinuxNamespaceType::Ipc),

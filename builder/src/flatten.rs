@@ -22,8 +22,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read};
 
-use crate::entry::{self, Entry, Kind};
-use crate::store::{Image, ImageSource, StoreError};
+use archive::Clock;
+use archive::entry::{self, Entry, Kind};
+use oci::{ImageSource, ResolvedImage, SourceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlattenError {
@@ -34,14 +35,15 @@ pub enum FlattenError {
         entry: String,
         reason: String,
     },
-    #[error("image {image}: layer {layer}: {source}")]
+    #[error("image {image}: layer {layer}")]
     Read {
         image: String,
         layer: String,
+        #[source]
         source: io::Error,
     },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] SourceError),
     /// An error of the consumer of the stream, passed through.
     #[error("{0}")]
     Emit(String),
@@ -88,7 +90,7 @@ struct Index {
 /// zstd, or plain tar), whatever the media type claims.
 fn layer_reader(
     source: &dyn ImageSource,
-    image: &Image,
+    image: &ResolvedImage,
     digest: &str,
 ) -> Result<Box<dyn Read + Send>, FlattenError> {
     let blob = source.open_blob(&image.reference, digest)?;
@@ -282,7 +284,11 @@ fn check_ancestors(
     Ok(())
 }
 
-fn index(source: &dyn ImageSource, image: &Image, hidden: &[&str]) -> Result<Index, FlattenError> {
+fn index(
+    source: &dyn ImageSource,
+    image: &ResolvedImage,
+    hidden: &[&str],
+) -> Result<Index, FlattenError> {
     let mut records: BTreeMap<String, Record> = BTreeMap::new();
     for_each_entry(source, image, &mut |cx, (layer, ordinal), h, _| {
         let base = h.name.rsplit('/').next().unwrap_or(&h.name);
@@ -377,8 +383,9 @@ fn index(source: &dyn ImageSource, image: &Image, hidden: &[&str]) -> Result<Ind
 /// `hidden` paths (and what is below them) are left out as if deleted.
 pub fn flatten(
     source: &dyn ImageSource,
-    image: &Image,
+    image: &ResolvedImage,
     hidden: &[&str],
+    clock: Clock,
     emit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<(), FlattenError>,
 ) -> Result<(), FlattenError> {
     let index = index(source, image, hidden)?;
@@ -412,7 +419,7 @@ pub fn flatten(
         };
         let first = names[0].to_string();
         for (i, name) in names.iter().enumerate() {
-            ensure_parents(&index, &mut emitted, name, emit)?;
+            ensure_parents(&index, clock, &mut emitted, name, emit)?;
             let mut out = h.entry.clone();
             out.path = (*name).to_string();
             if let Kind::HardLink { target } = &mut out.kind {
@@ -450,7 +457,7 @@ type Visitor<'a> =
 /// digest is checked.
 fn for_each_entry(
     source: &dyn ImageSource,
-    image: &Image,
+    image: &ResolvedImage,
     visit: &mut Visitor<'_>,
 ) -> Result<(), FlattenError> {
     for (layer, descriptor) in image.layers.iter().enumerate() {
@@ -484,6 +491,7 @@ fn drain(cx: &Context, mut rest: impl Read) -> Result<(), FlattenError> {
 /// the image's metadata where the image has them.
 fn ensure_parents(
     index: &Index,
+    clock: Clock,
     emitted: &mut std::collections::HashSet<String>,
     path: &str,
     emit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<(), FlattenError>,
@@ -492,7 +500,9 @@ fn ensure_parents(
         if emitted.contains(ancestor) {
             continue;
         }
-        let mut dir = Entry::directory(ancestor, 0o755, entry::DEFAULT_MTIME);
+        // A parent the image does not have is one berth makes: it gets the
+        // build's time, like every other entry berth makes.
+        let mut dir = Entry::directory(ancestor, 0o755, clock.made());
         if let Some(r) = index.records.get(ancestor)
             && r.kind == RecordKind::Directory
         {

@@ -5,15 +5,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use archive::Clock;
 use builder::build::{BuildOptions, build};
-use builder::cache::Cache;
-use builder::lock::Lock;
 use builder::outputs::{Compression, Format};
-use builder::reference::Reference;
-use builder::registry::{RegistryOptions, Remote};
 use builder::spec::{self, Definition, Origin};
-use builder::store::{CacheThenRegistry, LocalLayout, default_cache};
 use clap::{Args, Parser, Subcommand};
+use oci::CacheThenRegistry;
+use oci::Layout;
+use oci::Reference;
+use oci::layout::default_cache;
+use oci::lockfile::LockFile;
+use oci::registry::{RegistryOptions, Remote};
 
 /// Build minimal, immutable Linux hosts that run containers, from
 /// LinuxKit-style YAML files.
@@ -74,8 +76,7 @@ impl Sources {
 
     /// The image source of a build: the cache, then (unless offline) the registry.
     fn source(&self, pull: bool) -> Result<CacheThenRegistry> {
-        let root = self.cache_dir();
-        let cache = Cache::open(&root)?;
+        let cache = Layout::open(self.cache_dir())?;
         let remote = if self.offline() {
             None
         } else {
@@ -85,7 +86,6 @@ impl Sources {
             bail!("--pull needs the network, but berth is offline");
         }
         Ok(CacheThenRegistry {
-            layout: LocalLayout::new(root),
             cache,
             remote,
             pull,
@@ -205,27 +205,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("berth: {}", chain(&error));
+            eprintln!("berth: {}", oci::chain::render(error.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, each once: library errors already include
-/// their cause in their message, contexts added here do not.
-fn chain(error: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if message.contains(&text) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&text);
-    }
-    message
 }
 
 /// Reads, parses, merges and validates the definition files.
@@ -268,9 +251,9 @@ fn pkg_command(sources: &Sources, command: PkgCommand) -> Result<()> {
     match command {
         PkgCommand::ShowTag { .. } => println!("{}", package.reference()?),
         PkgCommand::Build { push, .. } => {
-            let cache = Cache::open(sources.cache_dir())?;
+            let cache = Layout::open(sources.cache_dir())?;
             let _in_use = cache.use_lock()?;
-            let epoch = source_date_epoch()?.unwrap_or(builder::entry::DEFAULT_MTIME);
+            let epoch = Clock::from_env()?.made();
             let debs = sources.cache_dir().join("debs");
             let (reference, digest) = package.build(&cache, &debs, epoch, sources.offline())?;
             println!("{reference} {digest}");
@@ -287,17 +270,6 @@ fn pkg_command(sources: &Sources, command: PkgCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn source_date_epoch() -> Result<Option<u64>> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => {
-            Ok(Some(v.parse::<u64>().with_context(|| {
-                format!("SOURCE_DATE_EPOCH {v:?} is not a number of seconds")
-            })?))
-        }
-        _ => Ok(None),
-    }
 }
 
 fn default_name(first: &str) -> String {
@@ -339,19 +311,19 @@ fn run(cli: Cli) -> Result<()> {
             if name.is_empty() || name.contains('/') {
                 bail!("--name {name:?}: a name must be non-empty and contain no '/'");
             }
-            let source_date_epoch = source_date_epoch()?;
+            let clock = Clock::from_env()?;
             let lock = match lock {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading lock file {}", path.display()))?;
-                    Some(Lock::parse(&text, &path.display().to_string())?)
+                    Some(LockFile::parse(&text, &path.display().to_string())?)
                 }
                 None => None,
             };
             let store = sources.source(pull)?;
             let _in_use = store.cache.use_lock()?;
             // `@pkg:` images: built into the cache first when missing.
-            let epoch = source_date_epoch.unwrap_or(builder::entry::DEFAULT_MTIME);
+            let epoch = clock.made();
             let debs = sources.cache_dir().join("debs");
             for built in builder::pkg::resolve_templates(
                 &mut definition,
@@ -368,7 +340,7 @@ fn run(cli: Cli) -> Result<()> {
                 formats,
                 compression: compress,
                 arch,
-                assemble: builder::assemble::Options { source_date_epoch },
+                clock,
                 lock,
             };
             let built = build(&definition, &store, &options)?;
@@ -384,7 +356,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn cache_command(sources: &Sources, command: CacheCommand) -> Result<()> {
-    let cache = Cache::open(sources.cache_dir())?;
+    let cache = Layout::open(sources.cache_dir())?;
     let full = |reference: &str| -> Result<String> {
         match Reference::parse(reference)? {
             Reference::Registry(r) => Ok(r.to_string()),

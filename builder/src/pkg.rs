@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
-use crate::entry::Sink as _;
+use archive::entry::Sink as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,11 +20,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::cache::{Cache, Named};
-use crate::entry::{self, Entry, Kind};
-use crate::outputs::tar::TarWriter;
-use crate::reference::Reference;
 use crate::spec::{self, Origin};
+use archive::entry::{self, Entry, Kind};
+use archive::tar::TarWriter;
+use oci::layout::{Layout, Named};
+use oci::reference::Reference;
 
 /// `build.yml`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -105,7 +105,7 @@ pub struct PkgFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkgError {
-    #[error("{0}")]
+    #[error(transparent)]
     Spec(#[from] spec::SpecError),
     #[error("{path}: {message}")]
     Input { path: String, message: String },
@@ -113,9 +113,9 @@ pub enum PkgError {
     Debian { package: String, message: String },
     #[error("building {binary}: {message}")]
     Binary { binary: String, message: String },
-    #[error("{0}")]
-    Cache(#[from] crate::cache::CacheError),
-    #[error("{0}")]
+    #[error(transparent)]
+    Cache(#[from] oci::LayoutError),
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 
@@ -252,7 +252,7 @@ impl Package {
     /// digest.
     pub fn build(
         &self,
-        cache: &Cache,
+        cache: &Layout,
         debs_dir: &Path,
         epoch: u64,
         offline: bool,
@@ -367,7 +367,7 @@ impl Package {
     /// digest and size.
     fn store(
         &self,
-        cache: &Cache,
+        cache: &Layout,
         layer: &Layer,
         packages: &[String],
     ) -> Result<(String, u64), PkgError> {
@@ -554,7 +554,7 @@ fn layer(tree: &mut BTreeMap<String, (Entry, Data)>, epoch: u64) -> Result<Layer
     let diff_id = format!("sha256:{}", hex(&Sha256::digest(&plain)));
     let mut bytes = Vec::new();
     {
-        use crate::outputs::compress::{Compression, encoder};
+        use archive::compress::{Compression, encoder};
         let mut gz = encoder(Compression::Gzip, &mut bytes)?;
         gz.write_all(&plain)?;
         gz.finish()?;
@@ -968,7 +968,7 @@ fn build_binary(workspace: &Path, binary: &Binary) -> Result<PathBuf, PkgError> 
 /// building the package into `cache` first when the cache lacks it.
 pub fn resolve_templates(
     definition: &mut spec::Definition,
-    cache: &Cache,
+    cache: &Layout,
     debs_dir: &Path,
     epoch: u64,
     offline: bool,

@@ -1,30 +1,38 @@
 //! The plan: every image the definition names, resolved once, at the start,
 //! to an image pinned by digest, with its `org.mobyproject.config` label
-//! parsed.
+//! parsed, and every container entry paired with its image, its label and
+//! its place on the image.
 //!
 //! After this nothing looks an image up by name again, so a tag that moves
-//! during a build cannot mix two versions of an image.
+//! during a build cannot mix two versions of an image; assembly walks the
+//! plan, not the YAML.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use crate::lock::Lock;
-use crate::reference::{Reference, ReferenceError, RegistryRef};
-use crate::spec::{self, Definition, Located, SpecError};
-use crate::store::{Image, ImageSource, StoreError};
+use contract::BundleKind;
+use oci::lockfile::LockFile;
+use oci::reference::{Reference, ReferenceError, RegistryRef};
+use oci::{ImageSource, ResolvedImage, SourceError};
+
+use crate::bundle::{IdMap, ImageDefaults};
+use crate::spec::{self, Container, Definition, Located, SpecError};
 
 pub const LABEL: &str = "org.mobyproject.config";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("{position}: {source}")]
+    #[error("{position}")]
     Reference {
         position: String,
+        #[source]
         source: ReferenceError,
     },
-    #[error("{position}: {source}")]
+    #[error("{position}")]
     Store {
         position: String,
-        source: StoreError,
+        #[source]
+        source: SourceError,
     },
     #[error(
         "{position}: image {reference}: @pkg: references are resolved by `berth build` before planning"
@@ -36,92 +44,176 @@ pub enum PlanError {
     NotLocked { position: String, reference: String },
 }
 
-#[derive(Debug, Default)]
-pub struct Plan {
-    images: HashMap<String, Image>,
-    labels: HashMap<String, spec::Image>,
-    locked: std::collections::BTreeMap<String, String>,
+/// An image with its parsed label, shared by every entry that names it.
+#[derive(Debug)]
+pub struct PlannedImage {
+    pub image: ResolvedImage,
+    pub label: Option<Container>,
 }
 
-impl Plan {
+impl PlannedImage {
+    /// What the image itself contributes to a bundle: its configuration's
+    /// command, environment and directory, and its label.
+    pub fn defaults(&self) -> ImageDefaults<'_> {
+        ImageDefaults::of(&self.image.config, self.label.as_ref())
+    }
+}
+
+/// One `onboot`, `onshutdown` or `services` entry, ready to become a bundle.
+#[derive(Debug)]
+pub struct PlannedContainer<'d> {
+    pub kind: BundleKind,
+    /// Its position in its section: onboot and onshutdown bundles carry it.
+    pub index: usize,
+    pub entry: &'d Container,
+    pub image: Arc<PlannedImage>,
+}
+
+impl PlannedContainer<'_> {
+    /// `containers/onboot/NNN-name`, `containers/services/name`, …
+    pub fn bundle_path(&self) -> String {
+        self.kind.bundle_path(self.index, self.entry.name())
+    }
+}
+
+/// The kernel section and its image.
+#[derive(Debug)]
+pub struct PlannedKernel<'d> {
+    pub spec: &'d spec::Kernel,
+    pub image: Arc<PlannedImage>,
+}
+
+#[derive(Debug)]
+pub struct Plan<'d> {
+    /// The definition, for what is not an image: `files:` (and
+    /// `metadata: yaml`, which is the definition itself) and `volumes:`.
+    pub definition: &'d Definition,
+    pub kernel: Option<PlannedKernel<'d>>,
+    pub init: Vec<Arc<PlannedImage>>,
+    /// Onboot, then onshutdown, then services: LinuxKit's order.
+    pub containers: Vec<PlannedContainer<'d>>,
+    /// The uid/gid each entry's name stands for.
+    pub ids: IdMap,
+    locked: BTreeMap<String, String>,
+}
+
+impl<'d> Plan<'d> {
     /// Resolves every reference in `definition` for `arch` through `source`.
     /// With a `lock`, every reference is pinned to the digest it lists.
     pub fn resolve(
-        definition: &Definition,
+        definition: &'d Definition,
         source: &dyn ImageSource,
         arch: &str,
-        lock: Option<&Lock>,
-    ) -> Result<Plan, PlanError> {
-        let mut plan = Plan::default();
+        lock: Option<&LockFile>,
+    ) -> Result<Plan<'d>, PlanError> {
+        let mut resolved: HashMap<String, Arc<PlannedImage>> = HashMap::new();
+        let mut locked = BTreeMap::new();
         for reference in definition.image_references() {
-            if plan.images.contains_key(&reference.value) {
+            if resolved.contains_key(&reference.value) {
                 continue;
             }
-            let parsed = Reference::parse(reference).map_err(|source| PlanError::Reference {
-                position: reference.position(),
-                source,
-            })?;
-            let registry = match parsed {
-                Reference::Registry(mut r) => {
-                    if let Some(lock) = lock {
-                        let digest = lock.digests.get(&r.to_string()).ok_or_else(|| {
-                            PlanError::NotLocked {
-                                position: reference.position(),
-                                reference: r.to_string(),
-                            }
-                        })?;
-                        r.digest = Some(digest.clone());
-                    }
-                    r
-                }
-                Reference::Package(_) => {
-                    return Err(PlanError::Package {
-                        position: reference.position(),
-                        reference: reference.value.clone(),
-                    });
-                }
-            };
-            let name = RegistryRef {
-                digest: None,
-                ..registry.clone()
-            }
-            .to_string();
-            let image = source
-                .resolve(&registry, arch)
-                .map_err(|source| PlanError::Store {
-                    position: reference.position(),
-                    source,
-                })?;
-            let label = image
-                .config
-                .config()
-                .as_ref()
-                .and_then(|c| c.labels().as_ref())
-                .and_then(|l| l.get(LABEL));
-            if let Some(text) = label {
-                let parsed = spec::parse_label(text, &image.reference)?;
-                spec::check_label(&parsed, &image.reference)?;
-                plan.labels.insert(reference.value.clone(), parsed);
-            }
-            plan.locked.insert(name, image.digest.clone());
-            plan.images.insert(reference.value.clone(), image);
+            let (name, image) = resolve_one(reference, source, arch, lock)?;
+            locked.insert(name, image.image.digest.clone());
+            resolved.insert(reference.value.clone(), Arc::new(image));
         }
-        Ok(plan)
-    }
-
-    /// The image a reference of the definition resolved to.
-    pub fn image(&self, reference: &Located<String>) -> &Image {
-        &self.images[&reference.value]
-    }
-
-    pub fn label(&self, reference: &Located<String>) -> Option<&spec::Image> {
-        self.labels.get(&reference.value)
+        let image = |reference: &Located<String>| Arc::clone(&resolved[&reference.value]);
+        let kernel = definition.kernel.as_ref().and_then(|spec| {
+            spec.image.as_ref().map(|reference| PlannedKernel {
+                spec,
+                image: image(reference),
+            })
+        });
+        let init = definition.init.iter().map(image).collect();
+        let mut containers = Vec::new();
+        for (kind, entries) in [
+            (BundleKind::Onboot, &definition.onboot),
+            (BundleKind::Onshutdown, &definition.onshutdown),
+            (BundleKind::Service, &definition.services),
+        ] {
+            for (index, entry) in entries.iter().enumerate() {
+                let reference = entry
+                    .image
+                    .as_ref()
+                    .expect("validated: every entry has an image");
+                containers.push(PlannedContainer {
+                    kind,
+                    index,
+                    entry,
+                    image: image(reference),
+                });
+            }
+        }
+        Ok(Plan {
+            definition,
+            kernel,
+            init,
+            containers,
+            ids: IdMap::new(definition),
+            locked,
+        })
     }
 
     /// What every reference resolved to, as a lock.
-    pub fn lock(&self) -> Lock {
-        Lock {
+    pub fn lock(&self) -> LockFile {
+        LockFile {
             digests: self.locked.clone(),
         }
     }
+}
+
+/// Resolves one reference: its name in the lock file, the image and its
+/// label.
+fn resolve_one(
+    reference: &Located<String>,
+    source: &dyn ImageSource,
+    arch: &str,
+    lock: Option<&LockFile>,
+) -> Result<(String, PlannedImage), PlanError> {
+    let parsed = Reference::parse(reference).map_err(|source| PlanError::Reference {
+        position: reference.position(),
+        source,
+    })?;
+    let mut registry = match parsed {
+        Reference::Registry(r) => r,
+        Reference::Package(_) => {
+            return Err(PlanError::Package {
+                position: reference.position(),
+                reference: reference.value.clone(),
+            });
+        }
+    };
+    if let Some(lock) = lock {
+        let digest =
+            lock.digests
+                .get(&registry.to_string())
+                .ok_or_else(|| PlanError::NotLocked {
+                    position: reference.position(),
+                    reference: registry.to_string(),
+                })?;
+        registry.digest = Some(digest.clone());
+    }
+    let name = RegistryRef {
+        digest: None,
+        ..registry.clone()
+    }
+    .to_string();
+    let image = source
+        .resolve(&registry, arch)
+        .map_err(|source| PlanError::Store {
+            position: reference.position(),
+            source,
+        })?;
+    let label = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().as_ref())
+        .and_then(|l| l.get(LABEL))
+        .map(|text| {
+            let parsed = spec::parse_label(text, &image.reference)?;
+            spec::check_label(&parsed, &image.reference)?;
+            Ok::<_, SpecError>(parsed)
+        })
+        .transpose()?;
+    Ok((name, PlannedImage { image, label }))
 }

@@ -5,19 +5,16 @@
 //! so a failed build leaves nothing behind and never replaces a good
 //! artifact with half of a new one. File names follow LinuxKit's.
 
-pub mod compress;
-pub mod cpio;
-pub mod tar;
-
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-pub use compress::Compression;
+pub use archive::compress::Compression;
+use archive::{compress, cpio, tar};
 
-use crate::entry::{Entry, Sink, copy_entry};
+use archive::entry::{Entry, Sink, copy_entry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Format {
@@ -290,7 +287,7 @@ impl KernelInitrd {
 
 impl Sink for KernelInitrd {
     fn entry(&mut self, entry: &Entry) -> io::Result<()> {
-        let file = entry.kind == crate::entry::Kind::File;
+        let file = entry.kind == archive::entry::Kind::File;
         self.target = match entry.path.as_str() {
             "boot/kernel" if file => Target::Kernel,
             "boot/cmdline" if file => Target::Cmdline,

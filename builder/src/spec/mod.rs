@@ -1,7 +1,8 @@
 //! The definition: LinuxKit's YAML schema as typed, validated Rust values.
 //!
 //! This module owns parsing ([`parse`]), merging several files into one
-//! definition ([`Definition::merge`]) and the semantic checks ([`validate`]).
+//! definition ([`Definition::merge`]), the semantic checks ([`validate`]) and
+//! the vocabulary values are written in ([`values`]).
 //! It does no I/O: callers hand it text and a name for that text, so `berth
 //! validate` and the tests see exactly what `berth build` sees.
 //! What an image reference points at, and what the image's own label adds, is
@@ -10,6 +11,7 @@
 mod located;
 mod parse;
 mod validate;
+pub mod values;
 
 use std::collections::BTreeMap;
 
@@ -18,9 +20,8 @@ use serde::{Deserialize, Serialize};
 pub use located::{Located, Origin};
 pub use parse::{Problem, SpecError};
 pub use parse::{parse, parse_as, parse_label};
-pub use validate::{
-    Bind, CAPABILITIES, RLIMITS, Rlimit, bind, capability, check_label, mode, rlimit, validate,
-};
+pub use validate::{check_label, validate};
+pub use values::{Bind, CAPABILITIES, RLIMITS, Rlimit, bind, capability, mode, rlimit};
 
 /// A whole definition: one YAML file, or several merged in order.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -31,11 +32,11 @@ pub struct Definition {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub init: Vec<Located<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub onboot: Vec<Image>,
+    pub onboot: Vec<Container>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub onshutdown: Vec<Image>,
+    pub onshutdown: Vec<Container>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub services: Vec<Image>,
+    pub services: Vec<Container>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<File>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -142,7 +143,7 @@ pub struct IdMapping {
 /// depends on it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Image {
+pub struct Container {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<Located<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,7 +223,7 @@ pub struct Image {
     pub runtime: Option<contract::Runtime>,
 }
 
-impl Image {
+impl Container {
     /// The entry's name; validation guarantees one for YAML entries.
     pub fn name(&self) -> &str {
         self.name.as_ref().map_or("", |n| n.value.as_str())

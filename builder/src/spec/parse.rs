@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use super::located::with_origin;
-use super::{Definition, Image, Origin};
+use super::{Container, Definition, Origin};
 
 /// One thing wrong with a definition, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,12 +111,12 @@ pub fn parse_as<T: DeserializeOwned>(text: &str, origin: &Origin) -> Result<T, S
     deserialize::<T>(text, origin).map(|(value, _)| value)
 }
 
-pub fn parse_label(text: &str, image: &str) -> Result<Image, SpecError> {
+pub fn parse_label(text: &str, image: &str) -> Result<Container, SpecError> {
     let origin: Origin = format!("label org.mobyproject.config of {image}").into();
     if is_blank(text) {
-        return Ok(Image::default());
+        return Ok(Container::default());
     }
-    let (label, ignored) = deserialize::<Image>(text, &origin)?;
+    let (label, ignored) = deserialize::<Container>(text, &origin)?;
     unknown_keys(ignored, &origin, |key| {
         key.starts_with("resources")
             .then(|| label.resources.as_ref().map(|r| r.position()))?

@@ -4,9 +4,9 @@
 //! manifest (or index, and then the manifest for the requested
 //! architecture), the config and the layers, streams each into the cache
 //! where it becomes visible only once its digest is verified
-//! ([`crate::cache`]), downloads layers in parallel, retries transient
+//! ([`crate::layout`]), downloads layers in parallel, retries transient
 //! failures with backoff, and names the image in the cache. What the image
-//! *means* is for [`crate::store`] to read back.
+//! *means* is for [`crate::layout`] to read back.
 //!
 //! Credentials come from `~/.docker/config.json` (or `$DOCKER_CONFIG`) and
 //! its credential helpers; plain HTTP is used only for loopback registries
@@ -22,9 +22,9 @@ use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
-use crate::cache::{Cache, CacheError, Named};
+use crate::digest;
+use crate::layout::{Layout, LayoutError, Named, choose_platform};
 use crate::reference::RegistryRef;
 
 const INDEX_TYPES: &[&str] = &[
@@ -72,7 +72,13 @@ pub enum Problem {
         attempts: u32,
     },
     #[error(transparent)]
-    Cache(#[from] CacheError),
+    Cache(Box<LayoutError>),
+}
+
+impl From<LayoutError> for Problem {
+    fn from(error: LayoutError) -> Problem {
+        Problem::Cache(Box::new(error))
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,22 +97,6 @@ pub struct Remote {
     certificates: Vec<Certificate>,
     /// What each loopback or insecure registry answered to.
     protocols: std::sync::Mutex<std::collections::HashMap<String, ClientProtocol>>,
-}
-
-/// An error with its causes: the cause (a refused certificate, a reset
-/// connection) is what the user needs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let more = inner.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// What one request failed with, and whether trying again may help.
@@ -133,7 +123,7 @@ impl Failure {
     }
 
     fn from_client(error: OciDistributionError) -> Failure {
-        let text = error_chain(&error);
+        let text = crate::chain::render(&error);
         let status = |code: u16| match code {
             401 => Some(Problem::Unauthorized),
             403 => Some(Problem::Forbidden),
@@ -252,7 +242,7 @@ impl Remote {
             // A certificate problem is the user's to hear about, not a
             // reason to drop TLS.
             Err(OciDistributionError::RequestError(e))
-                if !error_chain(&e).contains("certificate") =>
+                if !crate::chain::render(&e).contains("certificate") =>
             {
                 ClientProtocol::Http
             }
@@ -297,7 +287,7 @@ impl Remote {
     /// its fully expanded reference. Returns the digest the name points at.
     pub fn pull(
         &self,
-        cache: &Cache,
+        cache: &Layout,
         reference: &RegistryRef,
         arch: &str,
     ) -> Result<String, RegistryError> {
@@ -313,7 +303,7 @@ impl Remote {
 
     async fn pull_async(
         &self,
-        cache: &Cache,
+        cache: &Layout,
         reference: &RegistryRef,
         arch: &str,
     ) -> Result<String, Problem> {
@@ -337,7 +327,7 @@ impl Remote {
             client.pull_manifest_raw(&target, &auth, &accepted).await
         })
         .await?;
-        let actual = format!("sha256:{:x}", Sha256::digest(&top));
+        let actual = digest::sha256(&top);
         if let Some(expected) = &reference.digest
             && *expected != actual
         {
@@ -352,33 +342,14 @@ impl Remote {
         let top_type = media_type(&top_json);
         cache.write_blob(&actual, &top)?;
         let manifest = if INDEX_TYPES.contains(&top_type.as_str()) {
-            let entries = top_json["manifests"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let chosen = entries
-                .iter()
-                .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch);
-            let Some(chosen) = chosen else {
-                let available: Vec<String> = entries
-                    .iter()
-                    .map(|m| {
-                        format!(
-                            "{}/{}",
-                            m["platform"]["os"].as_str().unwrap_or("?"),
-                            m["platform"]["architecture"].as_str().unwrap_or("?")
-                        )
-                    })
-                    .collect();
-                return Err(Problem::NoPlatform {
+            let index: oci_spec::image::ImageIndex = serde_json::from_slice(&top)
+                .map_err(|e| Problem::Invalid(format!("image index: {e}")))?;
+            let chosen =
+                choose_platform(&index, arch).map_err(|available| Problem::NoPlatform {
                     arch: arch.into(),
-                    available: available.join(", "),
-                });
-            };
-            let digest = chosen["digest"]
-                .as_str()
-                .ok_or_else(|| Problem::Invalid("index entry without a digest".into()))?
-                .to_string();
+                    available,
+                })?;
+            let digest = chosen.digest().to_string();
             if cache.has_blob(&digest) {
                 std::fs::read(cache.blob_path(&digest).expect("valid digest"))
                     .map_err(|e| Problem::Invalid(e.to_string()))?
@@ -390,7 +361,7 @@ impl Remote {
                         .await
                 })
                 .await?;
-                let got = format!("sha256:{:x}", Sha256::digest(&bytes));
+                let got = digest::sha256(&bytes);
                 if got != digest {
                     return Err(Problem::WrongDigest {
                         expected: digest,
@@ -454,7 +425,7 @@ impl Remote {
     /// index) to `destination`.
     pub fn push(
         &self,
-        cache: &Cache,
+        cache: &Layout,
         name: &str,
         destination: &RegistryRef,
     ) -> Result<String, RegistryError> {
@@ -471,7 +442,7 @@ impl Remote {
 
     async fn push_async(
         &self,
-        cache: &Cache,
+        cache: &Layout,
         named: &Named,
         destination: &RegistryRef,
     ) -> Result<String, Problem> {
@@ -627,7 +598,7 @@ where
 async fn fetch_blob(
     client: &oci_client::Client,
     target: &oci_client::Reference,
-    cache: &Cache,
+    cache: &Layout,
     blob: &OciDescriptor,
     progress: &Progress,
 ) -> Result<(), Problem> {
@@ -650,7 +621,7 @@ async fn fetch_blob(
         }
         // A short or altered body fails here and is fetched again.
         writer.commit().map_err(|e| {
-            let transient = matches!(e, CacheError::Mismatch { .. });
+            let transient = matches!(e, LayoutError::Mismatch { .. });
             Failure::local(e, transient)
         })
     })

@@ -1,4 +1,4 @@
-//! Lock files: `NAME.lock` records the digest every image reference of a
+//! LockFile files: `NAME.lock` records the digest every image reference of a
 //! build resolved to, so that `berth build --lock NAME.lock` rebuilds with
 //! exactly those images even after their tags move.
 //!
@@ -7,28 +7,28 @@
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Lock {
+pub struct LockFile {
     /// Fully expanded reference → manifest digest.
     pub digests: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("lock file {file}:{line}: {message}")]
-pub struct LockError {
+pub struct LockFileError {
     pub file: String,
     pub line: usize,
     pub message: String,
 }
 
-impl Lock {
-    pub fn parse(text: &str, file: &str) -> Result<Lock, LockError> {
-        let mut lock = Lock::default();
+impl LockFile {
+    pub fn parse(text: &str, file: &str) -> Result<LockFile, LockFileError> {
+        let mut lock = LockFile::default();
         for (number, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
             }
-            let fail = |message: String| LockError {
+            let fail = |message: String| LockFileError {
                 file: file.into(),
                 line: number + 1,
                 message,
@@ -39,10 +39,7 @@ impl Lock {
             else {
                 return Err(fail(format!("{line:?} is not REFERENCE DIGEST")));
             };
-            let valid = digest
-                .strip_prefix("sha256:")
-                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-            if !valid {
+            if !crate::digest::is_valid(digest) {
                 return Err(fail(format!("{digest:?} is not a sha256 digest")));
             }
             if lock
@@ -73,16 +70,16 @@ mod tests {
     fn round_trip_and_errors() {
         let digest = format!("sha256:{}", "a".repeat(64));
         let text = format!("# c\ndocker.io/library/alpine:3 {digest}\n\n");
-        let lock = Lock::parse(&text, "x.lock").unwrap();
+        let lock = LockFile::parse(&text, "x.lock").unwrap();
         assert_eq!(lock.digests["docker.io/library/alpine:3"], digest);
-        assert_eq!(Lock::parse(&lock.render(), "x.lock").unwrap(), lock);
-        let bad = Lock::parse("a sha256:12\n", "x.lock")
+        assert_eq!(LockFile::parse(&lock.render(), "x.lock").unwrap(), lock);
+        let bad = LockFile::parse("a sha256:12\n", "x.lock")
             .unwrap_err()
             .to_string();
         assert_eq!(
             bad,
             "lock file x.lock:1: \"sha256:12\" is not a sha256 digest"
         );
-        assert!(Lock::parse("a\n", "x.lock").is_err());
+        assert!(LockFile::parse("a\n", "x.lock").is_err());
     }
 }

@@ -7,10 +7,7 @@
 
 use std::io::{self, Read};
 
-/// Modification time of entries berth makes itself (directories it adds,
-/// bundle metadata, `files:`): LinuxKit's, 2017-04-18 16:30 UTC, unless
-/// `SOURCE_DATE_EPOCH` says otherwise.
-pub const DEFAULT_MTIME: u64 = 1_492_533_000;
+pub use crate::clock::DEFAULT_MTIME;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {

@@ -1,0 +1,89 @@
+//! Where a build's images come from: the [`ImageSource`] trait, served by
+//! the cache alone ([`Layout`]) or by [`CacheThenRegistry`], which pulls
+//! what the cache lacks.
+//!
+//! Either way images are read back from the cache, so every build reads
+//! them the same way, verified against their digests.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use crate::layout::{Layout, LayoutError, ResolvedImage};
+use crate::reference::RegistryRef;
+use crate::registry::{RegistryError, Remote};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("not in the cache at {}, and pulling failed", cache.display())]
+    Pull {
+        cache: PathBuf,
+        #[source]
+        source: Box<RegistryError>,
+    },
+}
+
+/// Where images come from.
+pub trait ImageSource: Sync {
+    /// Finds the image `reference` names for `arch` (`amd64`, `arm64`).
+    fn resolve(&self, reference: &RegistryRef, arch: &str) -> Result<ResolvedImage, SourceError>;
+    /// Opens a blob; the reader fails at its end if the bytes do not match
+    /// `digest`.
+    fn open_blob(&self, reference: &str, digest: &str)
+    -> Result<Box<dyn Read + Send>, SourceError>;
+}
+
+impl ImageSource for Layout {
+    fn resolve(&self, reference: &RegistryRef, arch: &str) -> Result<ResolvedImage, SourceError> {
+        Ok(Layout::resolve(self, reference, arch)?)
+    }
+
+    fn open_blob(
+        &self,
+        reference: &str,
+        digest: &str,
+    ) -> Result<Box<dyn Read + Send>, SourceError> {
+        Ok(Layout::open_blob(self, reference, digest)?)
+    }
+}
+
+/// The cache first, then the registry: what `berth build` uses.
+///
+/// An image found in the cache is used as it is unless `pull` is set; one
+/// that is missing (or lacks the requested architecture) is pulled into the
+/// cache and read back from there. Without a remote (offline), the network
+/// is never touched.
+pub struct CacheThenRegistry {
+    pub cache: Layout,
+    pub remote: Option<Remote>,
+    pub pull: bool,
+}
+
+impl ImageSource for CacheThenRegistry {
+    fn resolve(&self, reference: &RegistryRef, arch: &str) -> Result<ResolvedImage, SourceError> {
+        let Some(remote) = &self.remote else {
+            return Ok(self.cache.resolve(reference, arch)?);
+        };
+        if !self.pull
+            && let Ok(image) = self.cache.resolve(reference, arch)
+        {
+            return Ok(image);
+        }
+        remote
+            .pull(&self.cache, reference, arch)
+            .map_err(|source| SourceError::Pull {
+                cache: self.cache.root().to_path_buf(),
+                source: Box::new(source),
+            })?;
+        Ok(self.cache.resolve(reference, arch)?)
+    }
+
+    fn open_blob(
+        &self,
+        reference: &str,
+        digest: &str,
+    ) -> Result<Box<dyn Read + Send>, SourceError> {
+        Ok(self.cache.open_blob(reference, digest)?)
+    }
+}
