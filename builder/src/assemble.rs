@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use archive::Clock;
 use archive::entry::{self, Entry, Kind, Sink, copy_entry};
+use contract::depmod;
 use oci::{ImageSource, ResolvedImage};
 
 use crate::bundle::{Bundle, BundleError, IdMap};
@@ -390,7 +391,7 @@ fn catalog_of(data: &mut dyn Read) -> Result<modules::Catalog, String> {
         let wanted = rest == "modules.dep"
             || rest == "modules.builtin"
             || rest == "modules.softdep"
-            || (out.kind == Kind::File && modules::name_of(rest).is_some());
+            || (out.kind == Kind::File && depmod::module_name(rest).is_some());
         if !wanted || out.kind != Kind::File {
             continue;
         }
@@ -453,7 +454,7 @@ fn write_modules(
             .and_then(|rest| rest.split_once('/'));
         let mut module_bytes = None;
         if let Some((version, rest)) = in_version {
-            let is_module = modules::name_of(rest).is_some();
+            let is_module = depmod::module_name(rest).is_some();
             if let Some(keep) = keep {
                 // Left out: the other modules, and depmod's binary indexes,
                 // which would name them.
@@ -478,7 +479,7 @@ fn write_modules(
             let seen = versions.entry(version.to_string()).or_default();
             if rest == "modules.dep" || rest == "modules.alias" {
                 seen.indexed = true;
-            } else if kind == Kind::File && modules::name_of(rest).is_some() && !seen.indexed {
+            } else if kind == Kind::File && depmod::module_name(rest).is_some() && !seen.indexed {
                 let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                 entry
                     .read_to_end(&mut bytes)
@@ -511,10 +512,10 @@ fn write_modules(
         tree.bytes(
             &format!("{dir}/modules.dep"),
             0o644,
-            modules::dep(&found).as_bytes(),
+            depmod::modules_dep(&found).as_bytes(),
         )
         .and_then(|()| {
-            let alias = modules::alias(&found);
+            let alias = depmod::modules_alias(&found);
             tree.bytes(&format!("{dir}/modules.alias"), 0o644, alias.as_bytes())
         })
         .map_err(|e| e.to_string())?;
@@ -531,16 +532,14 @@ fn cut_index(
     keep: &std::collections::BTreeSet<String>,
 ) -> String {
     let kept_names: std::collections::BTreeSet<String> =
-        keep.iter().filter_map(|p| modules::name_of(p)).collect();
+        keep.iter().filter_map(|p| depmod::module_name(p)).collect();
     text.lines()
         .filter(|line| match file {
-            "modules.dep" => line
-                .split_once(':')
-                .is_some_and(|(path, _)| keep.contains(&format!("{dir}/{path}"))),
-            _ => line
-                .rsplit(' ')
-                .next()
-                .is_some_and(|name| kept_names.contains(&name.replace('-', "_"))),
+            "modules.dep" => depmod::parse_dep_line(line)
+                .is_some_and(|dep| keep.contains(&format!("{dir}/{}", dep.path))),
+            _ => {
+                depmod::parse_alias_line(line).is_some_and(|alias| kept_names.contains(&alias.name))
+            }
         })
         .map(|line| format!("{line}\n"))
         .collect()

@@ -4,34 +4,15 @@
 //!
 //! LinuxKit's kernels carry depmod's output; Debian's packages do not (their
 //! postinst runs depmod). Each module names its dependencies and the device
-//! aliases it drives in its `.modinfo` ELF section; this module reads them
-//! and writes the two files in depmod's format, so that init reads both
-//! kinds of kernel the same way.
+//! aliases it drives in its `.modinfo` ELF section; this module reads them,
+//! and [`contract::depmod`] writes the two files in depmod's format, so that
+//! init reads both kinds of kernel the same way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Read;
 
-/// One module file under `lib/modules/VERSION/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Module {
-    /// Relative to the version directory, e.g. `kernel/drivers/net/virtio_net.ko`.
-    pub path: String,
-    pub depends: Vec<String>,
-    pub aliases: Vec<String>,
-    /// `softdep=pre: a post: b`: modules it wants loaded around it, which
-    /// an initrd must carry too (not part of `modules.dep`).
-    pub softdeps: Vec<String>,
-}
-
-/// The module name of a file: its base name without `.ko[.*]`, with `-`
-/// read as `_`, as the kernel and kmod name modules.
-pub fn name_of(path: &str) -> Option<String> {
-    let base = path.rsplit('/').next()?;
-    let stem = ["", ".gz", ".xz", ".zst"]
-        .iter()
-        .find_map(|ext| base.strip_suffix(&format!(".ko{ext}")))?;
-    Some(stem.replace('-', "_"))
-}
+pub use contract::depmod::Module;
+use contract::depmod::{self, module_name};
 
 /// The `.modinfo` of a module file as stored (plain, gzip or zstd).
 pub fn read(path: &str, bytes: &[u8]) -> Result<Module, String> {
@@ -68,17 +49,10 @@ pub fn read(path: &str, bytes: &[u8]) -> Result<Module, String> {
         } else if let Some(alias) = field.strip_prefix("alias=") {
             module.aliases.push(alias.to_string());
         } else if let Some(list) = field.strip_prefix("softdep=") {
-            module.softdeps.extend(softdep_names(list));
+            module.softdeps.extend(depmod::softdep_modules(list));
         }
     }
     Ok(module)
-}
-
-/// The module names of a softdep (`pre: a b post: c`).
-fn softdep_names(list: &str) -> impl Iterator<Item = String> + '_ {
-    list.split_whitespace()
-        .filter(|word| !word.ends_with(':'))
-        .map(|name| name.replace('-', "_"))
 }
 
 /// The bytes of the `.modinfo` section of a 64-bit little-endian ELF file.
@@ -130,70 +104,6 @@ fn modinfo(elf: &[u8]) -> Result<&[u8], String> {
         }
     }
     Err("no .modinfo section".into())
-}
-
-/// depmod's `modules.dep`: each module and its dependencies, all of them,
-/// ordered so that loading from the last to the first works.
-pub fn dep(modules: &[Module]) -> String {
-    let by_name: HashMap<String, &Module> = modules
-        .iter()
-        .filter_map(|m| Some((name_of(&m.path)?, m)))
-        .collect();
-    let mut sorted: Vec<&Module> = modules.iter().collect();
-    sorted.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut out = String::new();
-    for module in sorted {
-        // Post-order: every module after what it depends on; reversed, a
-        // module comes before its dependencies.
-        let mut order = Vec::new();
-        let mut seen = Vec::new();
-        for dependency in &module.depends {
-            visit(dependency, &by_name, &mut seen, &mut order);
-        }
-        order.reverse();
-        out.push_str(&module.path);
-        out.push(':');
-        for path in order {
-            out.push(' ');
-            out.push_str(path);
-        }
-        out.push('\n');
-    }
-    out
-}
-
-fn visit<'a>(
-    name: &str,
-    by_name: &HashMap<String, &'a Module>,
-    seen: &mut Vec<String>,
-    order: &mut Vec<&'a str>,
-) {
-    if seen.iter().any(|s| s == name) {
-        return;
-    }
-    seen.push(name.to_string());
-    // A dependency on a built-in module has no file and nothing to load.
-    let Some(module) = by_name.get(name) else {
-        return;
-    };
-    for dependency in &module.depends {
-        visit(dependency, by_name, seen, order);
-    }
-    order.push(&module.path);
-}
-
-/// depmod's `modules.alias`: `alias PATTERN NAME`, sorted.
-pub fn alias(modules: &[Module]) -> String {
-    let mut lines = BTreeMap::new();
-    for module in modules {
-        let Some(name) = name_of(&module.path) else {
-            continue;
-        };
-        for pattern in &module.aliases {
-            lines.insert(format!("alias {pattern} {name}\n"), ());
-        }
-    }
-    lines.into_keys().collect()
 }
 
 /// The modules an initrd gets when the definition names none: the
@@ -337,7 +247,7 @@ pub struct Catalog {
 impl Catalog {
     /// A module file, at its path in the tarball, read from its `.modinfo`.
     pub fn add(&mut self, tar_path: &str, module: &Module) {
-        if let Some(name) = name_of(&module.path) {
+        if let Some(name) = module_name(&module.path) {
             let entry = self.modules.entry(name).or_default();
             entry.0 = tar_path.to_string();
             entry.1.extend(module.depends.iter().cloned());
@@ -347,36 +257,27 @@ impl Catalog {
 
     /// depmod's `modules.softdep`: `softdep NAME pre: a post: b` lines.
     pub fn add_softdep_file(&mut self, text: &str) {
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            if words.next() != Some("softdep") {
-                continue;
-            }
-            let Some(name) = words.next() else { continue };
-            let entry = self.modules.entry(name.replace('-', "_")).or_default();
-            entry
-                .1
-                .extend(softdep_names(&words.collect::<Vec<_>>().join(" ")));
+        for softdep in depmod::parse_softdep(text) {
+            let entry = self.modules.entry(softdep.name).or_default();
+            entry.1.extend(softdep.modules);
         }
     }
 
     /// depmod's `modules.dep` of the version directory `dir` (dependencies
     /// as paths relative to it).
     pub fn add_dep_file(&mut self, dir: &str, text: &str) {
-        for line in text.lines() {
-            let Some((path, deps)) = line.split_once(':') else {
-                continue;
-            };
-            let Some(name) = name_of(path) else { continue };
-            let entry = self.modules.entry(name).or_default();
-            entry.0 = format!("{dir}/{path}");
-            entry.1.extend(deps.split_whitespace().filter_map(name_of));
+        for line in depmod::parse_dep(text) {
+            let entry = self.modules.entry(line.name).or_default();
+            entry.0 = format!("{dir}/{}", line.path);
+            entry
+                .1
+                .extend(line.depends.into_iter().filter_map(module_name));
         }
     }
 
     /// `modules.builtin`: one path per built-in module.
     pub fn add_builtin(&mut self, text: &str) {
-        self.builtin.extend(text.lines().filter_map(name_of));
+        self.builtin.extend(depmod::parse_builtin(text));
     }
 
     /// The tarball paths of the modules `patterns` name and of everything
@@ -513,38 +414,5 @@ mod tests {
         let mut huge = elf(b"x");
         huge[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(read("a.ko", &huge).unwrap_err().contains("offset"));
-    }
-
-    #[test]
-    fn dep_lists_the_closure_loadable_from_the_end() {
-        let module = |path: &str, depends: &[&str], aliases: &[&str]| Module {
-            softdeps: Vec::new(),
-            path: path.into(),
-            depends: depends.iter().map(|s| s.to_string()).collect(),
-            aliases: aliases.iter().map(|s| s.to_string()).collect(),
-        };
-        let modules = [
-            module(
-                "kernel/net/virtio_net.ko",
-                &["net_failover", "builtin_thing"],
-                &["virtio:d00000001v*"],
-            ),
-            module("kernel/net/net_failover.ko", &["failover"], &[]),
-            module("kernel/net/failover.ko", &[], &[]),
-            module("kernel/fs/over-lay.ko", &[], &["fs-overlay"]),
-        ];
-        assert_eq!(
-            dep(&modules),
-            "kernel/fs/over-lay.ko:\n\
-             kernel/net/failover.ko:\n\
-             kernel/net/net_failover.ko: kernel/net/failover.ko\n\
-             kernel/net/virtio_net.ko: kernel/net/net_failover.ko kernel/net/failover.ko\n"
-        );
-        assert_eq!(
-            alias(&modules),
-            "alias fs-overlay over_lay\nalias virtio:d00000001v* virtio_net\n"
-        );
-        assert_eq!(name_of("a/b/snd-hda.ko.zst").as_deref(), Some("snd_hda"));
-        assert_eq!(name_of("a/modules.dep"), None);
     }
 }

@@ -1,13 +1,16 @@
 //! The on-image contract shared by the builder and init.
 //!
 //! This crate owns the layout of `/containers` and the shape of `runtime.json`,
-//! LinuxKit's extras beside each OCI bundle's `config.json`.
+//! LinuxKit's extras beside each OCI bundle's `config.json`, and ([`depmod`])
+//! the format of the kernel modules index.
 //! It does no I/O: the builder serialises these types into the image and init
 //! reads them back at boot.
 //! Changing anything here changes what images built by one version of berth
 //! mean to another: do it deliberately.
 
 use serde::{Deserialize, Serialize};
+
+pub mod depmod;
 
 /// Where the bundles live inside the image, relative to `/`.
 pub const CONTAINERS_DIR: &str = "containers";

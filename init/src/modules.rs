@@ -3,13 +3,16 @@
 //!
 //! The index is depmod's (`modules.dep`, `modules.alias`, `modules.builtin`
 //! under `/lib/modules/$(uname -r)`), which the builder writes when the
-//! kernel image has none. Coldplug reads the `modalias` of every device
+//! kernel image has none; its format is [`contract::depmod`]'s, shared with
+//! the builder. Coldplug reads the `modalias` of every device
 //! under `/sys/devices`, loads the modules whose aliases match with their
 //! dependencies, and looks again, because loading a bus driver (virtio_pci)
 //! makes the devices on that bus (the network card, the disk) appear.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+
+use contract::depmod::{self, normal_name};
 
 use crate::system::System;
 
@@ -22,16 +25,6 @@ pub struct Index {
     deps: HashMap<String, (String, Vec<String>)>,
     aliases: Vec<(String, String)>,
     builtin: HashSet<String>,
-}
-
-/// A module's name as the kernel knows it: `-` and `_` are the same.
-fn normal(name: &str) -> String {
-    name.replace('-', "_")
-}
-
-fn name_of(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    normal(base.split(".ko").next().unwrap_or(base))
 }
 
 impl Index {
@@ -52,24 +45,16 @@ impl Index {
             dir: dir.to_path_buf(),
             ..Index::default()
         };
-        for line in dep.lines() {
-            let Some((path, deps)) = line.split_once(':') else {
-                continue;
-            };
-            let deps = deps.split_whitespace().map(str::to_string).collect();
+        for line in depmod::parse_dep(dep) {
+            let depends = line.depends.iter().map(|d| d.to_string()).collect();
             index
                 .deps
-                .insert(name_of(path), (path.trim().to_string(), deps));
+                .insert(line.name, (line.path.to_string(), depends));
         }
-        for line in alias.lines() {
-            let mut words = line.split_whitespace();
-            if let (Some("alias"), Some(pattern), Some(name)) =
-                (words.next(), words.next(), words.next())
-            {
-                index.aliases.push((pattern.to_string(), normal(name)));
-            }
+        for line in depmod::parse_alias(alias) {
+            index.aliases.push((line.pattern.to_string(), line.name));
         }
-        index.builtin = builtin.lines().map(name_of).collect();
+        index.builtin = depmod::parse_builtin(builtin).collect();
         index
     }
 
@@ -79,7 +64,7 @@ impl Index {
 
     /// The modules whose aliases match `modalias`, or the module named so.
     pub fn resolve(&self, wanted: &str) -> BTreeSet<String> {
-        let wanted_name = normal(wanted);
+        let wanted_name = normal_name(wanted);
         if self.deps.contains_key(&wanted_name) || self.builtin.contains(&wanted_name) {
             return BTreeSet::from([wanted_name]);
         }
@@ -93,7 +78,7 @@ impl Index {
     /// The files to load for `name`, dependencies first; empty for a
     /// built-in module.
     pub fn plan(&self, name: &str) -> Result<Vec<PathBuf>, String> {
-        let name = normal(name);
+        let name = normal_name(name);
         if self.builtin.contains(&name) {
             return Ok(Vec::new());
         }

@@ -289,13 +289,13 @@ fn default_modules_exist(work: &Path) -> Result<(), Failed> {
             let path = entry.path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if let Some(name) = builder::modules::name_of(&path.to_string_lossy()) {
+            } else if let Some(name) = contract::depmod::module_name(&path.to_string_lossy()) {
                 known.insert(name);
             }
         }
     }
     let builtin = fs::read_to_string(version_dir.join("modules.builtin")).unwrap_or_default();
-    known.extend(builtin.lines().filter_map(builder::modules::name_of));
+    known.extend(contract::depmod::parse_builtin(&builtin));
     let missing: Vec<&str> = builder::modules::VM_DEFAULT
         .iter()
         .copied()
