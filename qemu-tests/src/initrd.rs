@@ -300,7 +300,7 @@ mod tests {
     /// Lists and reads an archive written by the real cpio, gzip-compressed.
     #[test]
     fn reads_a_gzip_cpio() {
-        if TOOLS.iter().any(|tool| crate::find_program(tool).is_none()) {
+        if TOOLS.iter().any(|tool| qemu::find_program(tool).is_none()) {
             assert!(!crate::ci(), "{TOOLS:?} missing");
             return;
         }

@@ -17,7 +17,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
-use qemu_tests::{Accel, Machine, initrd};
+use qemu::{Accel, Kernel, Machine};
+use qemu_tests::initrd;
 
 /// A `berth build` that takes longer than this is hung.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -154,8 +155,9 @@ enum Setup {
 
 impl Setup {
     fn prepare(paths: &Paths) -> Setup {
-        let Some(qemu) = qemu_tests::find_program(qemu_tests::QEMU) else {
-            return Setup::Skip(format!("{} is not installed", qemu_tests::QEMU));
+        let qemu = match qemu::locate() {
+            Ok(qemu) => qemu,
+            Err(error) => return Setup::Skip(error.to_string()),
         };
         if let Err(error) =
             fixtures::debian::fixture_images(&paths.fixtures_work(), &paths.fixtures_cache())
@@ -185,8 +187,7 @@ fn build_berth(paths: &Paths) -> Result<(), String> {
         .arg("--target-dir")
         .arg(&paths.target)
         .current_dir(&paths.workspace);
-    let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
-        .map_err(|error| format!("{error:#}"))?;
+    let output = qemu::output_with_timeout(&mut command, BUILD_TIMEOUT).map_err(chain)?;
     if !output.status.success() {
         return Err(format!(
             "building berth failed ({}):\n{}",
@@ -237,16 +238,15 @@ impl Places {
         fs::create_dir_all(home.join(".ssh"))
             .map_err(|e| failed(&home.display().to_string(), &e))?;
         if text.contains("{home}") {
-            qemu_tests::find_program("ssh").ok_or(Missing::Tool("ssh"))?;
-            let keygen =
-                qemu_tests::find_program("ssh-keygen").ok_or(Missing::Tool("ssh-keygen"))?;
+            qemu::find_program("ssh").ok_or(Missing::Tool("ssh"))?;
+            let keygen = qemu::find_program("ssh-keygen").ok_or(Missing::Tool("ssh-keygen"))?;
             let key = home.join(".ssh/id_ed25519");
             let mut command = Command::new(keygen);
             command
                 .args(["-q", "-t", "ed25519", "-N", "", "-C", "berth-test", "-f"])
                 .arg(&key);
-            let output = qemu_tests::output_with_timeout(&mut command, Duration::from_secs(30))
-                .map_err(|e| failed("ssh-keygen", &format!("{e:#}")))?;
+            let output = qemu::output_with_timeout(&mut command, Duration::from_secs(30))
+                .map_err(|e| failed("ssh-keygen", &chain(e)))?;
             if !output.status.success() {
                 return Err(failed(
                     "ssh-keygen",
@@ -308,6 +308,11 @@ fn default_modules_exist(work: &Path) -> Result<(), Failed> {
     }
 }
 
+/// A launcher error and its causes, on one line.
+fn chain(error: qemu::Error) -> String {
+    format!("{:#}", anyhow::Error::new(error))
+}
+
 fn skip(reason: String) -> Result<Completion, Failed> {
     if qemu_tests::ci() {
         Err(format!("skipped, and CI=true makes a skip a failure: {reason}").into())
@@ -330,7 +335,7 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     };
     let missing_tool = initrd::TOOLS
         .iter()
-        .find(|tool| qemu_tests::find_program(tool).is_none());
+        .find(|tool| qemu::find_program(tool).is_none());
     if let (false, Some(tool)) = (checks.is_empty(), missing_tool) {
         return skip(format!(
             "{tool} is not installed (needed to inspect the initrd)"
@@ -384,8 +389,7 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
             .arg(paths.fixtures_cache())
             .arg(yaml_dir.join(package))
             .env_remove("BERTH_OFFLINE");
-        let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
-            .map_err(|e| format!("{e:#}"))?;
+        let output = qemu::output_with_timeout(&mut command, BUILD_TIMEOUT).map_err(chain)?;
         if !output.status.success() {
             return Err(format!(
                 "berth pkg build {package} failed:\n{}",
@@ -408,9 +412,8 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
         .args(["--name", name])
         .arg(&image_yml)
         .current_dir(&case.dir);
-    let shown = qemu_tests::shell_line(&command);
-    let output = qemu_tests::output_with_timeout(&mut command, BUILD_TIMEOUT)
-        .map_err(|e| format!("{e:#}"))?;
+    let shown = qemu::shell_line(&command);
+    let output = qemu::output_with_timeout(&mut command, BUILD_TIMEOUT).map_err(chain)?;
     let log = results.join("berth-build.log");
     let _ = fs::write(
         &log,
@@ -455,7 +458,8 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     // Boot.
     let cmdline = fs::read_to_string(&cmdline_file)
         .map_err(|e| format!("reading {}: {e}", cmdline_file.display()))?;
-    let mut machine = Machine::new(qemu, accel, &kernel, cmdline.trim()).initrd(&initrd_image);
+    let mut machine = Machine::new(qemu, accel)
+        .kernel(Kernel::new(&kernel, cmdline.trim()).initrd(&initrd_image));
     // Devices for the case (network cards, disks): `qemu-args`, one
     // argument per line.
     machine.allow_reboot = case.dir.join("reboots").exists();
@@ -487,7 +491,7 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
                 Accel::Tcg => Duration::from_secs(seconds),
             }
         }
-        Err(_) => accel.boot_timeout(),
+        Err(_) => qemu_tests::boot_timeout(accel),
     };
     let report = qemu_tests::boot(&machine, &expect, timeout).map_err(|e| format!("{e:#}"));
     let _ = fs::remove_file(&monitor);
