@@ -296,7 +296,7 @@ fn default_modules_exist(work: &Path) -> Result<(), Failed> {
     }
     let builtin = fs::read_to_string(version_dir.join("modules.builtin")).unwrap_or_default();
     known.extend(contract::depmod::parse_builtin(&builtin));
-    let missing: Vec<&str> = builder::modules::VM_DEFAULT
+    let missing: Vec<&str> = builder::kernel::modules::VM_DEFAULT
         .iter()
         .copied()
         .filter(|n| !known.contains(*n) && !GENERIC_KERNEL_ONLY.contains(n))

@@ -1,20 +1,22 @@
 //! Output formats: one entry stream in, artifacts out.
 //!
 //! Every artifact is written under a temporary name in the output directory
-//! and renamed into place only when all of them are complete ([`Pending`]),
+//! and renamed into place only when all of them are complete
+//! ([`Pending`], in `staging.rs`),
 //! so a failed build leaves nothing behind and never replaces a good
 //! artifact with half of a new one. File names follow LinuxKit's.
 
+mod staging;
+
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
-use std::path::{Path, PathBuf};
-
-use tempfile::NamedTempFile;
+use std::path::Path;
 
 pub use archive::compress::Compression;
+use archive::entry::{Entry, Sink, copy_entry};
 use archive::{compress, cpio, tar};
 
-use archive::entry::{Entry, Sink, copy_entry};
+pub use staging::Pending;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Format {
@@ -56,69 +58,6 @@ impl std::fmt::Display for Format {
             .find(|(_, x)| x == self)
             .map_or("?", |(n, _)| n);
         f.write_str(name)
-    }
-}
-
-/// Artifacts being written, renamed into place by [`Pending::commit`] and
-/// deleted if dropped before.
-pub struct Pending {
-    directory: PathBuf,
-    files: Vec<(NamedTempFile, Option<PathBuf>)>,
-}
-
-impl Pending {
-    pub fn new(directory: &Path) -> Pending {
-        Pending {
-            directory: directory.to_path_buf(),
-            files: Vec::new(),
-        }
-    }
-
-    /// A new temporary file; `name` is what it becomes on commit, `None` for
-    /// scratch files that are only deleted.
-    fn create(&mut self, name: Option<&str>) -> io::Result<(usize, File)> {
-        let temp = tempfile::Builder::new()
-            .prefix(".berth-")
-            .tempfile_in(&self.directory)?;
-        let file = temp.as_file().try_clone()?;
-        self.files
-            .push((temp, name.map(|n| self.directory.join(n))));
-        Ok((self.files.len() - 1, file))
-    }
-
-    /// A small artifact whose bytes are known: `name` in the output
-    /// directory, committed with the others.
-    pub fn write(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        let (_, mut file) = self.create(Some(name))?;
-        file.write_all(bytes)
-    }
-
-    fn path(&self, index: usize) -> &Path {
-        self.files[index].0.path()
-    }
-
-    fn rename(&mut self, index: usize, name: &str) {
-        self.files[index].1 = Some(self.directory.join(name));
-    }
-
-    /// Renames every artifact into place; returns their paths.
-    pub fn commit(self) -> io::Result<Vec<PathBuf>> {
-        let mut done = Vec::new();
-        for (temp, destination) in self.files {
-            match destination {
-                Some(destination) => {
-                    temp.as_file().sync_all()?;
-                    // Artifacts are ordinary files: 0644, not tempfile's 0600.
-                    use std::os::unix::fs::PermissionsExt;
-                    temp.as_file()
-                        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-                    temp.persist(&destination).map_err(|e| e.error)?;
-                    done.push(destination);
-                }
-                None => drop(temp),
-            }
-        }
-        Ok(done)
     }
 }
 

@@ -64,7 +64,7 @@ pub struct Kernel {
     pub ucode: Option<String>,
     /// berth: the modules to put in the initrd (`all`, or names and `*`
     /// patterns), with what they depend on; unset, the drivers of common
-    /// virtual machines ([`crate::modules::VM_DEFAULT`]).
+    /// virtual machines ([`crate::kernel::modules::VM_DEFAULT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modules: Option<ModuleChoice>,
 }

@@ -51,7 +51,10 @@ pub fn validate(definition: &Definition) -> Result<(), SpecError> {
                 format!("{word:?} is neither `all` nor a list of module names"),
             ),
             Some(super::ModuleChoice::List(names)) => {
-                for name in names.iter().filter(|n| !crate::modules::is_pattern(n)) {
+                for name in names
+                    .iter()
+                    .filter(|n| !crate::kernel::modules::is_pattern(n))
+                {
                     problems.plain(
                         "kernel.modules",
                         format!("{name:?} is not a module name (letters, digits, `_`, `-`, `*`)"),
