@@ -8,6 +8,10 @@
 //!   this workspace on the way, and prints the QEMU command that boots it.
 //! - `bench`: builds LinuxKit's reference benchmark image (shared/bench) and
 //!   prints wall time and peak memory of berth building it.
+//! - `arrows`: checks that no crate depends on one ARCHITECTURE.md says it
+//!   never does (also a test of this crate, so `cargo test` checks it).
+
+mod arrows;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,8 +37,15 @@ fn main() -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("example") => example(),
         Some("bench") => bench(&args[1..]),
+        Some("arrows") => {
+            arrows::check(&root())?;
+            println!("no forbidden dependency");
+            Ok(())
+        }
         _ => {
-            eprintln!("usage: cargo xtask test [-- CARGO TEST ARGS] | example | bench [RUNS]");
+            eprintln!(
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | example | bench [RUNS] | arrows"
+            );
             std::process::exit(2);
         }
     }
