@@ -1,0 +1,55 @@
+//! `berth pkg`: system images from Debian packages, workspace binaries and
+//! files, without Docker.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use archive::Clock;
+use clap::Subcommand;
+use oci::{Layout, Reference};
+
+use super::Sources;
+
+#[derive(Subcommand)]
+pub enum PkgCommand {
+    /// Build the image into the cache, tagged with the hash of its inputs.
+    #[command(after_help = "Example:\n  berth pkg build images/getty")]
+    Build {
+        dir: PathBuf,
+        /// Also push it to its registry.
+        #[arg(long)]
+        push: bool,
+    },
+    /// Print the reference the image gets (REPOSITORY:TAG).
+    ShowTag { dir: PathBuf },
+}
+
+pub fn run(sources: &Sources, command: PkgCommand) -> Result<()> {
+    let dir = match &command {
+        PkgCommand::Build { dir, .. } | PkgCommand::ShowTag { dir } => dir.clone(),
+    };
+    let workspace = builder::pkg::workspace_of(&dir);
+    let package = builder::pkg::Package::resolve(&dir, &workspace)?;
+    match command {
+        PkgCommand::ShowTag { .. } => println!("{}", package.reference()?),
+        PkgCommand::Build { push, .. } => {
+            let cache = Layout::open(sources.cache_dir())?;
+            let _in_use = cache.use_lock()?;
+            let epoch = Clock::from_env()?.made();
+            let debs = sources.cache_dir().join("debs");
+            let (reference, digest) = package.build(&cache, &debs, epoch, sources.offline())?;
+            println!("{reference} {digest}");
+            if push {
+                if sources.offline() {
+                    bail!("--push needs the network, but berth is offline");
+                }
+                let Reference::Registry(destination) = Reference::parse(&reference)? else {
+                    bail!("{reference}: not an image in a registry");
+                };
+                let pushed = sources.remote()?.push(&cache, &reference, &destination)?;
+                println!("pushed {destination} {pushed}");
+            }
+        }
+    }
+    Ok(())
+}
