@@ -7,6 +7,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// Where the logs are.
+pub const LOG_DIR: &str = "/var/log";
 /// The size at which a log is rotated, unless `berth.logsize` says otherwise.
 pub const DEFAULT_CAP: u64 = 1 << 20;
 const TAIL: usize = 8 << 10;
