@@ -429,7 +429,7 @@ fn input_devices(root: &Path) -> Vec<std::fs::File> {
 
 fn read_request(system: &mut dyn System, mut stream: UnixStream) -> Option<(Request, UnixStream)> {
     // A client gets one second to send its line and to take the answer:
-    // PID 1 serves it in its main loop.
+    // PID 1 serves it in its event loop.
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let deadline = Instant::now() + Duration::from_secs(1);

@@ -34,7 +34,7 @@ pub struct Kernel {
 }
 
 /// How often [`Kernel::reap`] looks again while nothing has ended. PID 1
-/// reaps from its main loop; a short sleep keeps that loop cheap.
+/// reaps from its event loop; a short sleep keeps that loop cheap.
 const POLL: Duration = Duration::from_millis(20);
 
 impl System for Kernel {

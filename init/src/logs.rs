@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Where the logs are.
 pub const LOG_DIR: &str = "/var/log";
-/// The size at which a log is rotated, unless `berth.logsize` says otherwise.
+/// The size at which a log is rotated.
 pub const DEFAULT_CAP: u64 = 1 << 20;
 const TAIL: usize = 8 << 10;
 

@@ -2,7 +2,7 @@
 //!
 //! Containers run detached: libcontainer's intermediate process exits, so
 //! each container's first process is reparented to PID 1 and its end is
-//! reaped by the main loop like any other child. State lives under
+//! reaped by the event loop ([`crate::events`]) like any other child. State lives under
 //! [`STATE`]; stdout and stderr go to one pipe whose read end init keeps.
 
 use std::fs::File;
