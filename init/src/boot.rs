@@ -1,12 +1,17 @@
-//! What PID 1 sets up first, as data: the filesystems to mount (in order,
-//! each only if the kernel knows its type), berth's options on the kernel
-//! command line, and the hostname when the image names none.
+//! What PID 1 sets up before any container runs: the filesystems to mount
+//! (in order, each only if the kernel knows its type) and the cgroup
+//! controllers handed down, the places containers expect, berth's options
+//! on the kernel command line, and the hostname (from the image, else from
+//! the first MAC address).
 //!
-//! Doing it goes through [`crate::system::System`].
+//! The decisions are data and pure functions; doing them goes through
+//! [`System`], and files are read under the directory that stands for `/`.
 
+use std::path::Path;
 use std::time::Duration;
 
-use crate::system::{Mount, System};
+use crate::logs::LOG_DIR;
+use crate::system::{Mount, System, under};
 
 /// A filesystem to mount at boot.
 struct Filesystem {
@@ -186,6 +191,110 @@ pub fn mount_all(system: &mut dyn System, known: &[String]) -> Vec<String> {
         }
     }
     mounted
+}
+
+/// Mounts the kernel filesystems: those every system has, then the
+/// optional ones the kernel knows (`/proc/filesystems` is only readable
+/// once `/proc` is mounted), then makes every mount shared. Returns what
+/// was mounted, in order.
+pub fn mount_filesystems(system: &mut dyn System, root: &Path) -> Vec<String> {
+    let mut mounted = mount_all(system, &[]);
+    let filesystems = std::fs::read_to_string(under(root, "/proc/filesystems"));
+    let known = known_types(&filesystems.unwrap_or_default());
+    let optional: Vec<Mount> = mounts(&known)
+        .into_iter()
+        .filter(|m| !mounted.contains(&m.target))
+        .collect();
+    for mount in optional {
+        match system.mount(&mount) {
+            Ok(()) => mounted.push(mount.target),
+            Err(e) => system.log(&format!("mounting {} on {}: {e}", mount.kind, mount.target)),
+        }
+    }
+    // Every mount shared, as LinuxKit's init leaves them: a container that
+    // binds /var with rshared (images/mount) mounts a disk for the host.
+    let shared = Mount {
+        source: "none".into(),
+        target: "/".into(),
+        kind: "none".into(),
+        flags: vec!["rshared"],
+        data: String::new(),
+    };
+    if let Err(e) = system.mount(&shared) {
+        system.log(&format!("making the mounts shared: {e}"));
+    }
+    mounted
+}
+
+/// Hands every cgroup v2 controller down to the containers' cgroups.
+pub fn delegate_controllers(system: &mut dyn System, root: &Path) {
+    let cgroup = "/sys/fs/cgroup";
+    let controllers = std::fs::read_to_string(under(root, &format!("{cgroup}/cgroup.controllers")));
+    let enable: Vec<String> = controllers
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|c| format!("+{c}"))
+        .collect();
+    let subtree = format!("{cgroup}/cgroup.subtree_control");
+    if let Err(e) = system.set_kernel_value(&subtree, &enable.join(" ")) {
+        system.log(&format!("delegating cgroup controllers {enable:?}: {e}"));
+    }
+}
+
+/// Makes the writable places the image expects: the directory of the
+/// containers' logs, and the file the root's `/etc/resolv.conf` points at
+/// (DHCP fills it in).
+pub fn make_places(system: &mut dyn System, root: &Path) {
+    if let Err(e) = std::fs::create_dir_all(under(root, LOG_DIR)) {
+        system.log(&format!("{LOG_DIR}: {e}"));
+    }
+    let resolv = "/run/resolvconf/resolv.conf";
+    let made = std::fs::create_dir_all(under(root, "/run/resolvconf")).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(under(root, resolv))
+    });
+    if let Err(e) = made {
+        system.log(&format!("{resolv}: {e}"));
+    }
+}
+
+/// berth's options from the kernel command line; problems are logged.
+pub fn read_options(system: &mut dyn System, root: &Path) -> Options {
+    let cmdline = std::fs::read_to_string(under(root, "/proc/cmdline")).unwrap_or_default();
+    let (options, problems) = options(&cmdline);
+    for problem in problems {
+        system.log(&problem);
+    }
+    options
+}
+
+/// Sets the hostname: `/etc/hostname` if the image has one, else a name
+/// from the first network interface's MAC address.
+pub fn set_hostname(system: &mut dyn System, root: &Path) {
+    let from_file = std::fs::read_to_string(under(root, "/etc/hostname"))
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    let name = from_file.or_else(|| {
+        let mut interfaces: Vec<_> = std::fs::read_dir(under(root, "/sys/class/net"))
+            .ok()?
+            .flatten()
+            .collect();
+        interfaces.sort_by_key(|e| e.file_name());
+        interfaces
+            .iter()
+            .filter(|e| e.file_name() != "lo")
+            .find_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+            .map(|mac| hostname_from_mac(&mac))
+    });
+    if let Some(name) = name {
+        match system.set_hostname(&name) {
+            Ok(()) => system.log(&format!("hostname {name}")),
+            Err(e) => system.log(&format!("setting hostname {name}: {e}")),
+        }
+    }
 }
 
 /// berth's options on the kernel command line (documented in init's README).

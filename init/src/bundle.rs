@@ -8,7 +8,8 @@
 //! absolute, a cgroup path when the YAML gave none, and `runtime.json`'s
 //! interfaces as OCI network devices. What it cannot honour (seccomp
 //! without libseccomp, interfaces to create) refuses the container, so that
-//! nothing is silently left out.
+//! nothing is silently left out. [`prepare`] decides, [`ready`] does it
+//! through [`System`]; starting the container is the runtime's.
 //!
 //! LinuxKit's images that need the host's devices bind `/dev:/dev`. runc
 //! then leaves `/dev` alone; libcontainer does not (it makes its default
@@ -19,10 +20,11 @@
 
 use std::path::{Path, PathBuf};
 
-use contract::{BundleKind, Healthcheck, Restart, Runtime};
+use contract::{BundleKind, CONTAINERS_DIR, Healthcheck, Restart, Runtime};
 use serde_json::{Value, json};
 
-use crate::system::Mount;
+use crate::modules::{Index, Loader};
+use crate::system::{Launch, Mount, System, under};
 
 /// Where init keeps what it makes at run time.
 pub const RUN: &str = "/run/berth";
@@ -87,6 +89,95 @@ pub struct Prepared {
     pub bind_namespaces: Vec<(&'static str, String)>,
     /// The YAML bound the host's `/dev`: the container gets its nodes.
     pub host_dev: bool,
+}
+
+/// Every bundle of the image, made ready, by kind.
+#[derive(Debug, Default)]
+pub struct Bundles {
+    pub onboot: Vec<Prepared>,
+    pub services: Vec<Prepared>,
+    pub onshutdown: Vec<Prepared>,
+}
+
+/// Finds the bundles under `/containers` and makes each ready; one that
+/// cannot be is logged and left out. `mounted` gets the mounts made.
+pub fn ready_all(
+    system: &mut dyn System,
+    root: &Path,
+    index: &Index,
+    mounted: &mut Vec<String>,
+) -> Bundles {
+    let containers = under(root, &format!("/{CONTAINERS_DIR}"));
+    let mut ready_kind = |kind: BundleKind| -> Vec<Prepared> {
+        let mut list = Vec::new();
+        for found in find(&containers, kind) {
+            match ready(system, root, index, &found, mounted) {
+                Ok(p) => list.push(p),
+                Err(e) => system.log(&format!("{} {}: {e}", kind.directory(), found.id)),
+            }
+        }
+        list
+    };
+    Bundles {
+        onboot: ready_kind(BundleKind::Onboot),
+        services: ready_kind(BundleKind::Service),
+        onshutdown: ready_kind(BundleKind::Onshutdown),
+    }
+}
+
+/// Makes a bundle's host side ready (directories, mounts) and writes the
+/// runtime's copy of its `config.json`.
+pub fn ready(
+    system: &mut dyn System,
+    root: &Path,
+    index: &Index,
+    found: &Found,
+    mounted: &mut Vec<String>,
+) -> Result<Prepared, String> {
+    let p = prepare(found, "berth")?;
+    for dir in &p.mkdir {
+        system
+            .mkdir(dir)
+            .map_err(|e| format!("making {dir}: {e}"))?;
+    }
+    for (dirs, mount) in &p.mounts {
+        for dir in dirs {
+            system
+                .mkdir(dir)
+                .map_err(|e| format!("making {dir}: {e}"))?;
+        }
+        if mount.kind == "overlay" {
+            // A module on Debian's kernels; the kernel would ask modprobe.
+            let _ = Loader::new(index).load(system, "overlay");
+        }
+        system
+            .mount(mount)
+            .map_err(|e| format!("mounting {} on {}: {e}", mount.kind, mount.target))?;
+        // A remount of the same target is not another mount to undo.
+        if !mounted.contains(&mount.target) {
+            mounted.push(mount.target.clone());
+        }
+    }
+    let dir = runtime_bundle(root, &found.id);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let config = serde_json::to_vec_pretty(&p.config).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("config.json"), config)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(p)
+}
+
+/// Where [`ready`] writes the runtime's bundle of container `id`.
+fn runtime_bundle(root: &Path, id: &str) -> PathBuf {
+    under(root, RUN).join("bundles").join(id)
+}
+
+/// What the runtime needs to start a bundle made ready.
+pub fn launch(root: &Path, p: &Prepared) -> Launch {
+    Launch {
+        id: p.found.id.clone(),
+        bundle: runtime_bundle(root, &p.found.id),
+        host_dev: p.host_dev,
+    }
 }
 
 /// Reads a bundle's two files and says what to do with them.

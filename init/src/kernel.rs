@@ -1,10 +1,16 @@
-//! [`System`] on the real kernel, through rustix's safe wrappers: no
-//! `unsafe` in PID 1.
+//! [`System`] on the real kernel, through rustix's safe wrappers (and
+//! signal-hook's for signals, libcontainer through [`crate::runtime`] for
+//! containers): no `unsafe` in PID 1.
 
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use rustix::event::PollFd;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::system::RebootCommand;
@@ -15,14 +21,105 @@ use crate::system::{Launch, Mount, Power, Started, System};
 /// finit_module(2): the file is compressed; the kernel decompresses it.
 const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
 
+const SIGINT: i32 = 2;
+const SIGPIPE: i32 = 13;
+const SIGUSR2: i32 = 12;
+const SIGTERM: i32 = 15;
+const SIGCHLD: i32 = 17;
+
 #[derive(Debug, Default)]
-pub struct Kernel;
+pub struct Kernel {
+    /// The last signal that asked PID 1 to stop, 0 when none has.
+    requested: Arc<AtomicUsize>,
+}
 
 /// How often [`Kernel::reap`] looks again while nothing has ended. PID 1
-/// reaps from its main loop; a short sleep keeps that loop cheap.
+/// reaps from its event loop; a short sleep keeps that loop cheap.
 const POLL: Duration = Duration::from_millis(20);
 
 impl System for Kernel {
+    fn catch_signals(&mut self) -> Result<OwnedFd, String> {
+        let (wake, wake_write) =
+            UnixStream::pair().map_err(|e| format!("a socket pair for signals: {e}"))?;
+        wake.set_nonblocking(true)
+            .map_err(|e| format!("a socket pair for signals: {e}"))?;
+        for signal in [SIGINT, SIGUSR2, SIGTERM] {
+            let requested = Arc::clone(&self.requested);
+            if let Err(e) = signal_hook::flag::register_usize(signal, requested, signal as usize) {
+                self.log(&format!("cannot catch signal {signal}: {e}"));
+            }
+        }
+        for signal in [SIGINT, SIGUSR2, SIGTERM, SIGCHLD] {
+            let watched = wake_write
+                .try_clone()
+                .and_then(|writer| signal_hook::low_level::pipe::register(signal, writer));
+            if let Err(e) = watched {
+                self.log(&format!("cannot watch signal {signal}: {e}"));
+            }
+        }
+        // Rust ignores SIGPIPE, and an ignored signal stays ignored across
+        // exec: a handler instead is reset to the default in every container.
+        if let Err(e) = signal_hook::flag::register(SIGPIPE, Arc::new(AtomicBool::new(false))) {
+            self.log(&format!("cannot catch SIGPIPE: {e}"));
+        }
+        // Ctrl-Alt-Del becomes SIGINT to PID 1 instead of an immediate reboot.
+        if let Err(e) = rustix::system::reboot(RebootCommand::CadOff) {
+            self.log(&format!("cannot catch Ctrl-Alt-Del: {e}"));
+        }
+        Ok(wake.into())
+    }
+
+    fn take_signal(&mut self) -> Option<i32> {
+        match self.requested.swap(0, Ordering::SeqCst) {
+            0 => None,
+            signal => i32::try_from(signal).ok(),
+        }
+    }
+
+    fn poll(&mut self, fds: &mut [PollFd<'_>], timeout: Duration) {
+        let timeout = rustix::event::Timespec::try_from(timeout).ok();
+        let _ = rustix::event::poll(fds, timeout.as_ref());
+    }
+
+    fn switch_root(&mut self, new_root: &str) -> Result<(), String> {
+        std::env::set_current_dir(new_root).map_err(|e| format!("{new_root}: {e}"))?;
+        rustix::mount::mount_move(".", "/").map_err(|e| format!("moving the root: {e}"))?;
+        rustix::process::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+        std::env::set_current_dir("/").map_err(|e| format!("/: {e}"))
+    }
+
+    fn exec_self(&mut self, args: &[String]) -> String {
+        use std::os::unix::process::CommandExt;
+        let Some((program, args)) = args.split_first() else {
+            return "no program name".into();
+        };
+        let e = std::process::Command::new(program).args(args).exec();
+        format!("executing {program} again: {e}")
+    }
+
+    fn remount_read_only(&mut self, target: &str) -> Result<(), String> {
+        rustix::mount::mount_remount(target, MountFlags::RDONLY, c"").map_err(|e| e.to_string())
+    }
+
+    fn set_kernel_value(&mut self, path: &str, value: &str) -> Result<(), String> {
+        std::fs::write(path, value).map_err(|e| e.to_string())
+    }
+
+    fn kernel_release(&mut self) -> String {
+        rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn set_hostname(&mut self, name: &str) -> Result<(), String> {
+        rustix::system::sethostname(name.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn loopback_up(&mut self) -> Result<(), String> {
+        link_up(LOOPBACK).map_err(|e| e.to_string())
+    }
+
     fn mount(&mut self, mount: &Mount) -> Result<(), String> {
         let mut flags = MountFlags::empty();
         let mut propagation = MountPropagationFlags::empty();
@@ -240,9 +337,73 @@ impl System for Kernel {
     }
 }
 
+/// The interface index of `lo`, always the first.
+const LOOPBACK: i32 = 1;
+
+/// Sets an interface up, through a route netlink message.
+fn link_up(index: i32) -> std::io::Result<()> {
+    use rustix::net::{AddressFamily, SocketType, netlink};
+    // No protocol is NETLINK_ROUTE.
+    let socket = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, None)?;
+    let kernel = netlink::SocketAddrNetlink::new(0, 0);
+    let message = link_up_request(index);
+    rustix::net::sendto(&socket, &message, rustix::net::SendFlags::empty(), &kernel)?;
+    let mut reply = [0u8; 256];
+    let n = rustix::net::recv(&socket, &mut reply, rustix::net::RecvFlags::empty())?.0;
+    match acked_error(reply.get(..n).unwrap_or_default()) {
+        0 => Ok(()),
+        error => Err(std::io::Error::from_raw_os_error(error)),
+    }
+}
+
+/// RTM_NEWLINK for interface `index` with IFF_UP set, asking for an ack.
+fn link_up_request(index: i32) -> Vec<u8> {
+    const RTM_NEWLINK: u16 = 16;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_ACK: u16 = 4;
+    const IFF_UP: u32 = 1;
+    let mut message = Vec::with_capacity(32);
+    // struct nlmsghdr: length, type, flags, sequence, port
+    message.extend_from_slice(&32u32.to_ne_bytes());
+    message.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+    message.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    message.extend_from_slice(&1u32.to_ne_bytes());
+    message.extend_from_slice(&0u32.to_ne_bytes());
+    // struct ifinfomsg: family, pad, type, index, flags, change
+    message.extend_from_slice(&[0u8, 0]);
+    message.extend_from_slice(&0u16.to_ne_bytes());
+    message.extend_from_slice(&index.to_ne_bytes());
+    message.extend_from_slice(&IFF_UP.to_ne_bytes());
+    message.extend_from_slice(&IFF_UP.to_ne_bytes());
+    message
+}
+
+/// The error number of a netlink ack (an NLMSG_ERROR whose error is 0 on
+/// success, minus the error number otherwise); 0 for a reply too short to
+/// be one.
+fn acked_error(reply: &[u8]) -> i32 {
+    match reply.get(16..20) {
+        Some(&[a, b, c, d]) => i32::from_ne_bytes([a, b, c, d]).saturating_neg(),
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_link_request_is_a_netlink_message_of_its_own_length() {
+        let message = link_up_request(LOOPBACK);
+        assert_eq!(message.len(), 32);
+        assert_eq!(message[..4], 32u32.to_ne_bytes());
+        assert_eq!(message[20..24], 1i32.to_ne_bytes(), "ifindex");
+        let mut ack = [0u8; 36];
+        assert_eq!(acked_error(&ack), 0);
+        ack[16..20].copy_from_slice(&(-19i32).to_ne_bytes());
+        assert_eq!(acked_error(&ack), 19);
+        assert_eq!(acked_error(&ack[..10]), 0);
+    }
 
     #[test]
     fn every_ended_child_is_reaped_with_its_status() {
@@ -264,7 +425,7 @@ mod tests {
             expected.insert(child.id() as i32, exit);
             std::mem::forget(child);
         }
-        let mut kernel = Kernel;
+        let mut kernel = Kernel::default();
         let mut reaped = std::collections::BTreeMap::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while reaped.len() < expected.len() && Instant::now() < deadline {

@@ -1,13 +1,20 @@
-//! berth's PID 1, as a library so that its logic is tested without booting.
+//! berth's PID 1, as a library so that its logic is tested without booting;
+//! `main.rs` is the boot sequence, in order, over these modules.
 //!
-//! The boot sequence itself lands with issue #4; what is here is the part
-//! that needs no privileges: supervision (restart policies and backoff),
-//! the shutdown sequence, and the seam ([`system::System`]) through which
-//! every privileged call will go.
+//! In boot order: [`root`] (leaving the initramfs), [`boot`] (kernel
+//! filesystems, options, hostname), [`modules`] (coldplug and `modprobe`),
+//! [`bundle`] (the bundles made ready), [`events`] (the loop that runs the
+//! onboot containers and supervises the services, with [`services`] and
+//! [`supervise`] deciding, [`logs`] keeping their output and [`control`]
+//! serving `berthctl`), and [`shutdown`] (the one way to stop).
+//! Every privileged call goes through [`system::System`]: [`kernel`]
+//! implements it on the real kernel, with [`runtime`] for containers, and
+//! [`system::Fake`] records the calls for the tests.
 
 pub mod boot;
 pub mod bundle;
 pub mod control;
+pub mod events;
 pub mod kernel;
 pub mod logs;
 pub mod modules;

@@ -7,7 +7,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// The size at which a log is rotated, unless `berth.logsize` says otherwise.
+/// Where the logs are.
+pub const LOG_DIR: &str = "/var/log";
+/// The size at which a log is rotated.
 pub const DEFAULT_CAP: u64 = 1 << 20;
 const TAIL: usize = 8 << 10;
 

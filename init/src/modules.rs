@@ -1,5 +1,5 @@
-//! Kernel modules: coldplug at boot and `modprobe` for the kernel's own
-//! requests.
+//! Kernel modules: coldplug at boot ([`load_at_boot`]) and `modprobe` for
+//! the kernel's own requests.
 //!
 //! The index is depmod's (`modules.dep`, `modules.alias`, `modules.builtin`
 //! under `/lib/modules/$(uname -r)`), which the builder writes when the
@@ -14,7 +14,42 @@ use std::path::{Path, PathBuf};
 
 use contract::depmod::{self, normal_name};
 
-use crate::system::System;
+use crate::system::{System, under};
+
+/// The directory of the running kernel's modules and their index.
+pub fn modules_dir(system: &mut dyn System, root: &Path) -> PathBuf {
+    under(root, "/lib/modules").join(system.kernel_release())
+}
+
+/// Coldplug, then the modules named in `/etc/modules-load.d/*.conf`; the
+/// kernel's later requests come back to `program` (this binary) as
+/// `modprobe`. Returns the index, empty when the image has none.
+pub fn load_at_boot(system: &mut dyn System, root: &Path, program: &str) -> Index {
+    let dir = modules_dir(system, root);
+    let index = Index::load(&dir);
+    if index.is_empty() {
+        system.log(&format!("no modules index in {}", dir.display()));
+        return index;
+    }
+    if let Err(e) = system.set_kernel_value("/proc/sys/kernel/modprobe", program) {
+        system.log(&format!("setting /proc/sys/kernel/modprobe: {e}"));
+    }
+    let mut explicit = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(under(root, "/etc/modules-load.d")) {
+        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for file in files
+            .iter()
+            .filter(|f| f.extension() == Some("conf".as_ref()))
+        {
+            explicit.extend(listed(&std::fs::read_to_string(file).unwrap_or_default()));
+        }
+    }
+    let devices = under(root, "/sys/devices");
+    let count = coldplug(system, &index, &devices, &explicit, 8);
+    system.log(&format!("modules: {count} loaded"));
+    index
+}
 
 /// depmod's index of one kernel's modules.
 #[derive(Debug, Default)]

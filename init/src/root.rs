@@ -6,8 +6,9 @@
 //! and switches to it; berth does the same, in Rust, before anything else:
 //! each file is removed from the initramfs once copied, so memory use does
 //! not double, and hard links, devices, owners and modes are kept. The
-//! copy is mounted on `/`, init executes itself again from it, and the
-//! root is made read-only once the bundles are ready (see `main`).
+//! copy is mounted on `/`, init executes itself again from it
+//! ([`into_tmpfs`]), and the root is made read-only once the bundles are
+//! ready (see `main`).
 //!
 //! Alternatives weighed: `no_pivot` (chroot into the container's root)
 //! leaves the old root reachable from inside containers; booting with
@@ -20,6 +21,54 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use rustix::fs::{FileType, Mode};
+
+use crate::system::{Mount, System, under};
+
+/// Leaves the initramfs: copies it into a tmpfs, moves that onto `/` and
+/// executes init again (`args`) from there. Returns only when there is
+/// nothing to leave, or on failure; then boot goes on where it is, and
+/// containers will not start if that is the initramfs.
+pub fn into_tmpfs(system: &mut dyn System, root: &Path, args: &[String]) {
+    let proc = Mount {
+        source: "proc".into(),
+        target: "/proc".into(),
+        kind: "proc".into(),
+        flags: vec![],
+        data: String::new(),
+    };
+    if let Err(e) = system.mount(&proc) {
+        system.log(&format!("mounting /proc: {e}"));
+        return;
+    }
+    let mounts = fs::read_to_string(under(root, "/proc/mounts")).unwrap_or_default();
+    let _ = system.unmount("/proc");
+    if !is_initramfs(&mounts) {
+        return;
+    }
+    let new_root = "/.berth-root";
+    let moved = (|| -> Result<(), String> {
+        system.mount(&Mount {
+            source: "tmpfs".into(),
+            target: new_root.into(),
+            kind: "tmpfs".into(),
+            flags: vec![],
+            // Not tmpfs's default half of memory: the initramfs is consumed
+            // as it is copied, so the copy may be as large as it was.
+            data: "mode=0755,size=100%".into(),
+        })?;
+        let count = copy_tree(root, &under(root, new_root), &[".berth-root"], true)
+            .map_err(|e| format!("copying the initramfs: {e}"))?;
+        system.log(&format!("initramfs moved to a tmpfs ({count} entries)"));
+        system.switch_root(new_root)
+    })();
+    match moved {
+        Ok(()) => {
+            let e = system.exec_self(args);
+            system.log(&e);
+        }
+        Err(e) => system.log(&format!("staying in the initramfs: {e}")),
+    }
+}
 
 /// Whether `/` is the initramfs: the last mount on `/` in `/proc/mounts`
 /// is of type `rootfs`.
@@ -110,6 +159,50 @@ fn own(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_initramfs_is_copied_switched_to_and_init_executed_again() {
+        use crate::system::Fake;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("proc")).unwrap();
+        fs::write(r.join("proc/mounts"), "rootfs / rootfs rw 0 0\n").unwrap();
+        fs::create_dir_all(r.join("etc")).unwrap();
+        fs::write(r.join("etc/hostname"), "box\n").unwrap();
+        fs::write(r.join("init"), "").unwrap();
+        // What the tmpfs mount would have made.
+        fs::create_dir(r.join(".berth-root")).unwrap();
+        let mut system = Fake::default();
+        into_tmpfs(&mut system, r, &["/init".into(), "-v".into()]);
+        assert_eq!(
+            system.calls,
+            [
+                "mount proc /proc",
+                "unmount /proc",
+                "mount tmpfs /.berth-root",
+                "log initramfs moved to a tmpfs (5 entries)",
+                "switch root /.berth-root",
+                "exec /init -v",
+                "log the fake does not execute",
+            ]
+        );
+        let copy = r.join(".berth-root");
+        assert_eq!(
+            fs::read_to_string(copy.join("etc/hostname")).unwrap(),
+            "box\n"
+        );
+        assert!(!r.join("etc/hostname").exists(), "consumed");
+
+        // Anywhere else, there is nothing to leave.
+        fs::write(
+            copy.join("proc/mounts"),
+            "rootfs / rootfs rw 0 0\ntmpfs / tmpfs rw 0 0\n",
+        )
+        .unwrap();
+        let mut system = Fake::default();
+        into_tmpfs(&mut system, copy.as_path(), &["/init".into()]);
+        assert_eq!(system.calls, ["mount proc /proc", "unmount /proc"]);
+    }
 
     #[test]
     fn only_the_initramfs_needs_moving() {

@@ -2,7 +2,7 @@
 //!
 //! Containers run detached: libcontainer's intermediate process exits, so
 //! each container's first process is reparented to PID 1 and its end is
-//! reaped by the main loop like any other child. State lives under
+//! reaped by the event loop ([`crate::events`]) like any other child. State lives under
 //! [`STATE`]; stdout and stderr go to one pipe whose read end init keeps.
 
 use std::fs::File;
@@ -21,13 +21,17 @@ use crate::system::{Launch, Started};
 
 pub const STATE: &str = "/run/berth/containers";
 
-/// An error with its causes: libcontainer's own message is often only
-/// the last step ("failed to prepare rootfs").
-fn io(e: impl std::error::Error) -> String {
+/// An error with its causes, each once: libcontainer's own message is
+/// often only the last step ("failed to prepare rootfs"), and some of its
+/// errors also write their source into their own message.
+fn chain(e: impl std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
+        let message = c.to_string();
+        if !text.contains(&message) {
+            text.push_str(&format!(": {message}"));
+        }
         cause = c.source();
     }
     text
@@ -36,9 +40,9 @@ fn io(e: impl std::error::Error) -> String {
 /// A pipe for a container's output: init reads the first end without
 /// blocking; the second goes to the container as stdout and stderr.
 fn output() -> Result<(OwnedFd, OwnedFd, OwnedFd), String> {
-    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(io)?;
-    rustix::io::ioctl_fionbio(&read, true).map_err(io)?;
-    let err = write.try_clone().map_err(io)?;
+    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(chain)?;
+    rustix::io::ioctl_fionbio(&read, true).map_err(chain)?;
+    let err = write.try_clone().map_err(chain)?;
     Ok((read, write, err))
 }
 
@@ -77,7 +81,7 @@ impl Executor for Workload {
 fn builder(id: &str) -> Result<ContainerBuilder, String> {
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(STATE)
-        .map_err(io)
+        .map_err(chain)
         .map(|b| b.with_executor(Workload))
 }
 
@@ -90,7 +94,7 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
         with_host_devices(&launch.bundle.join("config.json"))?;
     }
     let (read, write, err) = output()?;
-    let null = File::open("/dev/null").map_err(io)?;
+    let null = File::open("/dev/null").map_err(chain)?;
     let mut container = builder(&launch.id)?
         .with_stdin(null)
         .with_stdout(write)
@@ -99,12 +103,12 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(io)?;
+        .map_err(chain)?;
     let pid = container
         .pid()
         .ok_or_else(|| "the runtime gave no pid".to_string())?
         .as_raw();
-    container.start().map_err(io)?;
+    container.start().map_err(chain)?;
     Ok(Started {
         pid,
         output: Some(read),
@@ -129,8 +133,11 @@ fn with_host_devices(path: &Path) -> Result<(), String> {
 /// Runs `args` in the running container `id` (a health probe); its output
 /// is dropped, its errors go to the console.
 pub fn exec(id: &str, args: &[String]) -> Result<i32, String> {
-    let null = || File::open("/dev/null").map_err(io);
-    let console = std::io::stderr().as_fd().try_clone_to_owned().map_err(io)?;
+    let null = || File::open("/dev/null").map_err(chain);
+    let console = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(chain)?;
     let pid = builder(id)?
         .with_stdin(null()?)
         .with_stdout(null()?)
@@ -139,11 +146,64 @@ pub fn exec(id: &str, args: &[String]) -> Result<i32, String> {
         .with_container_args(args.to_vec())
         .with_detach(true)
         .build()
-        .map_err(io)?;
+        .map_err(chain)?;
     Ok(pid.as_raw())
 }
 
 pub fn remove(id: &str) -> Result<(), String> {
-    let mut container = Container::load(PathBuf::from(STATE).join(id)).map_err(io)?;
-    container.delete(true).map_err(io)
+    let mut container = Container::load(PathBuf::from(STATE).join(id)).map_err(chain)?;
+    container.delete(true).map_err(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that says `message` and has `source` as its cause.
+    #[derive(Debug)]
+    struct Failed {
+        message: String,
+        source: Option<Box<Failed>>,
+    }
+
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.message)
+        }
+    }
+
+    impl std::error::Error for Failed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_deref().map(|s| s as _)
+        }
+    }
+
+    fn failed(messages: &[&str]) -> Failed {
+        let (first, rest) = messages.split_first().unwrap();
+        Failed {
+            message: first.to_string(),
+            source: (!rest.is_empty()).then(|| Box::new(failed(rest))),
+        }
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        for (messages, expected) in [
+            (
+                &["failed to prepare rootfs"][..],
+                "failed to prepare rootfs",
+            ),
+            (
+                &["failed to prepare rootfs", "mount /x", "ENOENT"][..],
+                "failed to prepare rootfs: mount /x: ENOENT",
+            ),
+            // A message that already carries its source's.
+            (
+                &["failed to set capabilities: EPERM", "EPERM"][..],
+                "failed to set capabilities: EPERM",
+            ),
+        ] {
+            assert_eq!(chain(failed(messages)), expected);
+        }
+    }
 }

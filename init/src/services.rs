@@ -5,7 +5,8 @@
 //! whole state machine is tested against the fake. The caller reaps: every
 //! pid it reaps goes to [`Supervisor::exited`] before anything else starts,
 //! and a container's pid is registered as soon as `start` returns it, before
-//! the main loop reaps again, so no exit is lost or misattributed.
+//! the event loop ([`crate::events`]) reaps again, so no exit is lost or
+//! misattributed.
 
 use std::time::{Duration, Instant};
 
@@ -387,7 +388,7 @@ impl Supervisor {
         running.into_iter().map(|(_, n, p)| (n, p)).collect()
     }
 
-    /// How long the main loop may sleep before something is due. A unit
+    /// How long the event loop may sleep before something is due. A unit
     /// waiting for a dependency is not due: what unblocks it (a start, a
     /// probe's result) wakes the loop itself.
     pub fn next_wake(&self, now: Instant) -> Option<Duration> {

@@ -1,9 +1,12 @@
 //! The one shutdown path: whatever asked for it (power button, Ctrl-Alt-Del,
 //! a signal, the control command, a fatal error), PID 1 ends the same way.
 //!
-//! The onshutdown bundles have run before this; here services get SIGTERM
-//! (last started first), a grace period, then SIGKILL; then sync, unmount in
-//! reverse order (lazily where busy), sync again, and power off or reboot.
+//! The onshutdown bundles have run before this (not after a panic, when
+//! init knows nothing of what ran); here services get SIGTERM (last started
+//! first), a grace period, then SIGKILL; every other process gets SIGTERM,
+//! a moment, then SIGKILL; then sync, unmount in reverse order (lazily
+//! where busy; first the mounts containers made for the host, from
+//! `/proc/self/mountinfo`), sync again, and power off or reboot.
 
 use std::time::Duration;
 
