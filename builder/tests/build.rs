@@ -214,6 +214,47 @@ fn source_date_epoch_sets_the_time_of_generated_entries() {
 }
 
 #[test]
+fn directories_berth_makes_for_an_image_take_the_epoch_even_after_2017() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
+    let args = [
+        "build",
+        "-f",
+        "tar",
+        "-o",
+        "out",
+        "--cache",
+        cache.to_str().unwrap(),
+        "image.yml",
+    ];
+    // Later than LinuxKit's fixed time (2017), so a made directory that kept
+    // that time instead of the epoch would show.
+    let out = berth_env(&args, dir.path(), Some("1700000000"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut made = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let path = path.trim_end_matches('/').to_string();
+        // The service image's layers have no entry for bin/ or usr/: flatten
+        // makes them.
+        if path == "containers/onboot/000-first/lower/bin"
+            || path == "containers/onboot/000-first/lower/usr"
+        {
+            made.push((path, entry.header().mtime().unwrap()));
+        }
+    }
+    let listing = tar_listing(&tar);
+    assert_eq!(made.len(), 2, "{made:?} in {listing:#?}");
+    for (path, mtime) in made {
+        assert_eq!(mtime, 1_700_000_000, "{path}");
+    }
+}
+
+#[test]
 fn volumes_are_refused_until_berth_supports_them() {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path());

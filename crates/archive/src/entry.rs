@@ -7,8 +7,6 @@
 
 use std::io::{self, Read};
 
-pub use crate::clock::DEFAULT_MTIME;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     File,
