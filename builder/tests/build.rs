@@ -168,8 +168,9 @@ fn every_format_is_reproducible() {
     assert_eq!(zstd::decode_all(&zstd_initrd[..]).unwrap(), cpio);
 }
 
-#[test]
-fn source_date_epoch_sets_the_time_of_generated_entries() {
+/// Builds the small definition into `out/` as tar and the initrd as tar,
+/// with `SOURCE_DATE_EPOCH` set to `epoch`.
+fn build_tars_at(epoch: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path());
     std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
@@ -185,8 +186,14 @@ fn source_date_epoch_sets_the_time_of_generated_entries() {
         cache.to_str().unwrap(),
         "image.yml",
     ];
-    let out = berth_env(&args, dir.path(), Some("1000000000"));
+    let out = berth_env(&args, dir.path(), Some(epoch));
     assert!(out.status.success(), "{}", stderr(&out));
+    dir
+}
+
+#[test]
+fn source_date_epoch_sets_the_time_of_generated_entries() {
+    let dir = build_tars_at("1000000000");
     // Entries berth makes carry the epoch exactly; the images' own entries
     // (the fixtures use 1500000000, the modules 1600000000) are capped by it.
     let made = [
@@ -215,23 +222,9 @@ fn source_date_epoch_sets_the_time_of_generated_entries() {
 
 #[test]
 fn directories_berth_makes_for_an_image_take_the_epoch_even_after_2017() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = small_cache(dir.path());
-    std::fs::write(dir.path().join("image.yml"), DEFINITION).unwrap();
-    let args = [
-        "build",
-        "-f",
-        "tar",
-        "-o",
-        "out",
-        "--cache",
-        cache.to_str().unwrap(),
-        "image.yml",
-    ];
     // Later than LinuxKit's fixed time (2017), so a made directory that kept
     // that time instead of the epoch would show.
-    let out = berth_env(&args, dir.path(), Some("1700000000"));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = build_tars_at("1700000000");
     let tar = std::fs::read(dir.path().join("out/image.tar")).unwrap();
     let mut archive = tar::Archive::new(&tar[..]);
     let mut made = Vec::new();

@@ -1,4 +1,4 @@
-//! sha256 digests as OCI writes them: `sha256:` and 64 lowercase hex digits.
+//! sha256 digests as OCI writes them: `sha256:` and 64 hex digits.
 //!
 //! Only sha256 is supported, as by every registry berth talks to; a digest
 //! of any other form is refused wherever one is turned into a path.

@@ -114,6 +114,9 @@ struct IndexFile {
     media_type: Option<String>,
     #[serde(rename = "schemaVersion", default = "schema_version")]
     schema_version: u32,
+    /// What other tools wrote (`annotations`, `subject`, …), kept as it was.
+    #[serde(flatten)]
+    rest: BTreeMap<String, Value>,
 }
 
 fn schema_version() -> u32 {
@@ -134,6 +137,9 @@ struct IndexEntry {
     platform: Option<Value>,
     #[serde(default)]
     size: u64,
+    /// What other tools wrote (`urls`, `artifactType`, …), kept as it was.
+    #[serde(flatten)]
+    rest: BTreeMap<String, Value>,
 }
 
 impl IndexEntry {
@@ -159,6 +165,7 @@ impl From<&Named> for IndexEntry {
             media_type: named.media_type.clone(),
             platform: None,
             size: named.size,
+            rest: BTreeMap::new(),
         }
     }
 }
@@ -403,6 +410,7 @@ impl Layout {
             manifests: vec![IndexEntry::from(&named)],
             media_type: None,
             schema_version: 2,
+            rest: BTreeMap::new(),
         };
         let index = serde_json::to_vec(&index).expect("index.json serialises");
         write_bytes(
@@ -861,5 +869,32 @@ mod tests {
         cache.untag("docker.io/x/y:1").unwrap();
         assert!(cache.untag("docker.io/x/y:1").is_err());
         assert_eq!(cache.clean().unwrap().0, 3);
+    }
+
+    #[test]
+    fn what_other_tools_wrote_in_index_json_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Layout::open(dir.path()).unwrap();
+        let theirs = format!(
+            r#"{{"schemaVersion":2,"annotations":{{"by":"skopeo"}},"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":2,"urls":["https://example.invalid/x"],"annotations":{{"{REF_NAME}":"docker.io/a/b:1"}}}}]}}"#,
+            digest(b"{}")
+        );
+        fs::write(dir.path().join("index.json"), theirs).unwrap();
+        cache
+            .tag(&Named {
+                name: "docker.io/c/d:1".into(),
+                digest: digest(b"{}"),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 2,
+            })
+            .unwrap();
+        let written: Value =
+            serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        assert_eq!(written["annotations"]["by"], "skopeo");
+        assert_eq!(
+            written["manifests"][0]["urls"][0],
+            "https://example.invalid/x"
+        );
+        assert_eq!(cache.list().unwrap().len(), 2);
     }
 }

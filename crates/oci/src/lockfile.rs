@@ -1,4 +1,4 @@
-//! LockFile files: `NAME.lock` records the digest every image reference of a
+//! Lock files: `NAME.lock` records the digest every image reference of a
 //! build resolved to, so that `berth build --lock NAME.lock` rebuilds with
 //! exactly those images even after their tags move.
 //!

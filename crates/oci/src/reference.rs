@@ -2,8 +2,8 @@
 //! (`alpine` is `docker.io/library/alpine:latest`), and LinuxKit's
 //! `@pkg:PATH` templates.
 //!
-//! Parsing only: no lookups. What a reference resolves to is the image
-//! store's business.
+//! Parsing only: no lookups. What a reference resolves to is the
+//! layout's and the registry's business.
 
 use std::fmt;
 

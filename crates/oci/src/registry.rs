@@ -42,10 +42,11 @@ const PARALLEL: usize = 4;
 const ATTEMPTS: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
-#[error("image {reference}: registry {registry}: {problem}")]
+#[error("image {reference}: registry {registry}")]
 pub struct RegistryError {
     pub reference: String,
     pub registry: String,
+    #[source]
     pub problem: Problem,
 }
 
@@ -114,9 +115,9 @@ impl From<OciDistributionError> for Failure {
 
 impl Failure {
     /// A failure on this side (the cache, the stream), not the registry's.
-    fn local(error: impl std::fmt::Display, transient: bool) -> Failure {
+    fn local(error: impl std::error::Error, transient: bool) -> Failure {
         Failure {
-            message: error.to_string(),
+            message: crate::chain::render(&error),
             transient,
             problem: None,
         }
@@ -684,5 +685,26 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_failure_during_a_pull_keeps_its_cause() {
+        let error = RegistryError {
+            reference: "docker.io/a/b:1".into(),
+            registry: "docker.io".into(),
+            problem: Problem::from(LayoutError::Io {
+                root: "/cache".into(),
+                source: std::io::Error::other("no space left on device"),
+            }),
+        };
+        assert_eq!(
+            crate::chain::render(&error),
+            "image docker.io/a/b:1: registry docker.io: cache /cache: no space left on device"
+        );
     }
 }
