@@ -929,38 +929,16 @@ fn unpack(
     Ok(())
 }
 
-/// Builds `binary` statically from `workspace` (the profile and flags of
-/// init's own static build); returns its path.
+/// Builds `binary` statically from `workspace`, with the recipe of init's
+/// own static build; returns its path.
 fn build_binary(workspace: &Path, binary: &Binary) -> Result<PathBuf, PkgError> {
-    let name = binary
-        .binary
-        .clone()
-        .unwrap_or_else(|| binary.package.clone());
-    let target = workspace.join("target-static");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run(
-        Command::new(cargo)
-            .args([
-                "build",
-                "--profile",
-                "static",
-                "--quiet",
-                "--package",
-                &binary.package,
-                "--bin",
-                &name,
-            ])
-            .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
-            .arg(&target)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .current_dir(workspace),
-        "cargo build",
-    )
-    .map_err(|message| PkgError::Binary {
-        binary: name.clone(),
+    let name = binary.binary.as_deref().unwrap_or(&binary.package);
+    let mut build = static_build::cargo_build(workspace, &binary.package, name);
+    run(&mut build.command, "cargo build").map_err(|message| PkgError::Binary {
+        binary: name.to_string(),
         message,
     })?;
-    Ok(target.join("x86_64-unknown-linux-gnu/static").join(name))
+    Ok(build.binary)
 }
 
 /// Replaces every `@pkg:PATH` reference of `definition` (PATH relative to
