@@ -4,14 +4,18 @@
 //! parses and validates, [`plan`] pins every image (through the `oci` crate),
 //! [`flatten`] turns layers into filesystem entries, [`bundle`] writes OCI
 //! runtime bundles, [`assemble`] makes the whole tree, and [`outputs`] writes
-//! it in each format.
+//! it in each format. Beside the pipeline, [`pkg`] makes berth's own system
+//! images from Debian packages (a kernel laid out by [`kernel`]), and
+//! [`tools`] is the one place that runs external programs.
 
 pub mod assemble;
 pub mod build;
 pub mod bundle;
 pub mod flatten;
+pub mod kernel;
 pub mod modules;
 pub mod outputs;
 pub mod pkg;
 pub mod plan;
 pub mod spec;
+pub mod tools;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use archive::Clock;
 use builder::build::{BuildOptions, build};
 use builder::outputs::{Compression, Format};
+use builder::pkg::debian::Apt;
 use builder::spec::{self, Definition, Origin};
 use clap::{Args, Parser, Subcommand};
 use oci::CacheThenRegistry;
@@ -247,15 +248,14 @@ fn pkg_command(sources: &Sources, command: PkgCommand) -> Result<()> {
         PkgCommand::Build { dir, .. } | PkgCommand::ShowTag { dir } => dir.clone(),
     };
     let workspace = builder::pkg::workspace_of(&dir);
-    let package = builder::pkg::Package::resolve(&dir, &workspace)?;
+    let apt = Apt::new(&sources.cache_dir(), sources.offline());
+    let package = builder::pkg::Package::resolve(&dir, &workspace, &apt, Clock::from_env()?)?;
     match command {
         PkgCommand::ShowTag { .. } => println!("{}", package.reference()?),
         PkgCommand::Build { push, .. } => {
             let cache = Layout::open(sources.cache_dir())?;
             let _in_use = cache.use_lock()?;
-            let epoch = Clock::from_env()?.made();
-            let debs = sources.cache_dir().join("debs");
-            let (reference, digest) = package.build(&cache, &debs, epoch, sources.offline())?;
+            let (reference, digest) = package.build(&cache, &apt)?;
             println!("{reference} {digest}");
             if push {
                 if sources.offline() {
@@ -323,15 +323,10 @@ fn run(cli: Cli) -> Result<()> {
             let store = sources.source(pull)?;
             let _in_use = store.cache.use_lock()?;
             // `@pkg:` images: built into the cache first when missing.
-            let epoch = clock.made();
-            let debs = sources.cache_dir().join("debs");
-            for built in builder::pkg::resolve_templates(
-                &mut definition,
-                &store.cache,
-                &debs,
-                epoch,
-                sources.offline(),
-            )? {
+            let apt = Apt::new(&sources.cache_dir(), sources.offline());
+            for built in
+                builder::pkg::resolve_templates(&mut definition, &store.cache, &apt, clock)?
+            {
                 eprintln!("built {built}");
             }
             let options = BuildOptions {
