@@ -1,9 +1,10 @@
 //! Debian packages as a package image takes them, distroless-style: the
 //! dependency closure of the packages `build.yml` names (asked of the
-//! machine's apt), their `.deb`s (downloaded with `apt-get download` into
-//! the cache, checked against apt's SHA256) and their files (streamed out of
-//! `dpkg-deb --fsys-tarfile` into the image's [`Tree`], without maintainer
-//! scripts, documentation or what `prune` names).
+//! machine's apt, and kept in the berth cache, keyed by apt's package lists),
+//! their `.deb`s (downloaded with `apt-get download` into the cache, checked
+//! against apt's SHA256) and their files (streamed out of `dpkg-deb
+//! --fsys-tarfile` into the image's [`Tree`], without maintainer scripts,
+//! documentation or what `prune` names).
 //!
 //! What the image does with the files (layout, layer, manifest) is left to
 //! [`super::layer`], and the kernel's layout to [`crate::kernel::debian`].
@@ -14,8 +15,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use archive::entry::{self, Kind};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::layer::{Data, Tree};
@@ -23,7 +26,7 @@ use crate::tools::{self, ToolError};
 
 /// One package of a closure: the version apt would install, and the SHA256
 /// of its `.deb`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deb {
     pub version: String,
     pub sha256: String,
@@ -63,29 +66,44 @@ pub enum DebianError {
         #[source]
         source: io::Error,
     },
+    #[error("apt's package lists in {dir}")]
+    Lists {
+        dir: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
-/// The machine's apt as pkg uses it, with the `.deb`s it downloads kept
-/// in the berth cache, under `debs/`.
+/// Bumped when what a cached closure holds, or how it is computed, changes.
+const CLOSURE_FORMAT: &str = "berth apt closure 1";
+
+/// The machine's apt as pkg uses it, with what it answered kept in the
+/// berth cache: `.deb`s under `debs/`, closures under `apt-closures/`.
 #[derive(Debug)]
 pub struct Apt {
     debs: PathBuf,
+    closures: PathBuf,
     offline: bool,
+    /// The names, sizes and times of apt's package lists, read once.
+    lists: OnceLock<String>,
 }
 
 impl Apt {
-    /// apt, with the `.deb`s kept in the berth cache directory `cache`;
+    /// apt, with its answers kept in the berth cache directory `cache`;
     /// `offline` never downloads.
     pub fn new(cache: &Path, offline: bool) -> Apt {
         Apt {
             debs: cache.join("debs"),
+            closures: cache.join("apt-closures"),
             offline,
+            lists: OnceLock::new(),
         }
     }
 
     /// The packages and everything they depend on (Depends and
     /// Pre-Depends, not Recommends), each with the version apt would
-    /// install and its checksum; see [`walk`].
+    /// install and its checksum; see [`walk`]. Asked of apt once for the
+    /// same packages and package lists, then read from the cache.
     pub fn closure(
         &self,
         packages: &[String],
@@ -95,7 +113,66 @@ impl Apt {
         if packages.is_empty() {
             return Ok(Closure::new());
         }
-        ask_closure(packages, exclude, kernel_only)
+        let all = packages.join(" ");
+        let mut key = Sha256::new();
+        key.update(CLOSURE_FORMAT);
+        key.update(format!("\0lists {}", self.lists(&all)?));
+        key.update(format!("\0packages {all}"));
+        key.update(format!("\0exclude {}", exclude.join(" ")));
+        key.update(format!("\0kernel {kernel_only}"));
+        let path = self.closures.join(format!("{:x}.json", key.finalize()));
+        // A closure that cannot be read is asked for again.
+        if let Some(closure) = fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        {
+            return Ok(closure);
+        }
+        let closure = ask_closure(packages, exclude, kernel_only)?;
+        self.keep(&path, &closure)
+            .map_err(|source| DebianError::Io {
+                package: all,
+                source,
+            })?;
+        Ok(closure)
+    }
+
+    fn keep(&self, path: &Path, closure: &Closure) -> io::Result<()> {
+        fs::create_dir_all(&self.closures)?;
+        let mut temp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(&self.closures)?;
+        serde_json::to_writer(&mut temp, closure)?;
+        temp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// The [`fingerprint`] of apt's package lists: what `apt-get update`
+    /// changes. Where they are is asked of `apt-config` (once).
+    fn lists(&self, packages: &str) -> Result<String, DebianError> {
+        if let Some(lists) = self.lists.get() {
+            return Ok(lists.clone());
+        }
+        let shell =
+            tools::text(Command::new("apt-config").args(["shell", "LISTS", "Dir::State::lists/d"]))
+                .map_err(|source| DebianError::Tool {
+                    package: packages.into(),
+                    source,
+                })?;
+        let dir = shell
+            .trim()
+            .strip_prefix("LISTS='")
+            .and_then(|rest| rest.strip_suffix('\''))
+            .ok_or_else(|| DebianError::Refused {
+                package: packages.into(),
+                message: format!("apt-config gives no directory for the package lists: {shell:?}"),
+            })?;
+        let lists = fingerprint(Path::new(dir)).map_err(|source| DebianError::Lists {
+            dir: dir.into(),
+            source,
+        })?;
+        let _ = self.lists.set(lists.clone());
+        Ok(lists)
     }
 
     /// The `.deb` of `name`, from the cache, else downloaded (unless
@@ -149,6 +226,29 @@ impl Apt {
         fs::rename(&downloaded, &path).map_err(io)?;
         Ok(path)
     }
+}
+
+/// The `*_Packages` lists (compressed or not) in apt's lists directory
+/// `dir`, each with its size and modification time, as one line.
+fn fingerprint(dir: &Path) -> io::Result<String> {
+    let mut lists = BTreeMap::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_list = name
+            .split_once("_Packages")
+            .is_some_and(|(_, rest)| rest.is_empty() || rest.starts_with('.'));
+        if !is_list {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        let modified = meta
+            .modified()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        lists.insert(name, (meta.len(), modified.as_nanos()));
+    }
+    Ok(format!("{} {lists:?}", dir.display()))
 }
 
 /// A `.deb` of `name` in `dir` whose SHA256 is `sha256`.
@@ -445,6 +545,30 @@ libc6
             names.into_iter().collect::<Vec<_>>(),
             ["chrony", "libc6", "libgcc-s1"]
         );
+    }
+
+    #[test]
+    fn the_lists_fingerprint_follows_the_package_lists_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = |name: &str, text: &str| fs::write(dir.path().join(name), text).unwrap();
+        list(
+            "deb.example_dists_stable_main_binary-amd64_Packages.lz4",
+            "a",
+        );
+        list("deb.example_dists_stable_InRelease", "signed");
+        let before = fingerprint(dir.path()).unwrap();
+        assert!(before.contains("_Packages.lz4"), "{before}");
+        assert!(!before.contains("InRelease"), "{before}");
+        list("deb.example_dists_stable_InRelease", "signed again");
+        list("lock", "");
+        assert_eq!(fingerprint(dir.path()).unwrap(), before);
+        list(
+            "deb.example_dists_stable_main_binary-amd64_Packages.lz4",
+            "ab",
+        );
+        assert_ne!(fingerprint(dir.path()).unwrap(), before);
+        list("deb.example_dists_updates_main_binary-amd64_Packages", "c");
+        assert!(fingerprint(dir.path()).unwrap().contains("updates"));
     }
 
     #[test]
