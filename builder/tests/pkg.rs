@@ -139,6 +139,73 @@ fn a_definition_naming_a_package_builds_it_and_uses_its_label() {
 }
 
 #[test]
+fn packages_named_several_times_are_built_once_and_a_failure_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    let cache = cache.to_str().unwrap();
+    package(&dir.path().join("hello"));
+    package(&dir.path().join("other"));
+    fs::write(
+        dir.path().join("other/build.yml"),
+        "image: berth/other\nfiles:\n  - path: /etc/other\n    contents: other\n",
+    )
+    .unwrap();
+    let service = |name: &str, image: &str| format!("  - name: {name}\n    image: \"{image}\"\n");
+    let definition = |services: &[(&str, &str)]| {
+        let services: String = services.iter().map(|(n, i)| service(n, i)).collect();
+        format!(
+            "kernel:\n  image: {}\ninit:\n  - {}\nservices:\n{services}",
+            common::KERNEL,
+            common::INIT
+        )
+    };
+    fs::write(
+        dir.path().join("uses.yml"),
+        definition(&[
+            ("a", "@pkg:hello"),
+            ("b", "@pkg:other"),
+            ("c", "@pkg:./hello"),
+        ]),
+    )
+    .unwrap();
+    let args = [
+        "build", "-f", "tar", "-o", "out", "--cache", cache, "uses.yml",
+    ];
+    let output = berth(&args, dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    let built: Vec<&str> = err.lines().filter(|l| l.starts_with("built ")).collect();
+    assert_eq!(built.len(), 2, "{err}");
+    assert!(
+        built[0].starts_with("built docker.io/berth/hello:"),
+        "{err}"
+    );
+    assert!(
+        built[1].starts_with("built docker.io/berth/other:"),
+        "{err}"
+    );
+    // A package that cannot be resolved is named where the definition first
+    // names it.
+    fs::write(
+        dir.path().join("uses.yml"),
+        definition(&[
+            ("a", "@pkg:hello"),
+            ("b", "@pkg:missing"),
+            ("c", "@pkg:missing"),
+        ]),
+    )
+    .unwrap();
+    let output = berth(&args, dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("uses.yml:9:") && err.contains("image @pkg:missing"),
+        "{err}"
+    );
+    assert!(err.contains("missing/build.yml"), "{err}");
+}
+
+#[test]
 fn a_bad_build_file_is_named_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("bad");

@@ -22,6 +22,8 @@ pub mod schema;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use archive::Clock;
 use archive::entry::{self, Entry};
@@ -349,35 +351,96 @@ fn build_binary(workspace: &Path, binary: &Binary) -> Result<PathBuf, PkgError> 
 /// the YAML file that names it) with the package's image reference,
 /// building the package into `cache` first when the cache lacks it.
 /// Returns the references built.
+///
+/// The packages are resolved (and built when missing) in parallel, one
+/// thread per core at most; each directory once, however often it is named.
 pub fn resolve_templates(
     definition: &mut spec::Definition,
     cache: &Layout,
     apt: &Apt,
     clock: Clock,
 ) -> Result<Vec<String>, PkgError> {
-    let mut built = Vec::new();
-    for reference in definition.image_references_mut() {
-        let Some(path) = reference.value.strip_prefix("@pkg:") else {
-            continue;
-        };
+    let mut references = definition.image_references_mut();
+    references.retain(|reference| reference.value.starts_with("@pkg:"));
+    // The package directory of each reference, and the distinct ones in the
+    // order they are first named.
+    let mut dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut job_of = Vec::new();
+    for reference in &references {
+        let path = reference.value.trim_start_matches("@pkg:");
         let base = reference
             .origin
             .as_deref()
             .and_then(|o| Path::new(o).parent())
             .unwrap_or(Path::new("."));
         let dir = base.join(path);
-        let at = |source: PkgError| PkgError::Template {
+        let same = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        let job = match dirs.iter().position(|(known, _)| *known == same) {
+            Some(job) => job,
+            None => {
+                dirs.push((same, dir));
+                dirs.len() - 1
+            }
+        };
+        job_of.push(job);
+    }
+    // Resolved, and built when the cache lacks it: the reference, and
+    // whether it was built.
+    let resolve_one = |dir: &Path| -> Result<(String, bool), PkgError> {
+        let package = Package::resolve(dir, &workspace_of(dir), apt, clock)?;
+        let name = package.reference()?;
+        if cache.named(&name).is_ok() {
+            return Ok((name, false));
+        }
+        package.build(cache, apt)?;
+        Ok((name, true))
+    };
+    type Outcome = Result<(String, bool), PkgError>;
+    let slots: Vec<Mutex<Option<Outcome>>> = dirs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(dirs.len());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let job = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, dir)) = dirs.get(job) else { break };
+                    let outcome = resolve_one(dir);
+                    *slots[job].lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+                }
+            });
+        }
+    });
+    let mut outcomes: Vec<Outcome> = slots
+        .into_iter()
+        .map(|slot| {
+            let outcome = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+            outcome.expect("every package directory was taken by a thread")
+        })
+        .collect();
+    // A failure is told at the first reference (in the definition's order)
+    // naming the package.
+    let failed = references
+        .iter()
+        .zip(&job_of)
+        .find(|(_, job)| outcomes[**job].is_err());
+    if let Some((reference, &job)) = failed {
+        let source = std::mem::replace(&mut outcomes[job], Ok(Default::default())).unwrap_err();
+        return Err(PkgError::Template {
             position: reference.position(),
             image: reference.value.clone(),
             source: Box::new(source),
-        };
-        let package = Package::resolve(&dir, &workspace_of(&dir), apt, clock).map_err(at)?;
-        let name = package.reference().map_err(at)?;
-        if cache.named(&name).is_err() {
-            package.build(cache, apt).map_err(at)?;
-            built.push(name.clone());
-        }
-        reference.value = name;
+        });
     }
-    Ok(built)
+    let outcomes: Vec<(String, bool)> = outcomes.into_iter().flatten().collect();
+    for (reference, &job) in references.iter_mut().zip(&job_of) {
+        reference.value = outcomes[job].0.clone();
+    }
+    Ok(outcomes
+        .into_iter()
+        .filter(|(_, built)| *built)
+        .map(|(name, _)| name)
+        .collect())
 }
