@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{berth, small_cache, stderr};
+use common::{berth, berth_env, small_cache, stderr};
 
 fn package(dir: &Path) {
     fs::create_dir_all(dir.join("rootfs/etc")).unwrap();
@@ -203,6 +203,58 @@ fn packages_named_several_times_are_built_once_and_a_failure_names_its_line() {
         "{err}"
     );
     assert!(err.contains("missing/build.yml"), "{err}");
+}
+
+#[test]
+fn another_source_date_epoch_gives_another_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    let cache = cache.to_str().unwrap();
+    package(&dir.path().join("hello"));
+    let build_at = |epoch: Option<&str>| {
+        let args = ["pkg", "build", "hello", "--cache", cache];
+        let output = berth_env(&args, dir.path(), epoch);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let out = String::from_utf8(output.stdout).unwrap();
+        let (reference, digest) = out.trim().split_once(' ').unwrap();
+        (reference.to_string(), digest.to_string())
+    };
+    let (early, early_digest) = build_at(Some("1600000000"));
+    let (late, late_digest) = build_at(Some("1700000000"));
+    assert_ne!(early, late);
+    assert_ne!(early_digest, late_digest);
+    let shown = berth_env(
+        &["pkg", "show-tag", "hello"],
+        dir.path(),
+        Some("1600000000"),
+    );
+    assert_eq!(String::from_utf8(shown.stdout).unwrap().trim(), early);
+    // Unset, the entries get LinuxKit's time: the same bytes and the same
+    // tag as under that epoch.
+    assert_eq!(build_at(None), build_at(Some("1492533000")));
+    // A definition naming the package, built under a third epoch, does not
+    // take the image cached under another one: it builds its own.
+    fs::write(
+        dir.path().join("uses.yml"),
+        format!(
+            "kernel:\n  image: {}\ninit:\n  - {}\nservices:\n  - name: hello\n    image: \"@pkg:hello\"\n",
+            common::KERNEL,
+            common::INIT
+        ),
+    )
+    .unwrap();
+    let args = [
+        "build", "-f", "tar", "-o", "out", "--cache", cache, "uses.yml",
+    ];
+    let output = berth_env(&args, dir.path(), Some("1650000000"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let built = stderr(&output);
+    let built = built
+        .lines()
+        .find_map(|line| line.strip_prefix("built "))
+        .unwrap_or_else(|| panic!("the package is built again: {}", stderr(&output)));
+    assert!(built.starts_with("docker.io/berth/hello:"), "{built}");
+    assert!(built != early && built != late, "{built}");
 }
 
 #[test]

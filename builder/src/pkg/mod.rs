@@ -5,9 +5,10 @@
 //! in definitions, which build the package on the way.
 //!
 //! `DIR/build.yml` ([`schema`]) says what goes in; the image is tagged with
-//! a hash of every input (the file itself, each package's version and
-//! checksum, each binary's and file's bytes), so the same inputs give the
-//! same tag, and the image's bytes are the same too: entries sorted, times fixed,
+//! a hash of every input that changes its bytes (the file itself, each
+//! package's version and checksum, each binary's and file's bytes, the
+//! build's time from `SOURCE_DATE_EPOCH`), so the same inputs give the same
+//! tag, and the image's bytes are the same too: entries sorted, times fixed,
 //! owners from the packages or root.
 //!
 //! This module resolves the inputs and puts the image together; Debian
@@ -129,6 +130,8 @@ impl Package {
         hash.update(&build);
         // What is never taken from packages is an input too.
         hash.update(format!("\0never {}", NEVER_TAKEN.join(" ")).as_bytes());
+        // So is the time of every entry made (and the cap of every other).
+        hash.update(format!("\0time {}", self.clock.made()).as_bytes());
         for (name, deb) in &self.debs {
             hash.update(format!("\0deb {name} {} {}", deb.version, deb.sha256).as_bytes());
         }
