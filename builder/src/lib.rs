@@ -4,7 +4,9 @@
 //! parses and validates, [`plan`] pins every image (through the `oci` crate),
 //! [`flatten`] turns layers into filesystem entries, [`bundle`] writes OCI
 //! runtime bundles, [`assemble`] makes the whole tree, and [`outputs`] writes
-//! it in each format.
+//! it in each format. Beside the pipeline, [`pkg`] makes berth's own system
+//! images from Debian packages (a kernel laid out by [`kernel`]), and
+//! [`tools`] is the one place that runs external programs.
 
 pub mod assemble;
 pub mod build;
@@ -15,4 +17,5 @@ pub mod outputs;
 pub mod pkg;
 pub mod plan;
 pub mod spec;
+pub mod tools;
 mod tree;

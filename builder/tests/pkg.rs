@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{berth, small_cache, stderr};
+use common::{berth, berth_env, small_cache, stderr};
 
 fn package(dir: &Path) {
     fs::create_dir_all(dir.join("rootfs/etc")).unwrap();
@@ -136,6 +136,125 @@ fn a_definition_naming_a_package_builds_it_and_uses_its_label() {
     );
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(!stderr(&again).contains("built "), "{}", stderr(&again));
+}
+
+#[test]
+fn packages_named_several_times_are_built_once_and_a_failure_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    let cache = cache.to_str().unwrap();
+    package(&dir.path().join("hello"));
+    package(&dir.path().join("other"));
+    fs::write(
+        dir.path().join("other/build.yml"),
+        "image: berth/other\nfiles:\n  - path: /etc/other\n    contents: other\n",
+    )
+    .unwrap();
+    let service = |name: &str, image: &str| format!("  - name: {name}\n    image: \"{image}\"\n");
+    let definition = |services: &[(&str, &str)]| {
+        let services: String = services.iter().map(|(n, i)| service(n, i)).collect();
+        format!(
+            "kernel:\n  image: {}\ninit:\n  - {}\nservices:\n{services}",
+            common::KERNEL,
+            common::INIT
+        )
+    };
+    fs::write(
+        dir.path().join("uses.yml"),
+        definition(&[
+            ("a", "@pkg:hello"),
+            ("b", "@pkg:other"),
+            ("c", "@pkg:./hello"),
+        ]),
+    )
+    .unwrap();
+    let args = [
+        "build", "-f", "tar", "-o", "out", "--cache", cache, "uses.yml",
+    ];
+    let output = berth(&args, dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    let built: Vec<&str> = err.lines().filter(|l| l.starts_with("built ")).collect();
+    assert_eq!(built.len(), 2, "{err}");
+    assert!(
+        built[0].starts_with("built docker.io/berth/hello:"),
+        "{err}"
+    );
+    assert!(
+        built[1].starts_with("built docker.io/berth/other:"),
+        "{err}"
+    );
+    // A package that cannot be resolved is named where the definition first
+    // names it.
+    fs::write(
+        dir.path().join("uses.yml"),
+        definition(&[
+            ("a", "@pkg:hello"),
+            ("b", "@pkg:missing"),
+            ("c", "@pkg:missing"),
+        ]),
+    )
+    .unwrap();
+    let output = berth(&args, dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("uses.yml:9:") && err.contains("image @pkg:missing"),
+        "{err}"
+    );
+    assert!(err.contains("missing/build.yml"), "{err}");
+}
+
+#[test]
+fn another_source_date_epoch_gives_another_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path());
+    let cache = cache.to_str().unwrap();
+    package(&dir.path().join("hello"));
+    let build_at = |epoch: Option<&str>| {
+        let args = ["pkg", "build", "hello", "--cache", cache];
+        let output = berth_env(&args, dir.path(), epoch);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let out = String::from_utf8(output.stdout).unwrap();
+        let (reference, digest) = out.trim().split_once(' ').unwrap();
+        (reference.to_string(), digest.to_string())
+    };
+    let (early, early_digest) = build_at(Some("1600000000"));
+    let (late, late_digest) = build_at(Some("1700000000"));
+    assert_ne!(early, late);
+    assert_ne!(early_digest, late_digest);
+    let shown = berth_env(
+        &["pkg", "show-tag", "hello"],
+        dir.path(),
+        Some("1600000000"),
+    );
+    assert_eq!(String::from_utf8(shown.stdout).unwrap().trim(), early);
+    // Unset, the entries get LinuxKit's time: the same bytes and the same
+    // tag as under that epoch.
+    assert_eq!(build_at(None), build_at(Some("1492533000")));
+    // A definition naming the package, built under a third epoch, does not
+    // take the image cached under another one: it builds its own.
+    fs::write(
+        dir.path().join("uses.yml"),
+        format!(
+            "kernel:\n  image: {}\ninit:\n  - {}\nservices:\n  - name: hello\n    image: \"@pkg:hello\"\n",
+            common::KERNEL,
+            common::INIT
+        ),
+    )
+    .unwrap();
+    let args = [
+        "build", "-f", "tar", "-o", "out", "--cache", cache, "uses.yml",
+    ];
+    let output = berth_env(&args, dir.path(), Some("1650000000"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let built = stderr(&output);
+    let built = built
+        .lines()
+        .find_map(|line| line.strip_prefix("built "))
+        .unwrap_or_else(|| panic!("the package is built again: {}", stderr(&output)));
+    assert!(built.starts_with("docker.io/berth/hello:"), "{built}");
+    assert!(built != early && built != late, "{built}");
 }
 
 #[test]

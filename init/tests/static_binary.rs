@@ -25,27 +25,10 @@ fn program_header_types(elf: &[u8]) -> Vec<u32> {
 #[test]
 fn init_is_a_static_binary_within_budget() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = workspace.join("target-static");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--profile",
-            "static",
-            "--quiet",
-            "--package",
-            "init",
-            "--bin",
-            "init",
-        ])
-        .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
-        .arg(&target)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .current_dir(workspace)
-        .status()
-        .unwrap();
+    let mut build = static_build::cargo_build(workspace, "init", "init");
+    let status = build.command.status().unwrap();
     assert!(status.success(), "the static build of init failed");
-    let binary = target.join("x86_64-unknown-linux-gnu/static/init");
+    let binary = build.binary;
     let elf = std::fs::read(&binary).unwrap();
     let types = program_header_types(&elf);
     assert!(!types.is_empty());

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use archive::Clock;
 use builder::build::{BuildOptions, build};
 use builder::outputs::{Compression, Format};
+use builder::pkg::debian::Apt;
 use clap::Args;
 use oci::lockfile::LockFile;
 
@@ -76,15 +77,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
     let store = sources.source(pull)?;
     let _in_use = store.cache.use_lock()?;
     // `@pkg:` images: built into the cache first when missing.
-    let epoch = clock.made();
-    let debs = sources.cache_dir().join("debs");
-    for built in builder::pkg::resolve_templates(
-        &mut definition,
-        &store.cache,
-        &debs,
-        epoch,
-        sources.offline(),
-    )? {
+    let apt = Apt::new(&sources.cache_dir(), sources.offline());
+    for built in builder::pkg::resolve_templates(&mut definition, &store.cache, &apt, clock)? {
         eprintln!("built {built}");
     }
     let options = BuildOptions {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use archive::Clock;
+use builder::pkg::debian::Apt;
 use clap::Subcommand;
 use oci::{Layout, Reference};
 
@@ -29,15 +30,14 @@ pub fn run(sources: &Sources, command: PkgCommand) -> Result<()> {
         PkgCommand::Build { dir, .. } | PkgCommand::ShowTag { dir } => dir.clone(),
     };
     let workspace = builder::pkg::workspace_of(&dir);
-    let package = builder::pkg::Package::resolve(&dir, &workspace)?;
+    let apt = Apt::new(&sources.cache_dir(), sources.offline());
+    let package = builder::pkg::Package::resolve(&dir, &workspace, &apt, Clock::from_env()?)?;
     match command {
         PkgCommand::ShowTag { .. } => println!("{}", package.reference()?),
         PkgCommand::Build { push, .. } => {
             let cache = Layout::open(sources.cache_dir())?;
             let _in_use = cache.use_lock()?;
-            let epoch = Clock::from_env()?.made();
-            let debs = sources.cache_dir().join("debs");
-            let (reference, digest) = package.build(&cache, &debs, epoch, sources.offline())?;
+            let (reference, digest) = package.build(&cache, &apt)?;
             println!("{reference} {digest}");
             if push {
                 if sources.offline() {
