@@ -7,7 +7,9 @@
 //!   building the system images it names (`@pkg:`) from Debian packages and
 //!   this workspace on the way, and prints the QEMU command that boots it.
 //! - `bench`: builds LinuxKit's reference benchmark image (shared/bench) and
-//!   prints wall time and peak memory of berth building it.
+//!   prints wall time and peak memory of berth building it; then the same
+//!   for berth's own images: a warm build of `examples/minimal.yml` and
+//!   `berth pkg build images/kernel`.
 //! - `arrows`: checks that no crate depends on one ARCHITECTURE.md says it
 //!   never does (also a test of this crate, so `cargo test` checks it).
 
@@ -263,29 +265,17 @@ fn bench(args: &[String]) -> Result<()> {
                 let _ = std::fs::remove_dir_all(&cache);
             }
             let _ = std::fs::remove_dir_all(&out);
-            let output = Command::new("/usr/bin/time")
-                .args(["-f", "%e %M"])
-                .arg(&berth)
-                .args(["build", "-f", "kernel+initrd", "-o"])
-                .arg(&out)
-                .arg("--cache")
-                .arg(&cache)
-                .arg(shared.join("bench.yml"))
-                .output()?;
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            if !output.status.success() {
-                bail!("berth build failed:\n{stderr}");
-            }
-            let last = stderr.lines().last().unwrap_or_default();
-            let mut fields = last.split_whitespace();
-            let seconds: f64 = fields.next().unwrap_or("0").parse()?;
-            let kib: f64 = fields.next().unwrap_or("0").parse()?;
-            println!(
-                "{kind}, run {run_number}: {seconds:.2} s wall, {:.0} MiB peak memory",
-                kib / 1024.0
-            );
+            let (seconds, mib) = timed(
+                timed_berth(&berth)
+                    .args(["build", "-f", "kernel+initrd", "-o"])
+                    .arg(&out)
+                    .arg("--cache")
+                    .arg(&cache)
+                    .arg(shared.join("bench.yml")),
+            )?;
+            println!("{kind}, run {run_number}: {seconds:.2} s wall, {mib:.0} MiB peak memory");
             times.push(seconds);
-            peak = peak.max(kib / 1024.0);
+            peak = peak.max(mib);
         }
         times.sort_by(f64::total_cmp);
         report.push(format!(
@@ -302,5 +292,93 @@ fn bench(args: &[String]) -> Result<()> {
     println!(
         "LinuxKit v1.2.0 on the same image (shared/bench/README.md): 9.5 s from an empty cache, 14.9 s warm, 414-417 MiB"
     );
+    bench_own_images(&berth, runs)
+}
+
+/// berth's own images, from Debian's archive: a warm `berth build
+/// examples/minimal.yml` (after a first build that fills the cache with its
+/// `@pkg:` images and their apt closures), and the peak memory of `berth pkg
+/// build images/kernel` with its `.deb`s already downloaded. Peak memory is
+/// GNU time's: the largest of berth and the programs it runs.
+fn bench_own_images(berth: &Path, runs: usize) -> Result<()> {
+    let cache = work().join("cache");
+    let out = root().join("target").join("berth-bench").join("minimal");
+    let minimal = || {
+        let mut command = timed_berth(berth);
+        command
+            .current_dir(root())
+            .env_remove("BERTH_OFFLINE")
+            .args(["build", "-f", "kernel+initrd", "-o"])
+            .arg(&out)
+            .arg("--cache")
+            .arg(&cache)
+            .arg("examples/minimal.yml");
+        command
+    };
+    let (first, _) = timed(&mut minimal())?;
+    println!(
+        "minimal.yml, first build (fills the cache {}): {first:.2} s",
+        cache.display()
+    );
+    let mut times = Vec::new();
+    for run_number in 1..=runs {
+        let (seconds, mib) = timed(&mut minimal())?;
+        println!(
+            "minimal.yml, warm, run {run_number}: {seconds:.2} s wall, {mib:.0} MiB peak memory"
+        );
+        times.push(seconds);
+    }
+    times.sort_by(f64::total_cmp);
+    let warm = times[times.len() / 2];
+
+    let kernel = || {
+        let mut command = timed_berth(berth);
+        command
+            .current_dir(root())
+            .env_remove("BERTH_OFFLINE")
+            .args(["pkg", "build", "images/kernel", "--cache"])
+            .arg(&cache);
+        command
+    };
+    // Downloads the kernel's .debs the first time.
+    timed(&mut kernel())?;
+    let mut peak: f64 = 0.0;
+    for run_number in 1..=runs {
+        let (seconds, mib) = timed(&mut kernel())?;
+        println!(
+            "pkg build images/kernel, run {run_number}: {seconds:.2} s wall, {mib:.0} MiB peak memory"
+        );
+        peak = peak.max(mib);
+    }
+    println!(
+        "berth's own images, {runs} runs each: warm minimal.yml to kernel+initrd median {warm:.2} s (target 2.0 s); pkg build images/kernel, .debs cached, peak {peak:.0} MiB (target 128 MiB)"
+    );
     Ok(())
+}
+
+/// `berth` under GNU time, which writes its wall time and peak memory (the
+/// largest of berth and the programs it runs) as stderr's last line; run it
+/// with [`timed`].
+fn timed_berth(berth: &Path) -> Command {
+    let mut command = Command::new("/usr/bin/time");
+    command.args(["-f", "%e %M"]).arg(berth);
+    command
+}
+
+/// Runs a [`timed_berth`] command; its wall time in seconds and peak memory
+/// in MiB.
+fn timed(command: &mut Command) -> Result<(f64, f64)> {
+    let shown = format!("{command:?}");
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run {shown}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("{shown} failed:\n{stderr}");
+    }
+    let last = stderr.lines().last().unwrap_or_default();
+    let mut fields = last.split_whitespace();
+    let seconds: f64 = fields.next().unwrap_or("0").parse()?;
+    let kib: f64 = fields.next().unwrap_or("0").parse()?;
+    Ok((seconds, kib / 1024.0))
 }
