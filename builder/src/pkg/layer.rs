@@ -25,10 +25,10 @@ use archive::Clock;
 use archive::compress::{Compression, encoder};
 use archive::entry::{self, Entry, Sink as _};
 use archive::tar::TarWriter;
+use oci::digest::HashingWriter;
 use oci::layout::{Layout, LayoutError, Named};
 use oci_spec::image::MediaType;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 /// Where an entry's bytes are.
 #[derive(Debug, Clone)]
@@ -182,63 +182,33 @@ pub fn write(tree: &mut Tree, clock: Clock, dir: &Path) -> io::Result<Layer> {
         }
     }
     tree.entries.remove("");
-    let mut compressed = Hashing::new(BufWriter::with_capacity(
+    let mut compressed = HashingWriter::new(BufWriter::with_capacity(
         1 << 16,
         tempfile::tempfile_in(dir)?,
     ));
     let diff_id;
     {
         let gzip = encoder(Compression::Gzip, &mut compressed)?;
-        let mut tar = TarWriter::new(Hashing::new(gzip));
+        let mut tar = TarWriter::new(HashingWriter::new(gzip));
         for (entry, data) in tree.entries.values() {
             let mut entry = entry.clone();
             entry.mtime = entry.mtime.min(made);
             entry::copy_entry(&mut tar, &entry, &mut tree.open(data)?)?;
         }
         tar.finish()?;
-        let plain = tar.into_inner();
-        diff_id = oci::digest::finish(plain.hasher);
-        plain.inner.finish()?;
+        let (plain, gzip) = tar.into_inner().finish();
+        diff_id = plain;
+        gzip.finish()?;
     }
-    let size = compressed.written;
-    let digest = oci::digest::finish(compressed.hasher);
-    let file = compressed.inner.into_inner().map_err(|e| e.into_error())?;
+    let size = compressed.written();
+    let (digest, buffered) = compressed.finish();
+    let file = buffered.into_inner().map_err(|e| e.into_error())?;
     Ok(Layer {
         digest,
         diff_id,
         size,
         file,
     })
-}
-
-/// A writer that hashes and counts what passes through.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl<W> Hashing<W> {
-    fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// The image's runtime configuration, as the image configuration's

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::digest;
+use crate::digest::{self, HashingWriter};
 use crate::reference::RegistryRef;
 
 /// The annotation that names an image in `index.json`.
@@ -245,10 +245,8 @@ impl Layout {
             .tempfile_in(self.root.join("blobs/sha256"))
             .map_err(|e| self.io(e))?;
         Ok(BlobWriter {
-            temp,
+            temp: HashingWriter::new(temp),
             path,
-            hasher: Sha256::new(),
-            written: 0,
             digest: digest.to_string(),
             size,
         })
@@ -271,13 +269,7 @@ impl Layout {
             .tempfile_in(dir)
             .map_err(|e| self.io(e))?;
         temp.write_all(bytes).map_err(|e| self.io(e))?;
-        temp.as_file().sync_all().map_err(|e| self.io(e))?;
-        use std::os::unix::fs::PermissionsExt;
-        temp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(|e| self.io(e))?;
-        temp.persist(path).map_err(|e| self.io(e.error))?;
-        Ok(())
+        persist(temp, path).map_err(|e| self.io(e))
     }
 
     /// `index.json`; a layout without one is empty.
@@ -525,11 +517,13 @@ impl Layout {
             if name.starts_with(".partial-") {
                 continue;
             }
-            let mut hasher = Sha256::new();
+            let mut hasher = HashingWriter::new(io::sink());
             let mut file = File::open(&path).map_err(|e| self.io(e))?;
             io::copy(&mut file, &mut hasher).map_err(|e| self.io(e))?;
-            if format!("{:x}", hasher.finalize()) != name {
-                bad.push(format!("sha256:{name}"));
+            let (actual, _) = hasher.finish();
+            let expected = format!("sha256:{name}");
+            if actual != expected {
+                bad.push(expected);
             }
         }
         Ok(bad)
@@ -752,20 +746,15 @@ pub fn default_cache() -> PathBuf {
 /// A blob being written; it appears in the cache only through
 /// [`BlobWriter::commit`], and is deleted if dropped before.
 pub struct BlobWriter {
-    temp: tempfile::NamedTempFile,
+    temp: HashingWriter<tempfile::NamedTempFile>,
     path: PathBuf,
-    hasher: Sha256,
-    written: u64,
     digest: String,
     size: u64,
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.temp.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
+        self.temp.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -775,35 +764,38 @@ impl Write for BlobWriter {
 
 impl BlobWriter {
     pub fn written(&self) -> u64 {
-        self.written
+        self.temp.written()
     }
 
     /// Verifies digest and size, then moves the blob into place.
-    pub fn commit(mut self) -> Result<(), LayoutError> {
-        let actual = digest::finish(std::mem::take(&mut self.hasher));
-        if actual != self.digest || self.written != self.size {
+    pub fn commit(self) -> Result<(), LayoutError> {
+        let written = self.temp.written();
+        let (actual, temp) = self.temp.finish();
+        if actual != self.digest || written != self.size {
             return Err(LayoutError::Mismatch {
                 digest: self.digest,
                 actual,
-                size: self.written,
+                size: written,
                 expected_size: self.size,
             });
         }
-        let root = self.path.clone();
-        let io = |source| LayoutError::Io {
-            root: root.clone(),
+        persist(temp, &self.path).map_err(|source| LayoutError::Io {
+            root: self.path.clone(),
             source,
-        };
-        self.temp.flush().map_err(io)?;
-        self.temp.as_file().sync_all().map_err(io)?;
-        use std::os::unix::fs::PermissionsExt;
-        self.temp
-            .as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(io)?;
-        self.temp.persist(&self.path).map_err(|e| io(e.error))?;
-        Ok(())
+        })
     }
+}
+
+/// Syncs `temp`, makes it an ordinary 0644 file and renames it to `path`:
+/// a reader sees either nothing or the whole file.
+fn persist(mut temp: tempfile::NamedTempFile, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    temp.flush()?;
+    temp.as_file().sync_all()?;
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
