@@ -45,17 +45,22 @@ pub fn boot_timeout(accel: Accel) -> Duration {
     }
 }
 
-/// The accelerator to boot with: `BERTH_QEMU_ACCEL=tcg` or `=kvm` if set,
-/// otherwise [`qemu::choose_accel`]'s choice, which probes KVM (it hangs on
-/// some hosts). Falling back to TCG is said on standard error.
-pub fn accel(qemu: &Path) -> Accel {
+/// The accelerator to boot `kernel` with: `BERTH_QEMU_ACCEL=tcg` or `=kvm`
+/// if set, otherwise [`qemu::choose_accel`]'s choice, which probes KVM with
+/// a trivial guest and then with `kernel` (KVM hangs Linux on some hosts).
+/// The choice and its reason are said on standard error.
+pub fn accel(qemu: &Path, kernel: &Path) -> Accel {
     if let Ok(Ok(accel)) = std::env::var("BERTH_QEMU_ACCEL").map(|value| value.parse()) {
+        note(&format!(
+            "qemu-tests: using {accel}, as BERTH_QEMU_ACCEL says"
+        ));
         return accel;
     }
-    let choice = qemu::choose_accel(qemu);
-    if choice.accel == Accel::Tcg {
-        note(&format!("qemu-tests: using TCG, {}", choice.reason));
-    }
+    let choice = qemu::choose_accel(qemu, Some(kernel));
+    note(&format!(
+        "qemu-tests: using {}: {}",
+        choice.accel, choice.reason
+    ));
     choice.accel
 }
 

@@ -42,20 +42,31 @@ fn main() {
         Err(error) => vec![Trial::test("discover cases", move || Err(error.into()))],
     };
     let mut trials: Vec<Trial> = trials;
-    {
+    // Checks that need the fixtures and QEMU, but no image of a case.
+    type Check = fn(&Paths, &Path) -> Result<(), Failed>;
+    let checks: [(&str, Check); 2] = [
+        (
+            "default_modules_are_in_debians_cloud_kernel",
+            default_modules_exist,
+        ),
+        (
+            "the_linux_probe_boots_debians_kernel_under_tcg",
+            linux_probe_boots_the_fixture_kernel,
+        ),
+    ];
+    for (name, check) in checks {
         let paths = Arc::clone(&paths);
         let setup = Arc::clone(&setup);
-        trials.push(Trial::test(
-            "default_modules_are_in_debians_cloud_kernel",
-            move || match setup.get_or_init(|| Setup::prepare(&paths)) {
-                Setup::Ready { .. } => default_modules_exist(&paths.fixtures_work()),
+        trials.push(Trial::test(name, move || {
+            match setup.get_or_init(|| Setup::prepare(&paths)) {
+                Setup::Ready { qemu, .. } => check(&paths, qemu),
                 Setup::Skip(reason) if !qemu_tests::ci() => {
                     qemu_tests::note(&format!("skipped: {reason}"));
                     Ok(())
                 }
                 Setup::Skip(reason) | Setup::Fail(reason) => Err(reason.clone().into()),
-            },
-        ));
+            }
+        }));
     }
     libtest_mimic::run(&args, trials).exit();
 }
@@ -146,7 +157,8 @@ fn cases(root: &Path) -> Result<Vec<Case>, String> {
 enum Setup {
     Ready {
         qemu: PathBuf,
-        accel: Accel,
+        /// Chosen by the first case that boots, with its kernel.
+        accel: OnceLock<Accel>,
         berth: PathBuf,
     },
     Skip(String),
@@ -167,10 +179,9 @@ impl Setup {
         if let Err(error) = build_berth(paths) {
             return Setup::Fail(error);
         }
-        let accel = qemu_tests::accel(&qemu);
         Setup::Ready {
             qemu,
-            accel,
+            accel: OnceLock::new(),
             berth: paths.berth(),
         }
     }
@@ -264,24 +275,51 @@ impl Places {
     }
 }
 
-/// Every name of the builder's default module set is a module or built
-/// into Debian's cloud kernel, except the drivers only Debian's generic
-/// kernel has: a misspelt name would silently drop a driver.
-fn default_modules_exist(work: &Path) -> Result<(), Failed> {
-    const GENERIC_KERNEL_ONLY: &[&str] = &["e1000", "e1000e", "ahci", "9p", "9pnet_virtio"];
+/// The first entry of `dir` whose name starts with `prefix`, in the
+/// fixtures' unpacked Debian kernel package.
+fn unpacked_kernel_entry(work: &Path, dir: &str, prefix: &str) -> Result<PathBuf, Failed> {
     let unpacked = work.join("unpacked");
-    let version_dir = fs::read_dir(&unpacked)
+    Ok(fs::read_dir(&unpacked)
         .map_err(|e| format!("{}: {e}", unpacked.display()))?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("linux-image-"))
         .find_map(|e| {
-            fs::read_dir(e.path().join("lib/modules"))
+            fs::read_dir(e.path().join(dir))
                 .ok()?
                 .flatten()
-                .next()
+                .find(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
         })
-        .ok_or_else(|| format!("no unpacked kernel under {}", unpacked.display()))?
-        .path();
+        .ok_or_else(|| {
+            format!(
+                "no {dir}/{prefix}… in an unpacked kernel under {}",
+                unpacked.display()
+            )
+        })?
+        .path())
+}
+
+/// The accelerator probe's Linux boot works: Debian's kernel, alone, boots
+/// to its panic under TCG. (Were it to fail everywhere, KVM would never be
+/// chosen and nothing else would notice.)
+fn linux_probe_boots_the_fixture_kernel(paths: &Paths, qemu: &Path) -> Result<(), Failed> {
+    let kernel = unpacked_kernel_entry(&paths.fixtures_work(), "boot", "vmlinuz-")?;
+    let elapsed =
+        qemu::probe_linux(qemu, Accel::Tcg, &kernel, qemu_tests::TCG_TIMEOUT).map_err(chain)?;
+    qemu_tests::note(&format!(
+        "{} booted to its panic under tcg in {:.1} s",
+        kernel.display(),
+        elapsed.as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Every name of the builder's default module set is a module or built
+/// into Debian's cloud kernel, except the drivers only Debian's generic
+/// kernel has: a misspelt name would silently drop a driver.
+fn default_modules_exist(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
+    let work = &paths.fixtures_work();
+    const GENERIC_KERNEL_ONLY: &[&str] = &["e1000", "e1000e", "ahci", "9p", "9pnet_virtio"];
+    let version_dir = unpacked_kernel_entry(work, "lib/modules", "")?;
     let mut known = std::collections::BTreeSet::new();
     let mut dirs = vec![version_dir.clone()];
     while let Some(dir) = dirs.pop() {
@@ -324,7 +362,7 @@ fn skip(reason: String) -> Result<Completion, Failed> {
 
 fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Failed> {
     let (qemu, accel, berth) = match setup {
-        Setup::Ready { qemu, accel, berth } => (qemu, *accel, berth),
+        Setup::Ready { qemu, accel, berth } => (qemu, accel, berth),
         Setup::Skip(reason) => return skip(reason.clone()),
         Setup::Fail(error) => return Err(error.clone().into()),
     };
@@ -456,6 +494,7 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     };
 
     // Boot.
+    let accel = *accel.get_or_init(|| qemu_tests::accel(qemu, &kernel));
     let cmdline = fs::read_to_string(&cmdline_file)
         .map_err(|e| format!("reading {}: {e}", cmdline_file.display()))?;
     let mut machine = Machine::new(qemu, accel)
@@ -502,11 +541,13 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     let boot = report.verdict.clone().map_err(|reason| {
         format!(
             "{reason}\n\
+             accelerator: {}\n\
              matched {} of {} expected lines\n\
              serial transcript: {}\n\
              qemu command line: {}\n\
              qemu stderr:       {}\n\
              last console lines:\n{}",
+            accel,
             report.matched,
             expect.len(),
             saved.serial.display(),

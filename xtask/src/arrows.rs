@@ -1,9 +1,9 @@
 //! The crate arrows ARCHITECTURE.md promises never to draw, checked against
 //! what cargo resolves (`cargo metadata`, the data `cargo tree` prints).
 //!
-//! - init depends on none of builder, oci, archive, qemu (not even through
-//!   another crate): PID 1 shares only the on-image contract.
-//! - oci, archive and qemu never depend on builder: libraries point
+//! - init depends on none of builder, oci, archive, media, qemu (not even
+//!   through another crate): PID 1 shares only the on-image contract.
+//! - oci, archive, media and qemu never depend on builder: libraries point
 //!   downstream.
 //! - Within builder, only the `run` command uses qemu.
 
@@ -15,10 +15,11 @@ use anyhow::{Context, Result, bail};
 
 /// Crate → crates it must never reach, directly or through others.
 const NEVER: &[(&str, &[&str])] = &[
-    ("init", &["builder", "oci", "archive", "qemu"]),
+    ("init", &["builder", "oci", "archive", "media", "qemu"]),
     ("oci", &["builder"]),
     ("archive", &["builder"]),
     ("qemu", &["builder"]),
+    ("media", &["builder"]),
 ];
 
 /// The one place in builder that may name the qemu crate.

@@ -4,7 +4,8 @@
 //! CD-ROMs, network cards, the serial console on stdio, a monitor socket)
 //! and [`Machine::args`] is the only place its QEMU command line is
 //! written. Around it: the accelerator choice ([`choose_accel`]: KVM only
-//! once a trivial guest has proven it works, TCG otherwise), Debian's OVMF
+//! once a trivial guest, and the kernel to boot, have proven it works; TCG
+//! otherwise), Debian's OVMF
 //! files for UEFI boots ([`Ovmf`]), QEMU's human monitor ([`monitor`]),
 //! the multiboot guests of a few bytes the probe runs ([`guest`]), and
 //! running QEMU and the programs around it with deadlines ([`process`]).
@@ -27,7 +28,10 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-pub use accel::{Accel, AccelChoice, KVM_PROBE_HEALTHY, KVM_PROBE_TIMEOUT, choose_accel, probe};
+pub use accel::{
+    Accel, AccelChoice, KVM_PROBE_HEALTHY, KVM_PROBE_TIMEOUT, LINUX_PROBE_TIMEOUT, choose_accel,
+    probe, probe_linux,
+};
 pub use firmware::{Firmware, Ovmf};
 pub use machine::{
     Drive, Format, Interface, Kernel, Machine, MachineType, Media, Nic, NicModel, PortForward,
@@ -85,6 +89,19 @@ pub enum Error {
         accel: Accel,
         status: ExitStatus,
         stderr: String,
+    },
+    #[error("{} did not boot under {accel} within {timeout:?}", kernel.display())]
+    LinuxProbeTimeout {
+        accel: Accel,
+        kernel: PathBuf,
+        timeout: Duration,
+    },
+    #[error("{} did not boot to its end under {accel}: qemu {status}, last console lines: {console}", kernel.display())]
+    LinuxProbeFailed {
+        accel: Accel,
+        kernel: PathBuf,
+        status: ExitStatus,
+        console: String,
     },
     #[error("connecting to the QEMU monitor at {}", socket.display())]
     MonitorConnect {

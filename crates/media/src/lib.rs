@@ -1,0 +1,78 @@
+//! Bootable media, written by berth itself: no external program, no root,
+//! no loop device. Every writer takes its inputs as bytes or files and
+//! writes one artifact; whatever varies between builds of other tools
+//! (volume ids, GUIDs, serials, timestamps) is derived from the inputs, so
+//! the same inputs give the same bytes.
+//!
+//! This crate knows nothing of definitions, images or builds: which parts
+//! an artifact is made of, and where they come from, is the builder's
+//! (`builder/src/outputs/`).
+
+use sha2::{Digest, Sha256};
+
+/// Where a writer's identifiers come from: a hash of the artifact's inputs,
+/// given by the caller. Each identifier (a disk GUID, a FAT volume id, an
+/// ISO volume's creation serial) is derived from it with a purpose of its
+/// own, so identifiers differ from each other and from build to build of
+/// other inputs, and repeat for the same inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seed(pub [u8; 32]);
+
+impl Seed {
+    /// A seed for `inputs`, each hashed with its length so that no two
+    /// lists of inputs give the same seed by concatenation.
+    pub fn of(inputs: &[&[u8]]) -> Seed {
+        let mut hasher = Sha256::new();
+        for input in inputs {
+            hasher.update((input.len() as u64).to_le_bytes());
+            hasher.update(input);
+        }
+        Seed(hasher.finalize().into())
+    }
+
+    /// 16 bytes for `purpose`.
+    pub fn derive(&self, purpose: &str) -> [u8; 16] {
+        let mut hasher = Sha256::new();
+        hasher.update(self.0);
+        hasher.update(purpose.as_bytes());
+        let hash: [u8; 32] = hasher.finalize().into();
+        let mut bytes = [0; 16];
+        bytes.copy_from_slice(&hash[..16]);
+        bytes
+    }
+
+    /// A GUID for `purpose`, as RFC 9562's version 8 (custom) with the
+    /// variant bits set, in the byte order GPT stores GUIDs in (the first
+    /// three fields little-endian).
+    pub fn guid(&self, purpose: &str) -> [u8; 16] {
+        let mut bytes = self.derive(purpose);
+        // Version 8 in the high nibble of the third field, which GPT
+        // stores little-endian: its high byte is byte 7.
+        bytes[7] = (bytes[7] & 0x0f) | 0x80;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        bytes
+    }
+
+    /// A 32-bit serial (a FAT volume id) for `purpose`.
+    pub fn serial(&self, purpose: &str) -> u32 {
+        let bytes = self.derive(purpose);
+        u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_repeat_for_the_same_inputs_and_differ_by_purpose() {
+        let seed = Seed::of(&[b"kernel", b"initrd"]);
+        assert_eq!(seed, Seed::of(&[b"kernel", b"initrd"]));
+        assert_ne!(seed, Seed::of(&[b"kerneli", b"nitrd"]));
+        assert_eq!(seed.guid("disk"), seed.guid("disk"));
+        assert_ne!(seed.guid("disk"), seed.guid("esp"));
+        let guid = seed.guid("disk");
+        assert_eq!(guid[7] >> 4, 8, "version 8");
+        assert_eq!(guid[8] >> 6, 0b10, "RFC 9562 variant");
+    }
+}
