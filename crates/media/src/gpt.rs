@@ -629,7 +629,9 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::MetadataExt;
-    use std::process::Command;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
 
     const MIB: u64 = 1 << 20;
 
@@ -1098,5 +1100,271 @@ disk.raw3 : start=       12288, size=         100, type=21686148-6449-6E6F-744E-
             let sectors = format!("Disk disk.raw: {} sectors, 3.0 TiB", size / 512);
             assert!(print.contains(&sectors), "{print}");
         }
+    }
+
+    /// `path` inside Debian package `package`, downloaded with `apt-get
+    /// download` and unpacked with `dpkg-deb -x` into `dir`; `None` with a
+    /// visible skip when apt cannot give it.
+    fn debian_file(package: &str, path: &str, dir: &Path) -> Option<PathBuf> {
+        let (Some(apt), Some(dpkg)) = (tool_or_skip("apt-get"), tool_or_skip("dpkg-deb")) else {
+            return None;
+        };
+        let download = Command::new(apt)
+            .args(["download", package])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        if !download.status.success() {
+            skip(&format!(
+                "apt-get download {package} failed: {}",
+                String::from_utf8_lossy(&download.stderr).trim()
+            ));
+            return None;
+        }
+        let deb = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|deb| {
+                let name = deb.file_name().unwrap().to_string_lossy();
+                name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
+            })
+            .unwrap_or_else(|| panic!("apt-get download {package} wrote no .deb"));
+        let root = dir.join(package);
+        run(
+            &dpkg,
+            &["-x", deb.to_str().unwrap(), root.to_str().unwrap()],
+            dir,
+        );
+        let file = root.join(path);
+        assert!(file.is_file(), "{package} has no {path}");
+        Some(file)
+    }
+
+    /// Boots `disk` in QEMU under TCG until the serial console shows
+    /// `expected`, or panics with the transcript and the command line after
+    /// `limit`. `firmware` are the arguments choosing the firmware.
+    fn boot_until(disk: &Path, firmware: &[String], expected: &str, limit: Duration) {
+        let Some(qemu) = tool_or_skip("qemu-system-x86_64") else {
+            return;
+        };
+        let mut command = Command::new(qemu);
+        command
+            .args([
+                "-accel",
+                "tcg",
+                "-machine",
+                "q35",
+                "-m",
+                "256",
+                "-nographic",
+            ])
+            .args(["-no-reboot", "-nodefaults", "-serial", "stdio"])
+            .args(firmware)
+            .arg("-drive")
+            .arg(format!("file={},format=raw", disk.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let transcript = read_until(&mut child, expected, limit);
+        // Our own child, by its handle.
+        child.kill().ok();
+        child.wait().ok();
+        assert!(
+            transcript.contains(expected),
+            "no {expected:?} on the serial console within {limit:?}\ncommand: {command:?}\ntranscript:\n{transcript}"
+        );
+        for line in transcript.lines().filter(|line| line.contains(expected)) {
+            eprintln!("serial console: {line:?}");
+        }
+    }
+
+    /// What `child` writes to stdout until `expected` shows or `limit`
+    /// passes.
+    fn read_until(child: &mut Child, expected: &str, limit: Duration) -> String {
+        let mut stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            while let Ok(read @ 1..) = stdout.read(&mut buffer) {
+                if sender.send(buffer[..read].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + limit;
+        let mut transcript = Vec::new();
+        while !String::from_utf8_lossy(&transcript).contains(expected) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(bytes) => transcript.extend(bytes),
+                Err(_) => break,
+            }
+        }
+        String::from_utf8_lossy(&transcript).into_owned()
+    }
+
+    #[test]
+    fn ovmf_starts_the_boot_loader_on_the_esp() {
+        let ovmf = Path::new("/usr/share/OVMF");
+        let (code, vars) = (ovmf.join("OVMF_CODE_4M.fd"), ovmf.join("OVMF_VARS_4M.fd"));
+        if !code.is_file() || !vars.is_file() {
+            skip("OVMF is not installed (package ovmf)");
+            return;
+        }
+        let (Some(mkfs), Some(mmd), Some(mcopy)) = (
+            tool_or_skip("mkfs.vfat"),
+            tool_or_skip("mmd"),
+            tool_or_skip("mcopy"),
+        ) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let Some(loader) = debian_file(
+            "systemd-boot-efi",
+            "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+            dir.path(),
+        ) else {
+            return;
+        };
+        // The ESP, made by the test tools: berth's own FAT writer is not
+        // what this test is about.
+        let esp = dir.path().join("esp.img");
+        run(&mkfs, &["-C", "esp.img", "8192"], dir.path());
+        let image = format!("{}", esp.display());
+        run(
+            &mmd,
+            &[
+                "-i",
+                &image,
+                "::EFI",
+                "::EFI/BOOT",
+                "::loader",
+                "::loader/entries",
+            ],
+            dir.path(),
+        );
+        // An entry whose title only systemd-boot, reading it from the ESP,
+        // can put on the console, and a menu shown until a key is pressed.
+        fs::write(
+            dir.path().join("berth.conf"),
+            "title berth GPT test entry\nlinux /EFI/BOOT/BOOTX64.EFI\n",
+        )
+        .unwrap();
+        fs::write(dir.path().join("loader.conf"), "timeout menu-force\n").unwrap();
+        for (file, on_esp) in [
+            ("berth.conf", "::loader/entries/berth.conf"),
+            ("loader.conf", "::loader/loader.conf"),
+        ] {
+            run(&mcopy, &["-i", &image, file, on_esp], dir.path());
+        }
+        run(
+            &mcopy,
+            &[
+                "-i",
+                &image,
+                loader.to_str().unwrap(),
+                "::EFI/BOOT/BOOTX64.EFI",
+            ],
+            dir.path(),
+        );
+        let length = fs::metadata(&esp).unwrap().len();
+        let disk = Disk {
+            seed: Seed::of(&[b"ovmf boot test"]),
+            boot_code: None,
+            partitions: vec![Partition {
+                name: "EFI system".into(),
+                type_guid: EFI_SYSTEM_PARTITION,
+                attributes: 0,
+                content: Content::File { path: esp, length },
+            }],
+            size: None,
+        };
+        write_file(&disk.layout().unwrap(), dir.path(), "disk.raw");
+        let vars_copy = dir.path().join("OVMF_VARS_4M.fd");
+        fs::copy(&vars, &vars_copy).unwrap();
+        let firmware = [
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,file={}", vars_copy.display()),
+        ];
+        boot_until(
+            &dir.path().join("disk.raw"),
+            &firmware,
+            "berth GPT test entry",
+            Duration::from_secs(120),
+        );
+    }
+
+    /// A boot sector that writes `message` to the first serial port and
+    /// halts: `mov dx, 0x3f8`, then `mov al, byte; out dx, al` for each
+    /// byte, then `hlt; jmp back to hlt`.
+    fn serial_boot_sector(message: &str) -> Vec<u8> {
+        let mut code = vec![0xba, 0xf8, 0x03];
+        for byte in message.bytes() {
+            code.extend([0xb0, byte, 0xee]);
+        }
+        code.extend([0xf4, 0xeb, 0xfd]);
+        assert!(code.len() <= 510, "message too long for a boot sector");
+        code.resize(510, 0);
+        code.extend([0x55, 0xaa]);
+        code
+    }
+
+    #[test]
+    fn seabios_and_gptmbr_boot_the_legacy_bios_bootable_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(gptmbr) = debian_file(
+            "syslinux-common",
+            "usr/lib/syslinux/mbr/gptmbr.bin",
+            dir.path(),
+        ) else {
+            return;
+        };
+        let boot_code: [u8; 440] = fs::read(&gptmbr)
+            .unwrap()
+            .try_into()
+            .expect("gptmbr.bin is 440 bytes");
+        // Both partitions start with a boot sector, so that booting the
+        // wrong one shows.
+        let mut partitions = Vec::new();
+        for (number, (message, attributes)) in [
+            ("the partition without the attribute was booted\r\n", 0),
+            (
+                "berth: the legacy BIOS bootable partition was booted\r\n",
+                LEGACY_BIOS_BOOTABLE,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = dir.path().join(format!("partition{number}.img"));
+            let mut content = serial_boot_sector(message);
+            content.resize(64 * 1024, 0);
+            fs::write(&path, &content).unwrap();
+            partitions.push(Partition {
+                name: format!("partition {number}"),
+                type_guid: LINUX_FILESYSTEM,
+                attributes,
+                content: Content::File {
+                    path,
+                    length: content.len() as u64,
+                },
+            });
+        }
+        let disk = Disk {
+            seed: Seed::of(&[b"seabios boot test"]),
+            boot_code: Some(boot_code),
+            partitions,
+            size: None,
+        };
+        write_file(&disk.layout().unwrap(), dir.path(), "disk.raw");
+        boot_until(
+            &dir.path().join("disk.raw"),
+            &[],
+            "berth: the legacy BIOS bootable partition was booted",
+            Duration::from_secs(60),
+        );
     }
 }
