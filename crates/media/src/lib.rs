@@ -9,6 +9,7 @@
 //! (`builder/src/outputs/`).
 
 pub mod fat;
+pub mod syslinux;
 
 use sha2::{Digest, Sha256};
 
