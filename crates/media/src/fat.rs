@@ -1022,6 +1022,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_large_image_gets_fat32_with_larger_clusters() {
+        let temporary = tempfile::tempdir().unwrap();
+        let sparse = temporary.path().join("sparse");
+        File::create(&sparse).unwrap().set_len(3 << 30).unwrap();
+        let mut image = FatImage::new("", 1, MTIME, 0).unwrap();
+        image.add_file("BIG.IMG", &sparse).unwrap();
+        image.add_bytes("SMALL", vec![1]).unwrap();
+        let plan = image.plan(None).unwrap();
+        assert_eq!(plan.fat_type(), FatType::Fat32);
+        assert_eq!(plan.geometry.sectors_per_cluster, 8);
+        let files = plan.files();
+        assert_eq!(files[0].path, "BIG.IMG");
+        assert_eq!(files[1].offset, files[0].offset + (3 << 30));
+        assert!(plan.size() < (3 << 30) + (8 << 20), "{}", plan.size());
+    }
+
+    #[test]
     fn names_that_are_not_upper_case_8_3_are_refused() {
         let mut image = FatImage::new("", 1, MTIME, 0).unwrap();
         for bad in [

@@ -133,6 +133,14 @@ impl SyslinuxFiles {
         Ok(files)
     }
 
+    /// The same loader with another `ldlinux.c32` (syslinux-common's, say).
+    /// The installer's own copy is of the same build as its ldlinux.sys;
+    /// Debian bookworm's syslinux-common copy, of another build of the
+    /// same source, boots with it too.
+    pub fn with_ldlinux_c32(self, ldlinux_c32: Vec<u8>) -> Result<SyslinuxFiles, SyslinuxError> {
+        SyslinuxFiles::new(self.boot_sector, self.ldlinux_sys, ldlinux_c32)
+    }
+
     /// The boot sector and ldlinux.sys are of one build: the boot sector
     /// checks the dword after `LDLINUX_MAGIC` (magic XOR build date), and
     /// its sector pointer placeholders are where ldlinux.sys says.
@@ -793,13 +801,25 @@ mod tests {
         let initrd = directory.path().join("initrd");
         std::fs::write(&initrd, vec![0x5Au8; 123_457]).unwrap();
         let config = config("VMLINUZ", Some("INITRD.IMG"), "berth.test=syslinux");
+        // syslinux-common's ldlinux.c32 (another build) with FAT16, the
+        // installer's own with the others.
+        let common = std::fs::read(
+            debian
+                .root
+                .join("usr/lib/syslinux/modules/bios/ldlinux.c32"),
+        )
+        .unwrap();
         for (size, fat_type) in [
             (None, FatType::Fat12),
             (Some(16 << 20), FatType::Fat16),
             (Some(40 << 20), FatType::Fat32),
         ] {
+            let mut files = debian.files();
+            if fat_type == FatType::Fat16 {
+                files = files.with_ldlinux_c32(common.clone()).unwrap();
+            }
             let image = image_with(&test_kernel(), &initrd);
-            let plan = install(&debian.files(), image, &config, size).unwrap();
+            let plan = install(&files, image, &config, size).unwrap();
             assert_eq!(plan.fat_type(), fat_type);
             let fat = directory.path().join("fat.img");
             plan.write(File::create(&fat).unwrap()).unwrap();
