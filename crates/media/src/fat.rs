@@ -59,8 +59,12 @@ pub enum FatError {
     NotSectorMultiple { size: u64 },
     #[error("FAT image of {size} bytes is larger than FAT32 allows")]
     TooLarge { size: u64 },
-    #[error("the FAT root directory holds {entries} entries, more than the {max} of FAT12/16")]
-    RootTooLarge { entries: u64, max: u64 },
+    #[error("FAT file {path:?} is {length} bytes, more than the 4 GiB - 1 a FAT file can hold")]
+    FileTooLarge { path: String, length: u64 },
+    #[error(
+        "the files do not fit the geometry a FAT image of {size} bytes gets (the smallest that holds them is {minimum} bytes); try a larger size"
+    )]
+    DoesNotFit { size: u64, minimum: u64 },
     #[error("reading {path}: {source}")]
     Source { path: PathBuf, source: io::Error },
     #[error("{path} changed while the FAT image was written: {expected} bytes expected")]
@@ -297,6 +301,12 @@ impl FatImage {
                 reason,
             })?;
         }
+        if length > u64::from(u32::MAX) {
+            return Err(FatError::FileTooLarge {
+                path: path.to_owned(),
+                length,
+            });
+        }
         if self.files.contains_key(path) {
             return Err(FatError::Duplicate {
                 path: path.to_owned(),
@@ -447,7 +457,7 @@ impl FatImage {
         }
         let geometry = Geometry::choose(size / SECTOR)
             .filter(|geometry| self.fits(geometry, self.root_entries()))
-            .ok_or(FatError::TooSmall { size, minimum })?;
+            .ok_or(FatError::DoesNotFit { size, minimum })?;
         // Clusters in order: directories parents first, then files in
         // path order, each run contiguous.
         let cluster = geometry.cluster_bytes();
@@ -1036,6 +1046,11 @@ pub(crate) mod tests {
         assert_eq!(files[0].path, "BIG.IMG");
         assert_eq!(files[1].offset, files[0].offset + (3 << 30));
         assert!(plan.size() < (3 << 30) + (8 << 20), "{}", plan.size());
+
+        File::create(&sparse).unwrap().set_len(4 << 30).unwrap();
+        let mut image = FatImage::new("", 1, MTIME, 0).unwrap();
+        let error = image.add_file("HUGE.IMG", &sparse).unwrap_err();
+        assert!(matches!(error, FatError::FileTooLarge { .. }), "{error}");
     }
 
     #[test]
