@@ -83,7 +83,7 @@ pub enum FatError {
 
 /// Where a file's bytes come from.
 #[derive(Clone, Debug)]
-pub enum Contents {
+enum Contents {
     Bytes(Vec<u8>),
     /// A file streamed into the image when it is written; its length is
     /// taken when it is added.
