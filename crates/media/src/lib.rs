@@ -8,6 +8,9 @@
 //! an artifact is made of, and where they come from, is the builder's
 //! (`builder/src/outputs/`).
 
+pub mod fat;
+pub mod syslinux;
+
 use sha2::{Digest, Sha256};
 
 pub mod gpt;
