@@ -10,6 +10,7 @@
 
 pub mod fat;
 pub mod syslinux;
+pub mod uki;
 
 use sha2::{Digest, Sha256};
 
