@@ -10,6 +10,12 @@
 
 use sha2::{Digest, Sha256};
 
+pub mod gcp;
+pub mod qcow2;
+pub mod raw_image;
+pub mod vhd;
+pub mod vmdk;
+
 /// Where a writer's identifiers come from: a hash of the artifact's inputs,
 /// given by the caller. Each identifier (a disk GUID, a FAT volume id, an
 /// ISO volume's creation serial) is derived from it with a purpose of its
