@@ -176,6 +176,46 @@ mod tests {
         assert_eq!(first[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
     }
 
+    /// GNU tar's own header for a `disk.raw` of `size` bytes, archived
+    /// as the image import asks (`--format=oldgnu`), owned by root.
+    fn gnu_tar_header(size: u64) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        File::create(dir.path().join("disk.raw"))
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        let mut tar = Command::new("tar")
+            .args([
+                "--format=oldgnu",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+            ])
+            .arg(format!("--mtime=@{MTIME}"))
+            .args(["--mode=0644", "-C"])
+            .arg(dir.path())
+            .args(["-cf", "-", "disk.raw"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut header = vec![0; BLOCK];
+        std::io::Read::read_exact(tar.stdout.as_mut().unwrap(), &mut header).unwrap();
+        // The header is all that is wanted, not gigabytes of zeros.
+        tar.kill().unwrap();
+        tar.wait().unwrap();
+        header
+    }
+
+    #[test]
+    fn the_header_is_the_one_gnu_tar_writes() {
+        if !tar_or_skip() {
+            return;
+        }
+        for size in [GIB, 9 * GIB] {
+            assert!(gnu_tar_header(size) == header(size, MTIME), "{size} bytes");
+        }
+    }
+
     #[test]
     fn large_sizes_are_base_256() {
         let header = header(10 * GIB, MTIME);

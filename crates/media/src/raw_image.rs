@@ -53,7 +53,7 @@ pub enum Error {
         format: &'static str,
         limit: u64,
     },
-    #[error("{format} file name {name:?} for raw disk {} must not contain {reason}", path.display())]
+    #[error("{format} file name {name:?} for raw disk {} {reason}", path.display())]
     BadFileName {
         path: PathBuf,
         format: &'static str,

@@ -14,10 +14,10 @@
 //!
 //! All-zero grains, and grain tables of nothing but them, are left out.
 //! The header at the start is rewritten at the end with the grain
-//! directory's offset, as qemu-img and VMware's own open-vmdk leave it:
-//! readers that do not follow the stream (QEMU, Glance's image inspector,
-//! which refuses a header that points to the footer) find everything from
-//! the header, and readers that do find the markers.
+//! directory's offset instead of "at the end", as qemu-img and VMware's
+//! own open-vmdk leave it: readers that do not follow the stream find
+//! everything from the header, readers that do find the markers and the
+//! footer.
 //!
 //! Grains are deflated at a fixed level, so the same raw disk gives the same
 //! bytes; the descriptor's content id comes from the seed.
@@ -45,8 +45,11 @@ const OVERHEAD_SECTORS: u64 = GRAIN_SECTORS;
 const LEVEL: u32 = 6;
 /// Header flags: valid new-line detection test, compressed grains, markers.
 const FLAGS: u32 = 1 | 1 << 16 | 1 << 17;
-/// Grain table entries are 32-bit sector numbers.
+/// Grain table entries are 32-bit sector numbers, so the file ends
+/// before 2 TiB (the data compressed, the virtual disk may be larger).
 const MAX_SECTOR: u64 = u32::MAX as u64;
+/// vSphere's largest virtual disk, 62 TiB.
+const MAX_SIZE: u64 = 62 << 40;
 
 const MARKER_GRAIN_TABLE: u32 = 1;
 const MARKER_GRAIN_DIRECTORY: u32 = 2;
@@ -68,7 +71,7 @@ pub fn write<W: Write + Seek>(
     let capacity = size / SECTOR;
     let grains = capacity.div_ceil(GRAIN_SECTORS);
     let tables = grains.div_ceil(TABLE_ENTRIES);
-    image.at_most(size, TABLE_ENTRIES * MAX_SECTOR * SECTOR, FORMAT)?;
+    image.at_most(size, MAX_SIZE, FORMAT)?;
 
     let mut output = Output::seekable(out, FORMAT, &image)?;
     let mut header = Header {
@@ -123,17 +126,20 @@ pub fn write<W: Write + Seek>(
     Ok(size)
 }
 
-/// The descriptor quotes the name and Glance refuses extents with a path:
-/// so no quote, no slash, no line break.
+/// The descriptor quotes the name in sectors of its own, and Glance
+/// refuses extents with a path: so a file name, not too long, without
+/// quotes or line breaks.
 fn check_file_name(image: &RawImage, name: &str) -> Result<(), Error> {
     let reason = if name.is_empty() {
-        Some("nothing (it is empty)")
+        Some("is empty")
+    } else if name.len() > 255 {
+        Some("is longer than 255 bytes")
     } else if name.contains(['/', '\\']) {
-        Some("a slash")
+        Some("contains a slash")
     } else if name.contains('"') {
-        Some("a double quote")
+        Some("contains a double quote")
     } else if name.chars().any(char::is_control) {
-        Some("a control character")
+        Some("contains a control character")
     } else {
         None
     };
@@ -313,6 +319,22 @@ mod tests {
         );
     }
 
+    /// A reader that streams finds the grain directory through the
+    /// footer, as the header of a stream says "at the end" (`u64::MAX`):
+    /// QEMU, given such a header, reads the same disk.
+    #[test]
+    fn qemu_img_finds_the_grain_directory_through_the_footer() {
+        let Some(_) = qemu_img_or_skip() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("disk.raw");
+        write_test_disk(&raw, 40 * MIB);
+        let vmdk = dir.path().join("stream.vmdk");
+        let mut out = File::create(&vmdk).unwrap();
+        write(&raw, "stream.vmdk", &seed(), &mut out).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&out, &u64::MAX.to_le_bytes(), 56).unwrap();
+        assert_qemu_identical(&raw, &vmdk, "vmdk");
+    }
+
     #[test]
     fn the_layout_ends_with_directory_footer_and_end_of_stream() {
         let dir = tempfile::tempdir().unwrap();
@@ -367,7 +389,7 @@ mod tests {
         assert_eq!(
             error.to_string(),
             format!(
-                "vmdk file name \"../disk.vmdk\" for raw disk {} must not contain a slash",
+                "vmdk file name \"../disk.vmdk\" for raw disk {} contains a slash",
                 raw.display()
             )
         );
