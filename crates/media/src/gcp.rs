@@ -217,6 +217,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_names_the_format_and_the_raw_disk() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::from_raw_os_error(28))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("disk.raw");
+        crate::raw_image::tests::write_test_disk(&raw, MIB);
+        let error = write(&raw, MTIME, &mut Full).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "cannot write the gcp image of raw disk {}: No space left on device (os error 28)",
+                raw.display()
+            )
+        );
+    }
+
+    #[test]
     fn large_sizes_are_base_256() {
         let header = header(10 * GIB, MTIME);
         assert_eq!(header[124], 0x80);

@@ -162,11 +162,12 @@ mod tests {
         let Some(_) = qemu_img_or_skip() else { return };
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("disk.raw");
-        let bytes = write_test_disk(&raw, 40 * MIB).unwrap();
+        // A sector more than 40 MiB: the last cluster is partly past the end.
+        let bytes = write_test_disk(&raw, 40 * MIB + 512).unwrap();
         let qcow2 = dir.path().join("disk.qcow2");
         assert_eq!(
             write(&raw, &mut File::create(&qcow2).unwrap()).unwrap(),
-            40 * MIB
+            40 * MIB + 512
         );
         assert_qemu_check(&qcow2, "qcow2");
         assert_qemu_reads(&qcow2, "qcow2", true, &bytes);

@@ -295,7 +295,8 @@ mod tests {
         let Some(_) = qemu_img_or_skip() else { return };
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("disk.raw");
-        let bytes = write_test_disk(&raw, 40 * MIB).unwrap();
+        // A sector more than 40 MiB: the last grain is partly past the end.
+        let bytes = write_test_disk(&raw, 40 * MIB + 512).unwrap();
         let vmdk = dir.path().join("disk.vmdk");
         let size = write(
             &raw,
@@ -304,7 +305,7 @@ mod tests {
             &mut File::create(&vmdk).unwrap(),
         )
         .unwrap();
-        assert_eq!(size, 40 * MIB);
+        assert_eq!(size, 40 * MIB + 512);
         assert_qemu_check(&vmdk, "vmdk");
         assert_qemu_reads(&vmdk, "vmdk", true, &bytes);
         let info = qemu_img(&["info", "--output=json", vmdk.to_str().unwrap()]);
