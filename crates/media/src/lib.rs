@@ -9,12 +9,16 @@
 //! (`builder/src/outputs/`).
 
 pub mod fat;
+pub mod gcp;
+pub mod gpt;
+pub mod qcow2;
+pub mod raw_image;
 pub mod syslinux;
 pub mod uki;
+pub mod vhd;
+pub mod vmdk;
 
 use sha2::{Digest, Sha256};
-
-pub mod gpt;
 
 /// Where a writer's identifiers come from: a hash of the artifact's inputs,
 /// given by the caller. Each identifier (a disk GUID, a FAT volume id, an
