@@ -8,6 +8,8 @@
 //! an artifact is made of, and where they come from, is the builder's
 //! (`builder/src/outputs/`).
 
+pub mod iso;
+
 use sha2::{Digest, Sha256};
 
 /// Where a writer's identifiers come from: a hash of the artifact's inputs,
