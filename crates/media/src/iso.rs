@@ -19,8 +19,11 @@
 //!   signature, an active partition 1 of type 0 over the whole image from
 //!   sector 0, a partition 2 of type 0xEF over the EFI image) and a GPT
 //!   (header at sector 1, 248 entries in sectors 2-63) with the same two
-//!   partitions. The MBR holds no 0xEE partition, so firmware and Linux use
-//!   the MBR; the GPT is for readers that look for one regardless.
+//!   partitions, overlapping as xorriso's do. The MBR holds no 0xEE
+//!   partition, so firmware and Linux use the MBR; the GPT is for readers
+//!   that look for one regardless (Macs, some firmware). Where xorriso
+//!   marks the EFI image as Basic Data, it is an EFI System Partition here,
+//!   which is what it is.
 //! - block 16 the primary volume descriptor, 17 El Torito's boot record,
 //!   18 the terminator; then the path tables, the directories, the boot
 //!   catalog, the EFI image and the files.
@@ -944,12 +947,14 @@ fn gpt_backup(seed: &Seed, layout: &Layout, efi_size: u64) -> Vec<u8> {
 
 fn gpt_entries(seed: &Seed, layout: &Layout, efi_size: u64) -> Vec<u8> {
     let mut entries = vec![0; (GPT_ENTRIES * GPT_ENTRY_LEN) as usize];
-    let last_usable = layout.size / SECTOR - GPT_BACKUP_SECTORS - 1;
+    // The backup GPT starts GPT_BACKUP_SECTORS + 1 = 64 sectors (16
+    // blocks) before the end: the ISO partition stops at that block.
+    let iso_end = layout.size / SECTOR - GPT_BACKUP_SECTORS - 1;
     let (efi_start, efi_sectors) = efi_partition(layout, efi_size);
     // As xorriso's: the ISO from sector 0 (so the partition holds a
     // mountable ISO 9660 volume), overlapping the EFI image.
     let partitions = [
-        (GPT_BASIC_DATA, "ISO9660", 0, last_usable),
+        (GPT_BASIC_DATA, "ISO9660", 0, iso_end - 1),
         (
             GPT_EFI_SYSTEM,
             "EFI",
@@ -1009,4 +1014,38 @@ const fn guid_bytes(first: u32, second: u16, third: u16, rest: u64) -> [u8; 16] 
         a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
         d[7],
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(mtime: u64) -> String {
+        String::from_utf8(Date::of(mtime).unwrap().descriptor()[..16].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn unix_times_become_civil_dates() {
+        assert_eq!(date(0), "1970010100000000");
+        // Leap days: a year divisible by 400, by 4, and the day after.
+        assert_eq!(date(951_782_400), "2000022900000000");
+        assert_eq!(date(1_709_210_096), "2024022912345600");
+        assert_eq!(date(1_709_251_200), "2024030100000000");
+        // 2100 is not a leap year.
+        assert_eq!(date(4_107_542_400), "2100030100000000");
+        assert_eq!(
+            Date::of(1_709_210_096).unwrap().record(),
+            [124, 2, 29, 12, 34, 56, 0]
+        );
+    }
+
+    #[test]
+    fn chs_addresses_follow_64_heads_and_32_sectors() {
+        assert_eq!(chs(0), [0, 1, 0]);
+        assert_eq!(chs(100), [3, 5, 0]);
+        // The last sector of cylinder 1023: the cylinder's top bits
+        // go in the sector byte.
+        assert_eq!(chs(1024 * 2048 - 1), [63, 32 | 0xC0, 0xFF]);
+        assert_eq!(chs(1024 * 2048), [0xFE, 0xFF, 0xFF]);
+    }
 }

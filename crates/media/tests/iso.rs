@@ -187,12 +187,13 @@ fn write_iso(iso: &HybridIso, path: &Path) -> u64 {
     size
 }
 
-/// A real hybrid ISO with Debian's loaders, in `dir`.
-fn real_iso(dir: &Path) -> Option<(HybridIso, PathBuf)> {
+/// A real hybrid ISO with Debian's loaders and an EFI image of `efi_kib`,
+/// in `dir`.
+fn real_iso(dir: &Path, efi_kib: u32) -> Option<(HybridIso, PathBuf)> {
     let debian = debian_boot_files()?;
     let efi_image = fat_image(
         dir,
-        2048,
+        efi_kib,
         &debian.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
     )?;
     let mbr_code = std::fs::read(debian.join("usr/lib/ISOLINUX/isohdpfx.bin")).unwrap();
@@ -217,7 +218,7 @@ fn xorriso_reads_both_boot_entries_the_isohybrid_mbr_and_every_file() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some((iso, path)) = real_iso(dir.path()) else {
+    let Some((iso, path)) = real_iso(dir.path(), 2048) else {
         return;
     };
     let report = run(Command::new("xorriso").arg("-indev").arg(&path).args([
@@ -573,34 +574,58 @@ fn boot_until(machine: &qemu::Machine, expected: &str, timeout: Duration) -> Res
 #[test]
 fn seabios_and_ovmf_boot_it_as_a_cd_and_as_a_usb_disk() {
     let Ok(qemu_program) = qemu::locate() else {
-        skip("qemu-system-x86_64 is not installed");
-        return;
+        return skip("qemu-system-x86_64 is not installed");
     };
     let dir = tempfile::tempdir().unwrap();
-    let Some((_, path)) = real_iso(dir.path()) else {
+    // One ISO with a small EFI image, and one whose EFI image is past El
+    // Torito's 16-bit sector count (34 MiB, counted as 0).
+    let (small, large) = (dir.path().join("small"), dir.path().join("large"));
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::create_dir_all(&large).unwrap();
+    let Some((_, small_iso)) = real_iso(&small, 2048) else {
         return;
     };
-    // Each UEFI boot with a variable store of its own, as a new machine.
-    let ovmf = |name: &str| qemu::Ovmf::debian(&dir.path().join(name));
-    let (ovmf_cd, ovmf_usb) = match (ovmf("vars-cd"), ovmf("vars-usb")) {
-        (Ok(cd), Ok(usb)) => (cd, usb),
-        (Err(error), _) | (_, Err(error)) => return skip(&error.to_string()),
+    let Some((_, large_iso)) = real_iso(&large, 34 * 1024) else {
+        return;
     };
-    let cd = qemu::Drive::cdrom(&path);
-    let usb = qemu::Drive::disk(&path, qemu::Format::Raw, qemu::Interface::Usb).read_only();
+    let cd = |iso: &Path| qemu::Drive::cdrom(iso);
+    let usb =
+        |iso: &Path| qemu::Drive::disk(iso, qemu::Format::Raw, qemu::Interface::Usb).read_only();
+    // Each UEFI boot with a variable store of its own, as a new machine.
+    let ovmf = |name: &str| qemu::Ovmf::debian(&dir.path().join(name)).map(qemu::Firmware::Uefi);
+    let mut uefi = Vec::new();
+    for name in ["cd", "usb", "large-cd", "large-usb"] {
+        match ovmf(name) {
+            Ok(firmware) => uefi.push(firmware),
+            Err(error) => return skip(&error.to_string()),
+        }
+    }
+    let [uefi_cd, uefi_usb, uefi_large_cd, uefi_large_usb] = <[_; 4]>::try_from(uefi).unwrap();
     let boots = [
-        ("SeaBIOS, CD", qemu::Firmware::Bios, cd.clone(), BIOS_SAYS),
+        (
+            "SeaBIOS, CD",
+            qemu::Firmware::Bios,
+            cd(&small_iso),
+            BIOS_SAYS,
+        ),
         (
             "SeaBIOS, USB disk",
             qemu::Firmware::Bios,
-            usb.clone(),
+            usb(&small_iso),
             BIOS_SAYS,
         ),
-        ("OVMF, CD", qemu::Firmware::Uefi(ovmf_cd), cd, UEFI_SAYS),
+        ("OVMF, CD", uefi_cd, cd(&small_iso), UEFI_SAYS),
+        ("OVMF, USB disk", uefi_usb, usb(&small_iso), UEFI_SAYS),
         (
-            "OVMF, USB disk",
-            qemu::Firmware::Uefi(ovmf_usb),
-            usb,
+            "OVMF, CD, 34 MiB EFI image",
+            uefi_large_cd,
+            cd(&large_iso),
+            UEFI_SAYS,
+        ),
+        (
+            "OVMF, USB disk, 34 MiB EFI image",
+            uefi_large_usb,
+            usb(&large_iso),
             UEFI_SAYS,
         ),
     ];
