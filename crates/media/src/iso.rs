@@ -102,6 +102,8 @@ pub enum IsoError {
     NoBootImage { path: String },
     #[error("the BIOS boot image {} is {size} bytes, too small to hold a boot-info table", path.display())]
     BootImageTooSmall { path: PathBuf, size: u64 },
+    #[error("the EFI boot image {} is empty", path.display())]
+    EmptyEfiImage { path: PathBuf },
     #[error("isohybrid MBR code is {size} bytes; it needs at least {MBR_CODE_LEN}")]
     MbrCode { size: usize },
     #[error("{} is {size} bytes; an ISO 9660 file holds at most 4 GiB - 1", path.display())]
@@ -184,28 +186,14 @@ impl HybridIso {
                 path: self.bios_boot_image.clone(),
             })?;
         let efi_size = source_size(&self.efi_image)?;
+        if efi_size == 0 {
+            return Err(IsoError::EmptyEfiImage {
+                path: self.efi_image.clone(),
+            });
+        }
         let layout = Layout::of(&mut tree, efi_size, &date)?;
 
-        let boot_source = &tree.files[boot_file].source;
-        let mut boot_image = Vec::new();
-        File::open(boot_source)
-            .and_then(|mut file| file.read_to_end(&mut boot_image))
-            .map_err(|source| IsoError::Read {
-                path: boot_source.clone(),
-                source,
-            })?;
-        if boot_image.len() as u64 != tree.files[boot_file].size {
-            return Err(IsoError::Changed {
-                path: boot_source.clone(),
-                expected: tree.files[boot_file].size,
-            });
-        }
-        if boot_image.len() < BOOT_INFO_END {
-            return Err(IsoError::BootImageTooSmall {
-                path: boot_source.clone(),
-                size: boot_image.len() as u64,
-            });
-        }
+        let mut boot_image = read_boot_image(&tree.files[boot_file])?;
         let boot_lba = tree.files[boot_file].lba;
         patch_boot_info(&mut boot_image, boot_lba);
 
@@ -221,15 +209,12 @@ impl HybridIso {
         ))?;
         out.write(&boot_record(layout.catalog))?;
         out.write(&terminator())?;
-        for endianness in [Endian::Little, Endian::Big] {
-            out.pad_to(
-                match endianness {
-                    Endian::Little => layout.path_table_l,
-                    Endian::Big => layout.path_table_m,
-                } as u64
-                    * BLOCK,
-            )?;
-            out.write(&path_table(&tree, endianness))?;
+        for (lba, endian) in [
+            (layout.path_table_l, Endian::Little),
+            (layout.path_table_m, Endian::Big),
+        ] {
+            out.pad_to(u64::from(lba) * BLOCK)?;
+            out.write(&path_table(&tree, endian))?;
         }
         for directory in 0..tree.directories.len() {
             out.pad_to(tree.directories[directory].lba as u64 * BLOCK)?;
@@ -252,6 +237,30 @@ impl HybridIso {
         out.write(&gpt_backup(&self.seed, &layout, efi_size))?;
         out.finish()
     }
+}
+
+/// The BIOS boot image, whole: its boot-info table is patched in memory.
+fn read_boot_image(file: &TreeFile) -> Result<Vec<u8>, IsoError> {
+    let mut image = Vec::new();
+    File::open(&file.source)
+        .and_then(|mut source| source.read_to_end(&mut image))
+        .map_err(|source| IsoError::Read {
+            path: file.source.clone(),
+            source,
+        })?;
+    if image.len() as u64 != file.size {
+        return Err(IsoError::Changed {
+            path: file.source.clone(),
+            expected: file.size,
+        });
+    }
+    if image.len() < BOOT_INFO_END {
+        return Err(IsoError::BootImageTooSmall {
+            path: file.source.clone(),
+            size: file.size,
+        });
+    }
+    Ok(image)
 }
 
 fn source_size(path: &Path) -> Result<u64, IsoError> {

@@ -481,6 +481,15 @@ fn bad_inputs_are_errors_that_name_them() {
         })
         .contains("100 bytes")
     );
+    let tiny = dir.path().join("tiny.bin");
+    std::fs::write(&tiny, [0; 63]).unwrap();
+    let mut tiny_boot = iso.clone();
+    tiny_boot.files[0].source = tiny;
+    assert!(error_of(tiny_boot).contains("tiny.bin is 63 bytes, too small"));
+    let empty_dir = dir.path().join("empty");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let empty_efi = error_of(made_up_iso(&empty_dir, 0));
+    assert!(empty_efi.ends_with("efi.img is empty"), "{empty_efi}");
     // 2156-01-01: past the last year a directory record holds.
     assert!(
         error_of(HybridIso {
