@@ -39,10 +39,11 @@
 //! MBR partition 2, whose size is exact.
 //!
 //! Names are plain ISO 9660 (level 2: d-characters, upper case, `;1`), with
-//! no Rock Ridge or Joliet: isolinux and the Linux kernel match names
-//! without regard to case, so a configuration that names `/boot/kernel`
-//! finds `BOOT/KERNEL;1`. Which files go in, and what isolinux.cfg says, is
-//! the caller's.
+//! no Rock Ridge or Joliet: isolinux matches names without regard to case,
+//! so a configuration that names `/boot/kernel` finds `BOOT/KERNEL;1`, and
+//! Linux shows them in lower case without `;1` (its default `map=normal`).
+//! The boot catalog and the EFI image are not named in the tree. Which
+//! files go in, and what isolinux.cfg says, is the caller's.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
