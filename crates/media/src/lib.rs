@@ -11,6 +11,7 @@
 pub mod fat;
 pub mod gcp;
 pub mod gpt;
+pub mod iso;
 pub mod qcow2;
 pub mod raw_image;
 pub mod syslinux;
