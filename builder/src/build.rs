@@ -8,7 +8,9 @@ use oci::ImageSource;
 use oci::lockfile::LockFile;
 
 use crate::assemble::{AssembleError, assemble};
-use crate::outputs::{Compression, Format, Pending, Writers};
+use crate::outputs::{
+    BootError, BootFiles, Compression, Format, MediaOptions, OutputError, Pending, Writers,
+};
 use crate::plan::{Plan, PlanError};
 use crate::spec::Definition;
 
@@ -25,6 +27,10 @@ pub struct BuildOptions {
     pub clock: Clock,
     /// Build with exactly the digests of this lock.
     pub lock: Option<LockFile>,
+    /// The volume label of ISOs and ESPs (default `BERTH`).
+    pub label: Option<String>,
+    /// The size of disks in bytes (default: the smallest that fits).
+    pub size: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,14 @@ pub enum BuildError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Assemble(#[from] AssembleError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(
+        "{0}: bootable media need a boot image (the berth key `boot:`, by default berth's own images/boot)"
+    )]
+    NoBootImage(Format),
+    #[error(transparent)]
+    Media(#[from] crate::outputs::MediaError),
     #[error("output directory {}", dir.display())]
     Output {
         dir: PathBuf,
@@ -84,6 +98,18 @@ fn write(
         dir: options.output_dir.clone(),
         source,
     };
+    let boot = match options.formats.iter().find(|f| f.needs_boot_files()) {
+        None => None,
+        Some(format) => {
+            let image = plan.boot.as_ref().ok_or(BuildError::NoBootImage(*format))?;
+            Some(BootFiles::read(source, &image.image, options.clock)?)
+        }
+    };
+    let media = MediaOptions {
+        boot,
+        label: options.label.clone(),
+        size: options.size,
+    };
     let mut pending = Pending::new(&options.output_dir);
     let mut writers = Writers::new(
         &mut pending,
@@ -91,10 +117,15 @@ fn write(
         &options.formats,
         options.compression,
         options.clock.made(),
+        media,
     )
     .map_err(output)?;
     assemble(plan, source, options.clock, writers.sink())?;
-    writers.finish(&mut pending).map_err(output)?;
+    match writers.finish(&mut pending) {
+        Ok(()) => {}
+        Err(OutputError::Io(source)) => return Err(output(source)),
+        Err(OutputError::Media(error)) => return Err(error.into()),
+    }
     pending
         .write(
             &format!("{}.lock", options.name),

@@ -90,6 +90,8 @@ pub struct Plan<'d> {
     pub definition: &'d Definition,
     pub kernel: Option<PlannedKernel<'d>>,
     pub init: Vec<Arc<PlannedImage>>,
+    /// The boot loaders and stubs (`boot:`), when the definition names them.
+    pub boot: Option<Arc<PlannedImage>>,
     /// Onboot, then onshutdown, then services: LinuxKit's order.
     pub containers: Vec<PlannedContainer<'d>>,
     /// The uid/gid each entry's name stands for.
@@ -124,6 +126,7 @@ impl<'d> Plan<'d> {
             })
         });
         let init = definition.init.iter().map(image).collect();
+        let boot = definition.boot.as_ref().map(|boot| image(&boot.image));
         let mut containers = Vec::new();
         for (kind, entries) in [
             (BundleKind::Onboot, &definition.onboot),
@@ -147,6 +150,7 @@ impl<'d> Plan<'d> {
             definition,
             kernel,
             init,
+            boot,
             containers,
             ids: IdMap::new(definition),
             locked,

@@ -11,6 +11,7 @@
 //! YAML. Looking inside an initrd is in [`initrd`].
 
 pub mod initrd;
+pub mod media;
 
 use std::fs;
 use std::io::{self, Read, Write};

@@ -30,12 +30,26 @@ fn main() {
     let trials = match cases(&paths.workspace.join("qemu-tests/cases")) {
         Ok(cases) => cases
             .into_iter()
-            .map(|case| {
+            .flat_map(|case| {
+                let case = Arc::new(case);
+                let boots: Vec<Option<MediaBoot>> = if case.media.is_empty() {
+                    vec![None]
+                } else {
+                    case.media.iter().cloned().map(Some).collect()
+                };
                 let paths = Arc::clone(&paths);
                 let setup = Arc::clone(&setup);
-                Trial::ignorable_test(case.name.clone(), move || {
-                    let setup = setup.get_or_init(|| Setup::prepare(&paths));
-                    run_case(&case, &paths, setup)
+                boots.into_iter().map(move |boot| {
+                    let name = match &boot {
+                        None => case.name.clone(),
+                        Some(boot) => format!("{}/{}", case.name, boot.label()),
+                    };
+                    let (case, paths, setup) =
+                        (Arc::clone(&case), Arc::clone(&paths), Arc::clone(&setup));
+                    Trial::ignorable_test(name, move || {
+                        let setup = setup.get_or_init(|| Setup::prepare(&paths));
+                        run_case(&case, boot.as_ref(), &paths, setup)
+                    })
                 })
             })
             .collect(),
@@ -44,10 +58,18 @@ fn main() {
     let mut trials: Vec<Trial> = trials;
     // Checks that need the fixtures and QEMU, but no image of a case.
     type Check = fn(&Paths, &Path) -> Result<(), Failed>;
-    let checks: [(&str, Check); 2] = [
+    let checks: [(&str, Check); 4] = [
         (
             "default_modules_are_in_debians_cloud_kernel",
             default_modules_exist,
+        ),
+        (
+            "media_pass_independent_checks_and_repeat_bit_for_bit",
+            media_are_sound_and_reproducible,
+        ),
+        (
+            "a_disk_too_small_fails_the_build_and_writes_nothing",
+            too_small_disk,
         ),
         (
             "the_linux_probe_boots_debians_kernel_under_tcg",
@@ -130,6 +152,121 @@ impl Paths {
 struct Case {
     name: String,
     dir: PathBuf,
+    /// The boots of a case with a `media` file, each its own test, all of
+    /// one build; empty for a kernel+initrd boot.
+    media: Vec<MediaBoot>,
+    /// The build, made by the first of the case's boots.
+    built: OnceLock<Result<Built, String>>,
+}
+
+/// One line of a case's `media` file: `ARTIFACT FIRMWARE MEDIUM`, e.g.
+/// `iso uefi usb`: which artifact of the build to boot, with SeaBIOS
+/// (`bios`) or OVMF (`uefi`), as a CD-ROM, a USB stick, a virtio disk or
+/// QEMU's `-kernel` (a UKI).
+#[derive(Clone, Debug)]
+struct MediaBoot {
+    artifact: Artifact,
+    uefi: bool,
+    medium: Medium,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Artifact {
+    Iso,
+    Raw,
+    Qcow2,
+    Vhd,
+    Vmdk,
+    Uki,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Medium {
+    Cdrom,
+    Usb,
+    Disk,
+    Kernel,
+}
+
+impl Artifact {
+    const ALL: [(&str, Artifact); 6] = [
+        ("iso", Artifact::Iso),
+        ("raw", Artifact::Raw),
+        ("qcow2", Artifact::Qcow2),
+        ("vhd", Artifact::Vhd),
+        ("vmdk", Artifact::Vmdk),
+        ("uki", Artifact::Uki),
+    ];
+
+    /// The `-f` value and the file `berth build` writes for it.
+    fn format(self) -> &'static str {
+        Artifact::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    fn file(self, name: &str) -> String {
+        match self {
+            Artifact::Uki => format!("{name}.efi"),
+            other => format!("{name}.{}", other.format()),
+        }
+    }
+
+    fn drive_format(self) -> qemu::Format {
+        match self {
+            Artifact::Qcow2 => qemu::Format::Qcow2,
+            Artifact::Vhd => qemu::Format::Vhd,
+            Artifact::Vmdk => qemu::Format::Vmdk,
+            Artifact::Iso | Artifact::Raw | Artifact::Uki => qemu::Format::Raw,
+        }
+    }
+}
+
+impl MediaBoot {
+    fn parse(line: &str) -> Result<MediaBoot, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [artifact, firmware, medium] = words[..] else {
+            return Err(format!("{line:?}: expected ARTIFACT FIRMWARE MEDIUM"));
+        };
+        let artifact = Artifact::ALL
+            .iter()
+            .find(|(n, _)| *n == artifact)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| format!("{line:?}: unknown artifact {artifact:?}"))?;
+        let uefi = match firmware {
+            "bios" => false,
+            "uefi" => true,
+            other => {
+                return Err(format!(
+                    "{line:?}: unknown firmware {other:?}: bios or uefi"
+                ));
+            }
+        };
+        let medium = match medium {
+            "cdrom" => Medium::Cdrom,
+            "usb" => Medium::Usb,
+            "disk" => Medium::Disk,
+            "kernel" => Medium::Kernel,
+            other => return Err(format!("{line:?}: unknown medium {other:?}")),
+        };
+        Ok(MediaBoot {
+            artifact,
+            uefi,
+            medium,
+        })
+    }
+
+    fn label(&self) -> String {
+        let medium = match self.medium {
+            Medium::Cdrom => "cdrom",
+            Medium::Usb => "usb",
+            Medium::Disk => "disk",
+            Medium::Kernel => "kernel",
+        };
+        let firmware = if self.uefi { "uefi" } else { "bios" };
+        format!("{}-{firmware}-{medium}", self.artifact.format())
+    }
 }
 
 fn cases(root: &Path) -> Result<Vec<Case>, String> {
@@ -144,9 +281,19 @@ fn cases(root: &Path) -> Result<Vec<Case>, String> {
         if !dir.join("expect").is_file() {
             return Err(format!("{} has image.yml but no expect", dir.display()));
         }
+        let media = match fs::read_to_string(dir.join("media")) {
+            Ok(text) => qemu_tests::parse_expect(&text)
+                .iter()
+                .map(|line| MediaBoot::parse(line))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", dir.join("media").display()))?,
+            Err(_) => Vec::new(),
+        };
         cases.push(Case {
             name: entry.file_name().to_string_lossy().into_owned(),
             dir,
+            media,
+            built: OnceLock::new(),
         });
     }
     cases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -313,6 +460,137 @@ fn linux_probe_boots_the_fixture_kernel(paths: &Paths, qemu: &Path) -> Result<()
     Ok(())
 }
 
+/// The definition the media checks build: the one the media boot case
+/// boots.
+const MEDIA_CASE: &str = "qemu-tests/cases/200_media";
+
+/// Every format of bootable media berth writes in one build (dynamic-vhd
+/// apart: it writes NAME.vhd as vhd does).
+const MEDIA_FORMATS: &[&str] = &["uki", "iso", "raw", "qcow2", "vhd", "vmdk", "gcp"];
+
+/// `berth build` of the media case into `out` with `args`; its output.
+fn build_media(paths: &Paths, out: &Path, args: &[&str]) -> Result<std::process::Output, Failed> {
+    let case = paths.workspace.join(MEDIA_CASE);
+    let yaml = fs::read_to_string(case.join("image.yml")).map_err(|e| e.to_string())?;
+    build_packages(paths, &paths.berth(), &case, &yaml, true)?;
+    let mut command = Command::new(paths.berth());
+    command
+        .env("BERTH_OFFLINE", "1")
+        .arg("build")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .arg("--cache")
+        .arg(paths.fixtures_cache())
+        .args(["--name", "media"])
+        .arg(case.join("image.yml"))
+        .current_dir(&case);
+    qemu::output_with_timeout(&mut command, BUILD_TIMEOUT).map_err(|e| chain(e).into())
+}
+
+/// Like [`build_media`], but a failed build is an error.
+fn built_media(paths: &Paths, out: &Path, formats: &[&str]) -> Result<(), Failed> {
+    let _ = fs::remove_dir_all(out);
+    let args: Vec<&str> = formats.iter().flat_map(|f| ["-f", f]).collect();
+    let output = build_media(paths, out, &args)?;
+    if !output.status.success() {
+        return Err(format!(
+            "berth build {args:?} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Every medium of one build passes the checks of tools berth did not
+/// write; a second build gives the same bytes, and so does each format
+/// built alone.
+fn media_are_sound_and_reproducible(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
+    let missing: Vec<&str> = qemu_tests::media::TOOLS
+        .iter()
+        .copied()
+        .filter(|tool| qemu::find_program(tool).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let reason = format!("{missing:?} not installed");
+        return match qemu_tests::ci() {
+            true => Err(format!("{reason}, and CI=true makes a skip a failure").into()),
+            false => {
+                qemu_tests::note(&format!("skipped: {reason}"));
+                Ok(())
+            }
+        };
+    }
+    let work = paths.case_dir("media-checks");
+    let all = work.join("all");
+    built_media(paths, &all, MEDIA_FORMATS)?;
+    let scratch = work.join("scratch");
+    fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    for line in
+        qemu_tests::media::check_artifacts(&all, "media", &scratch).map_err(|e| format!("{e:#}"))?
+    {
+        qemu_tests::note(&line);
+    }
+    let again = work.join("again");
+    built_media(paths, &again, MEDIA_FORMATS)?;
+    qemu_tests::media::same_dirs(&all, &again).map_err(|e| format!("{e:#}"))?;
+    for format in MEDIA_FORMATS {
+        let alone = work.join(format!("alone-{format}"));
+        built_media(paths, &alone, &[format])?;
+        for name in qemu_tests::media::files(&alone).map_err(|e| format!("{e:#}"))? {
+            let (a, b) = (alone.join(&name), all.join(&name));
+            if !qemu_tests::media::same_bytes(&a, &b).map_err(|e| format!("{e:#}"))? {
+                return Err(format!(
+                    "-f {format} alone wrote a {name} other than the build of every format"
+                )
+                .into());
+            }
+        }
+    }
+    // dynamic-vhd, with the raw disk it is converted from, twice.
+    let dynamic = work.join("dynamic");
+    built_media(paths, &dynamic, &["raw", "dynamic-vhd"])?;
+    qemu_tests::media::check_artifacts(&dynamic, "media", &scratch)
+        .map_err(|e| format!("{e:#}"))?;
+    let dynamic_again = work.join("dynamic-again");
+    built_media(paths, &dynamic_again, &["raw", "dynamic-vhd"])?;
+    qemu_tests::media::same_dirs(&dynamic, &dynamic_again).map_err(|e| format!("{e:#}"))?;
+    Ok(())
+}
+
+/// `--size` too small for the disk: the build fails with one line naming
+/// the format and the size needed, writes nothing, and leaves an earlier
+/// artifact of the same name as it was.
+fn too_small_disk(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
+    let out = paths.case_dir("media-checks").join("too-small");
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let earlier = out.join("media.qcow2");
+    fs::write(&earlier, b"an earlier build").map_err(|e| e.to_string())?;
+    let output = build_media(paths, &out, &["-f", "qcow2", "-f", "iso", "--size", "4M"])?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    if output.status.code() != Some(1)
+        || !last.contains("-f qcow2")
+        || !last.contains("too small")
+        || !last.contains("needs at least")
+    {
+        return Err(format!(
+            "expected exit status 1 and one line naming -f qcow2 and the size it needs, got {}:\n{stderr}",
+            output.status
+        )
+        .into());
+    }
+    let left = qemu_tests::media::files(&out).map_err(|e| format!("{e:#}"))?;
+    if left != ["media.qcow2"] || fs::read(&earlier).ok().as_deref() != Some(b"an earlier build") {
+        return Err(format!("the failed build left {left:?} in {}", out.display()).into());
+    }
+    qemu_tests::note(&format!("--size 4M: {last}"));
+    Ok(())
+}
+
 /// Every name of the builder's default module set is a module or built
 /// into Debian's cloud kernel, except the drivers only Debian's generic
 /// kernel has: a misspelt name would silently drop a driver.
@@ -360,7 +638,22 @@ fn skip(reason: String) -> Result<Completion, Failed> {
     }
 }
 
-fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Failed> {
+/// What a case's build made, shared by its boots.
+struct Built {
+    out: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    cmdline: String,
+    /// The verdict of the case's `inspect` checks on the initrd.
+    inspection: Result<(), String>,
+}
+
+fn run_case(
+    case: &Case,
+    boot: Option<&MediaBoot>,
+    paths: &Paths,
+    setup: &Setup,
+) -> Result<Completion, Failed> {
     let (qemu, accel, berth) = match setup {
         Setup::Ready { qemu, accel, berth } => (qemu, accel, berth),
         Setup::Skip(reason) => return skip(reason.clone()),
@@ -379,12 +672,15 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
             "{tool} is not installed (needed to inspect the initrd)"
         ));
     }
-    let results = paths.case_dir(&case.name);
-    let out = results.join("out");
-    if out.exists() {
-        fs::remove_dir_all(&out).map_err(|e| format!("clearing {}: {e}", out.display()))?;
-    }
-    fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let label = match boot {
+        None => case.name.clone(),
+        Some(boot) => format!("{}/{}", case.name, boot.label()),
+    };
+    let results = match boot {
+        None => paths.case_dir(&case.name),
+        Some(boot) => paths.case_dir(&case.name).join(boot.label()),
+    };
+    fs::create_dir_all(&results).map_err(|e| format!("creating {}: {e}", results.display()))?;
 
     let read = |name: &str| -> Result<Option<String>, String> {
         let path = case.dir.join(name);
@@ -403,102 +699,19 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     };
     let expect = qemu_tests::parse_expect(&places.fill(&expect_text));
 
-    // image.yml may be a link to an example: paths in it are relative to
-    // the file it names.
-    let image_yml = case
-        .dir
-        .join("image.yml")
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", case.dir.join("image.yml").display()))?;
-    let yaml_dir = image_yml.parent().unwrap_or(&case.dir).to_path_buf();
-    let yaml = fs::read_to_string(&image_yml)
-        .map_err(|e| format!("reading {}: {e}", image_yml.display()))?;
-    // berth's own images the case names (`"@pkg:DIR"`) are built first,
-    // online: their Debian packages come from the archive. The build of
-    // the definition itself is then offline.
-    for package in yaml
-        .split("\"@pkg:")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-    {
-        let mut command = Command::new(berth);
-        command
-            .args(["pkg", "build", "--cache"])
-            .arg(paths.fixtures_cache())
-            .arg(yaml_dir.join(package))
-            .env_remove("BERTH_OFFLINE");
-        let output = qemu::output_with_timeout(&mut command, BUILD_TIMEOUT).map_err(chain)?;
-        if !output.status.success() {
-            return Err(format!(
-                "berth pkg build {package} failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-            .into());
-        }
-    }
-
-    // Build.
-    let name = &case.name;
-    let mut command = Command::new(berth);
-    // The fixture images exist only in the local cache.
-    command.env("BERTH_OFFLINE", "1").env("HOME", &places.home);
-    command
-        .args(["build", "-f", "kernel+initrd", "-o"])
-        .arg(&out)
-        .arg("--cache")
-        .arg(paths.fixtures_cache())
-        .args(["--name", name])
-        .arg(&image_yml)
-        .current_dir(&case.dir);
-    let shown = qemu::shell_line(&command);
-    let output = qemu::output_with_timeout(&mut command, BUILD_TIMEOUT).map_err(chain)?;
-    let log = results.join("berth-build.log");
-    let _ = fs::write(
-        &log,
-        [
-            shown.as_bytes(),
-            b"\n",
-            output.stdout.as_slice(),
-            output.stderr.as_slice(),
-        ]
-        .concat(),
-    );
-    if !output.status.success() {
-        return Err(format!(
-            "{shown} failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim_end()
-        )
-        .into());
-    }
-    let kernel = out.join(format!("{name}-kernel"));
-    let initrd_image = out.join(format!("{name}-initrd.img"));
-    let cmdline_file = out.join(format!("{name}-cmdline"));
-    for artifact in [&kernel, &initrd_image, &cmdline_file] {
-        if !artifact.is_file() {
-            return Err(format!("{shown} wrote no {}", artifact.display()).into());
-        }
-    }
-    for artifact in [&kernel, &initrd_image] {
-        if fs::metadata(artifact).map_or(0, |m| m.len()) == 0 {
-            return Err(format!("{shown} wrote an empty {}", artifact.display()).into());
-        }
-    }
-
-    // Inspect. A failed check does not stop the boot: both verdicts
-    // together say more about what went wrong.
-    let inspection = if checks.is_empty() {
-        Ok(())
-    } else {
-        initrd::inspect(&initrd_image, &checks, &paths.workspace).map_err(|e| format!("{e:#}"))
-    };
+    let built = case
+        .built
+        .get_or_init(|| build_case(case, paths, berth, &places, &checks))
+        .as_ref()
+        .map_err(|e| e.clone())?;
 
     // Boot.
-    let accel = *accel.get_or_init(|| qemu_tests::accel(qemu, &kernel));
-    let cmdline = fs::read_to_string(&cmdline_file)
-        .map_err(|e| format!("reading {}: {e}", cmdline_file.display()))?;
-    let mut machine = Machine::new(qemu, accel)
-        .kernel(Kernel::new(&kernel, cmdline.trim()).initrd(&initrd_image));
+    let accel = *accel.get_or_init(|| qemu_tests::accel(qemu, &built.kernel));
+    let mut machine = match boot {
+        None => Machine::new(qemu, accel)
+            .kernel(Kernel::new(&built.kernel, &built.cmdline).initrd(&built.initrd)),
+        Some(boot) => media_machine(qemu, accel, boot, &case.name, built, &results)?,
+    };
     // Devices for the case (network cards, disks): `qemu-args`, one
     // argument per line.
     machine.allow_reboot = case.dir.join("reboots").exists();
@@ -510,8 +723,11 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
         .map(Into::into)
         .collect();
     // A short path: Unix socket names are limited to 108 bytes.
-    let monitor =
-        std::env::temp_dir().join(format!("berth-qemu-{}-{name}.sock", std::process::id()));
+    let monitor = std::env::temp_dir().join(format!(
+        "berth-qemu-{}-{}.sock",
+        std::process::id(),
+        label.replace('/', "-")
+    ));
     if expect.iter().any(|line| line.starts_with("> ")) {
         let _ = fs::remove_file(&monitor);
         machine = machine.monitor(&monitor);
@@ -538,7 +754,7 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     let saved = report
         .save(&results)
         .map_err(|e| format!("saving the transcript: {e:#}"))?;
-    let boot = report.verdict.clone().map_err(|reason| {
+    let verdict = report.verdict.clone().map_err(|reason| {
         format!(
             "{reason}\n\
              accelerator: {}\n\
@@ -556,14 +772,14 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
             report.serial_tail(25)
         )
     });
-    if boot.is_ok() {
+    if verdict.is_ok() {
         qemu_tests::note(&format!(
-            "{name}: booted with {} in {:.1} s",
+            "{label}: booted with {} in {:.1} s",
             accel.name(),
             report.elapsed.as_secs_f64()
         ));
     }
-    match (inspection, boot) {
+    match (built.inspection.clone(), verdict) {
         (Ok(()), Ok(())) => Ok(Completion::Completed),
         (Err(inspection), Ok(())) => {
             Err(format!("{inspection}\n(the boot itself succeeded)").into())
@@ -571,4 +787,177 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
         (Ok(()), Err(boot)) => Err(boot.into()),
         (Err(inspection), Err(boot)) => Err(format!("{inspection}\n\n{boot}").into()),
     }
+}
+
+/// The machine that boots `boot`'s artifact: the file is never changed
+/// (writes go to a throw-away overlay), and OVMF gets its own variable
+/// store in the boot's results.
+fn media_machine(
+    qemu: &Path,
+    accel: Accel,
+    boot: &MediaBoot,
+    name: &str,
+    built: &Built,
+    results: &Path,
+) -> Result<Machine, Failed> {
+    let file = built.out.join(boot.artifact.file(name));
+    let mut machine = Machine::new(qemu, accel);
+    if boot.uefi {
+        let vars = results.join("OVMF_VARS.fd");
+        let _ = fs::remove_file(&vars);
+        let ovmf = qemu::Ovmf::debian(&vars).map_err(chain)?;
+        machine = machine.firmware(qemu::Firmware::Uefi(ovmf));
+    }
+    let format = boot.artifact.drive_format();
+    Ok(match boot.medium {
+        Medium::Kernel => machine.kernel(Kernel::new(&file, "")),
+        Medium::Cdrom => machine.drive(qemu::Drive::cdrom(&file)),
+        Medium::Usb => {
+            machine.drive(qemu::Drive::disk(&file, format, qemu::Interface::Usb).snapshot())
+        }
+        Medium::Disk => {
+            machine.drive(qemu::Drive::disk(&file, format, qemu::Interface::Virtio).snapshot())
+        }
+    })
+}
+
+/// Builds the images a definition names as `"@pkg:DIR"`, and berth's boot
+/// image when `boot` is set, into the fixture cache: online, as their
+/// Debian packages come from the archive. Builds of definitions are then
+/// offline.
+fn build_packages(
+    paths: &Paths,
+    berth: &Path,
+    yaml_dir: &Path,
+    yaml: &str,
+    boot: bool,
+) -> Result<(), String> {
+    let mut packages: Vec<PathBuf> = yaml
+        .split("\"@pkg:")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|package| yaml_dir.join(package))
+        .collect();
+    if boot {
+        packages.push(paths.workspace.join("images/boot"));
+    }
+    for package in packages {
+        let mut command = Command::new(berth);
+        command
+            .args(["pkg", "build", "--cache"])
+            .arg(paths.fixtures_cache())
+            .arg(&package)
+            .env_remove("BERTH_OFFLINE");
+        let output = qemu::output_with_timeout(&mut command, BUILD_TIMEOUT).map_err(chain)?;
+        if !output.status.success() {
+            return Err(format!(
+                "berth pkg build {} failed:\n{}",
+                package.display(),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the case: kernel+initrd always (the initrd is inspected, and its
+/// kernel decides the accelerator), and every artifact its boots need, in
+/// one `berth build`.
+fn build_case(
+    case: &Case,
+    paths: &Paths,
+    berth: &Path,
+    places: &Places,
+    checks: &[initrd::Check],
+) -> Result<Built, String> {
+    let results = paths.case_dir(&case.name);
+    let out = results.join("out");
+    if out.exists() {
+        fs::remove_dir_all(&out).map_err(|e| format!("clearing {}: {e}", out.display()))?;
+    }
+    fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+
+    // image.yml may be a link to an example: paths in it are relative to
+    // the file it names.
+    let image_yml = case
+        .dir
+        .join("image.yml")
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", case.dir.join("image.yml").display()))?;
+    let yaml_dir = image_yml.parent().unwrap_or(&case.dir).to_path_buf();
+    let yaml = fs::read_to_string(&image_yml)
+        .map_err(|e| format!("reading {}: {e}", image_yml.display()))?;
+    build_packages(paths, berth, &yaml_dir, &yaml, !case.media.is_empty())?;
+
+    // Build.
+    let name = &case.name;
+    let mut command = Command::new(berth);
+    // The fixture images exist only in the local cache.
+    command.env("BERTH_OFFLINE", "1").env("HOME", &places.home);
+    command.args(["build", "-f", "kernel+initrd"]);
+    let mut formats: Vec<&str> = case.media.iter().map(|b| b.artifact.format()).collect();
+    formats.sort();
+    formats.dedup();
+    for format in formats {
+        command.args(["-f", format]);
+    }
+    command
+        .arg("-o")
+        .arg(&out)
+        .arg("--cache")
+        .arg(paths.fixtures_cache())
+        .args(["--name", name])
+        .arg(&image_yml)
+        .current_dir(&case.dir);
+    let shown = qemu::shell_line(&command);
+    let output = qemu::output_with_timeout(&mut command, BUILD_TIMEOUT).map_err(chain)?;
+    let log = results.join("berth-build.log");
+    let _ = fs::write(
+        &log,
+        [
+            shown.as_bytes(),
+            b"\n",
+            output.stdout.as_slice(),
+            output.stderr.as_slice(),
+        ]
+        .concat(),
+    );
+    if !output.status.success() {
+        return Err(format!(
+            "{shown} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        ));
+    }
+    let kernel = out.join(format!("{name}-kernel"));
+    let initrd_image = out.join(format!("{name}-initrd.img"));
+    let cmdline_file = out.join(format!("{name}-cmdline"));
+    let mut artifacts = vec![kernel.clone(), initrd_image.clone(), cmdline_file.clone()];
+    artifacts.extend(case.media.iter().map(|b| out.join(b.artifact.file(name))));
+    for artifact in &artifacts {
+        if !artifact.is_file() {
+            return Err(format!("{shown} wrote no {}", artifact.display()));
+        }
+    }
+    for artifact in [&kernel, &initrd_image] {
+        if fs::metadata(artifact).map_or(0, |m| m.len()) == 0 {
+            return Err(format!("{shown} wrote an empty {}", artifact.display()));
+        }
+    }
+    // Inspect. A failed check does not stop the boot: both verdicts
+    // together say more about what went wrong.
+    let inspection = if checks.is_empty() {
+        Ok(())
+    } else {
+        initrd::inspect(&initrd_image, checks, &paths.workspace).map_err(|e| format!("{e:#}"))
+    };
+    let cmdline = fs::read_to_string(&cmdline_file)
+        .map_err(|e| format!("reading {}: {e}", cmdline_file.display()))?;
+    Ok(Built {
+        out,
+        kernel,
+        initrd: initrd_image,
+        cmdline: cmdline.trim().to_string(),
+        inspection,
+    })
 }

@@ -31,6 +31,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("htpasswd", "apache2-utils"),
     // ssh and ssh-keygen, for the boot tests of the sshd and host examples.
     ("ssh", "openssh-client"),
+    // The independent checkers of bootable media (crates/media).
+    ("sgdisk", "gdisk"),
+    ("sfdisk", "fdisk"),
+    ("fsck.vfat", "dosfstools"),
+    ("mcopy", "mtools"),
+    ("xorriso", "xorriso"),
+    ("unsquashfs", "squashfs-tools"),
+    ("objdump", "binutils"),
+    ("qemu-img", "qemu-utils"),
 ];
 
 fn main() -> Result<()> {
@@ -46,7 +55,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | example | bench [RUNS] | arrows"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | example | bench [RUNS [media]] | arrows"
             );
             std::process::exit(2);
         }
@@ -164,7 +173,14 @@ fn example() -> Result<()> {
     run(Command::new(&berth)
         .current_dir(root())
         .env_remove("BERTH_OFFLINE")
-        .args(["build", "--format", "kernel+initrd", "--output"])
+        .args([
+            "build",
+            "--format",
+            "kernel+initrd",
+            "--format",
+            "iso",
+            "--output",
+        ])
         .arg(&out)
         .arg("--cache")
         .arg(&cache)
@@ -175,6 +191,10 @@ fn example() -> Result<()> {
         cache.display()
     );
     println!("{}", boot_command("out/minimal"));
+    eprintln!("or boot the hybrid ISO (BIOS or UEFI, CD or USB stick) with:");
+    println!(
+        "qemu-system-x86_64 -m 512 -nographic -cdrom out/minimal.iso -nic user,model=virtio-net-pci"
+    );
     Ok(())
 }
 
@@ -192,6 +212,10 @@ fn boot_command(base: &str) -> String {
 /// memory, and the pull throughput from the registry.
 fn bench(args: &[String]) -> Result<()> {
     let runs: usize = args.first().map_or(Ok(3), |r| r.parse()).context("RUNS")?;
+    // `bench RUNS media`: the bootable-media figures alone.
+    if args.get(1).map(String::as_str) == Some("media") {
+        return bench_media(&release_berth()?, runs);
+    }
     let shared = root().join("../shared/bench");
     if !shared.join("setup.sh").exists() {
         bail!("{} not found: clone berth beside shared/", shared.display());
@@ -353,6 +377,91 @@ fn bench_own_images(berth: &Path, runs: usize) -> Result<()> {
     println!(
         "berth's own images, {runs} runs each: warm minimal.yml to kernel+initrd median {warm:.2} s (target 2.0 s); pkg build images/kernel, .debs cached, peak {peak:.0} MiB (target 128 MiB)"
     );
+    bench_media(berth, runs)
+}
+
+/// The formats of bootable media, built alone and all at once.
+const MEDIA_FORMATS: &[&str] = &[
+    "uki",
+    "iso",
+    "raw",
+    "qcow2",
+    "vhd",
+    "dynamic-vhd",
+    "vmdk",
+    "gcp",
+];
+
+/// Each bootable-media format of examples/host.yml, warm: its build time as
+/// a ratio to kernel+initrd's in the same round (median of `runs` rounds),
+/// all of them in one build likewise (dynamic-vhd apart: it writes
+/// NAME.vhd as vhd does), and each artifact's size.
+fn bench_media(berth: &Path, runs: usize) -> Result<()> {
+    let cache = work().join("cache");
+    let out = root().join("target").join("berth-bench").join("media");
+    let build = |formats: &[&str]| -> Result<f64> {
+        let _ = std::fs::remove_dir_all(&out);
+        let mut command = timed_berth(berth);
+        command
+            .current_dir(root())
+            .env_remove("BERTH_OFFLINE")
+            .arg("build");
+        for format in formats {
+            command.args(["-f", format]);
+        }
+        command
+            .arg("-o")
+            .arg(&out)
+            .arg("--cache")
+            .arg(&cache)
+            .arg("examples/host.yml");
+        Ok(timed(&mut command)?.0)
+    };
+    let all: Vec<&str> = MEDIA_FORMATS
+        .iter()
+        .copied()
+        .filter(|f| *f != "dynamic-vhd")
+        .collect();
+    // Fills the cache (the images, the boot image) and shows the sizes.
+    build(&all)?;
+    let mut sizes: Vec<(String, u64)> = std::fs::read_dir(&out)?
+        .flatten()
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.metadata().ok()?.len())))
+        .collect();
+    sizes.sort();
+    let mut ratios: Vec<(String, Vec<f64>)> = MEDIA_FORMATS
+        .iter()
+        .map(|f| (f.to_string(), Vec::new()))
+        .chain([("all".to_string(), Vec::new())])
+        .collect();
+    for round in 1..=runs {
+        let base = build(&["kernel+initrd"])?;
+        let mut line = format!("media, round {round}: kernel+initrd {base:.2} s");
+        for (format, samples) in &mut ratios {
+            let seconds = if format == "all" {
+                build(&all)?
+            } else {
+                build(&[format.as_str()])?
+            };
+            samples.push(seconds / base);
+            line.push_str(&format!(", {format} {seconds:.2} s"));
+        }
+        println!("{line}");
+    }
+    for (format, mut samples) in ratios {
+        samples.sort_by(f64::total_cmp);
+        let target = if format == "all" { 1.6 } else { 1.3 };
+        println!(
+            "examples/host.yml -f {format}: {:.2} × kernel+initrd (median of {runs}; target {target})",
+            samples[samples.len() / 2]
+        );
+    }
+    for (file, size) in sizes {
+        println!(
+            "examples/host.yml artifact {file}: {:.1} MB",
+            size as f64 / 1e6
+        );
+    }
     Ok(())
 }
 

@@ -1,13 +1,14 @@
 //! `berth build`: definitions to artifacts, building the `@pkg:` images
 //! they name on the way.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use archive::Clock;
 use builder::build::{BuildOptions, build};
 use builder::outputs::{Compression, Format};
 use builder::pkg::debian::Apt;
+use builder::spec::Located;
 use clap::Args;
 use oci::lockfile::LockFile;
 
@@ -24,9 +25,18 @@ pub struct BuildArgs {
     /// Build with exactly the digests listed in this lock file (written as NAME.lock by every build).
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,
-    /// Output format; repeat for several (tar, kernel+initrd, tar-kernel-initrd).
+    /// Output format; repeat for several: kernel+initrd, tar, tar-kernel-initrd, uki, iso,
+    /// raw, qcow2, vhd, dynamic-vhd, vmdk, gcp (and LinuxKit's names: iso-bios, iso-efi,
+    /// iso-efi-initrd, kernel+iso, raw-bios, raw-efi, aws, qcow2-bios, qcow2-efi).
     #[arg(short, long = "format", default_value = "kernel+initrd")]
     pub formats: Vec<Format>,
+    /// Disk size for raw, qcow2, vhd, vmdk and gcp (bytes, or with K, M, G; default: the
+    /// smallest that fits, rounded up to 1 MiB).
+    #[arg(long, value_parser = builder::outputs::parse_size)]
+    pub size: Option<u64>,
+    /// Volume label of the ISO: 1 to 32 of A-Z, 0-9 and _ (default BERTH).
+    #[arg(long, value_parser = iso_label)]
+    pub label: Option<String>,
     /// Directory to write the artifacts to.
     #[arg(short, long = "output", default_value = ".")]
     pub output: PathBuf,
@@ -57,10 +67,18 @@ pub fn run(args: BuildArgs) -> Result<()> {
         arch,
         compress,
         files,
+        size,
+        label,
     } = args;
     formats.sort();
     formats.dedup();
+    if formats.contains(&Format::Vhd) && formats.contains(&Format::DynamicVhd) {
+        bail!("-f vhd and -f dynamic-vhd both write NAME.vhd: build them one at a time");
+    }
     let mut definition = load(&files)?;
+    if definition.boot.is_none() && formats.iter().any(|f| f.needs_boot_files()) {
+        definition.boot = Some(default_boot());
+    }
     let name = name.unwrap_or_else(|| default_name(&files[0]));
     if name.is_empty() || name.contains('/') {
         bail!("--name {name:?}: a name must be non-empty and contain no '/'");
@@ -89,6 +107,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
         arch,
         clock,
         lock,
+        label,
+        size,
     };
     let built = build(&definition, &store, &options)?;
     for (reference, digest) in &built.lock.digests {
@@ -98,6 +118,23 @@ pub fn run(args: BuildArgs) -> Result<()> {
         println!("{}", artifact.display());
     }
     Ok(())
+}
+
+fn iso_label(text: &str) -> Result<String, String> {
+    media::iso::check_label(text)
+        .map(|()| text.to_string())
+        .map_err(|error| error.to_string())
+}
+
+/// berth's own boot image, `images/boot` of berth's source tree
+/// (`BERTH_IMAGES` names another directory of berth's images).
+fn default_boot() -> builder::spec::Boot {
+    let images = std::env::var_os("BERTH_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../images"));
+    builder::spec::Boot {
+        image: Located::synthetic(format!("@pkg:{}", images.join("boot").display())),
+    }
 }
 
 fn default_name(first: &str) -> String {

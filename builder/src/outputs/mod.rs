@@ -6,6 +6,8 @@
 //! so a failed build leaves nothing behind and never replaces a good
 //! artifact with half of a new one. File names follow LinuxKit's.
 
+mod boot;
+mod media;
 mod staging;
 
 use std::fs::File;
@@ -16,6 +18,8 @@ pub use archive::compress::Compression;
 use archive::entry::{Entry, Sink, copy_entry};
 use archive::{compress, cpio, tar};
 
+pub use boot::{BootError, BootFiles};
+pub use media::{MediaError, MediaOptions, parse_size};
 pub use staging::Pending;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,14 +31,79 @@ pub enum Format {
     /// `NAME-initrd.tar` holding `kernel`, `initrd.img`, `cmdline`,
     /// `ucode.cpio`.
     TarKernelInitrd,
+    /// `NAME.efi`: a unified kernel image (systemd's EFI stub, the kernel,
+    /// the initrd and the command line in one PE file).
+    Uki,
+    /// `NAME.iso`: one hybrid image, BIOS and UEFI, CD and USB.
+    Iso,
+    /// `NAME.raw`: a GPT disk, BIOS and UEFI.
+    Raw,
+    /// `NAME.qcow2`: the raw disk as qcow2.
+    Qcow2,
+    /// `NAME.vhd`: the raw disk as a fixed VHD, its size a whole MiB.
+    Vhd,
+    /// `NAME.vhd`: the raw disk as a dynamic VHD.
+    DynamicVhd,
+    /// `NAME.vmdk`: the raw disk as a streamOptimized VMDK.
+    Vmdk,
+    /// `NAME.img.tar.gz`: the raw disk as `disk.raw` in a GNU tar, gzipped,
+    /// as GCE's image import takes it.
+    Gcp,
 }
 
 impl Format {
+    /// Every name a format is asked for by: berth's own first, then
+    /// LinuxKit's names for the same artifact.
     pub const ALL: &[(&str, Format)] = &[
         ("tar", Format::Tar),
         ("kernel+initrd", Format::KernelInitrd),
         ("tar-kernel-initrd", Format::TarKernelInitrd),
+        ("uki", Format::Uki),
+        ("iso", Format::Iso),
+        ("raw", Format::Raw),
+        ("qcow2", Format::Qcow2),
+        ("vhd", Format::Vhd),
+        ("dynamic-vhd", Format::DynamicVhd),
+        ("vmdk", Format::Vmdk),
+        ("gcp", Format::Gcp),
+        // LinuxKit's names: one hybrid ISO and one disk boot both ways.
+        ("iso-bios", Format::Iso),
+        ("iso-efi", Format::Iso),
+        ("iso-efi-initrd", Format::Iso),
+        ("kernel+iso", Format::Iso),
+        ("raw-bios", Format::Raw),
+        ("raw-efi", Format::Raw),
+        ("aws", Format::Raw),
+        ("qcow2-bios", Format::Qcow2),
+        ("qcow2-efi", Format::Qcow2),
     ];
+
+    /// Whether the format is made from the kernel, initrd and command line
+    /// (as opposed to the tar of the whole tree).
+    pub fn needs_kernel_parts(self) -> bool {
+        self != Format::Tar
+    }
+
+    /// Whether the format needs the boot image's loaders and stubs.
+    pub fn needs_boot_files(self) -> bool {
+        !matches!(
+            self,
+            Format::Tar | Format::KernelInitrd | Format::TarKernelInitrd
+        )
+    }
+
+    /// Whether the format is derived from the raw disk.
+    pub fn needs_disk(self) -> bool {
+        matches!(
+            self,
+            Format::Raw
+                | Format::Qcow2
+                | Format::Vhd
+                | Format::DynamicVhd
+                | Format::Vmdk
+                | Format::Gcp
+        )
+    }
 }
 
 impl std::str::FromStr for Format {
@@ -68,6 +137,16 @@ pub struct Writers {
     parts: Option<Parts>,
     name: String,
     formats: Vec<Format>,
+    media: MediaOptions,
+}
+
+/// What went wrong writing the artifacts.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Media(#[from] MediaError),
 }
 
 impl Writers {
@@ -78,6 +157,7 @@ impl Writers {
         formats: &[Format],
         compression: Compression,
         mtime: u64,
+        media: MediaOptions,
     ) -> io::Result<Writers> {
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         let mut parts = None;
@@ -88,7 +168,7 @@ impl Writers {
                 file,
             ))));
         }
-        if formats.contains(&Format::KernelInitrd) || formats.contains(&Format::TarKernelInitrd) {
+        if formats.iter().any(|f| f.needs_kernel_parts()) {
             let (sink, split) = KernelInitrd::new(pending, compression)?;
             sinks.push(Box::new(sink));
             parts = Some(split);
@@ -99,6 +179,7 @@ impl Writers {
             parts,
             name: name.to_string(),
             formats: formats.to_vec(),
+            media,
         })
     }
 
@@ -106,8 +187,9 @@ impl Writers {
         self
     }
 
-    /// Ends the stream and lays out the kernel/initrd formats.
-    pub fn finish(mut self, pending: &mut Pending) -> io::Result<()> {
+    /// Ends the stream, lays out the kernel/initrd formats and writes the
+    /// media made of the parts.
+    pub fn finish(mut self, pending: &mut Pending) -> Result<(), OutputError> {
         for sink in &mut self.sinks {
             sink.finish()?;
         }
@@ -134,25 +216,46 @@ impl Writers {
             }
             tar.finish()?;
         }
+        // The initrd as a boot loader takes it: early microcode first and
+        // uncompressed (Documentation/arch/x86/microcode.rst).
+        let initrd = if std::fs::metadata(pending.path(parts.ucode))?.len() == 0 {
+            parts.initrd
+        } else {
+            let (index, file) = pending.create(None)?;
+            let mut out = BufWriter::new(file);
+            for part in [parts.ucode, parts.initrd] {
+                io::copy(&mut File::open(pending.path(part))?, &mut out)?;
+            }
+            out.flush()?;
+            index
+        };
         if self.formats.contains(&Format::KernelInitrd) {
             for (part, suffix) in [(parts.kernel, "kernel"), (parts.cmdline, "cmdline")] {
                 if std::fs::metadata(pending.path(part))?.len() > 0 {
                     pending.rename(part, &format!("{name}-{suffix}"));
                 }
             }
-            let initrd_name = format!("{name}-initrd.img");
-            if std::fs::metadata(pending.path(parts.ucode))?.len() == 0 {
-                pending.rename(parts.initrd, &initrd_name);
-            } else {
-                // Early microcode must come first and uncompressed
-                // (Documentation/arch/x86/microcode.rst).
-                let (_, file) = pending.create(Some(&initrd_name))?;
-                let mut out = BufWriter::new(file);
-                for part in [parts.ucode, parts.initrd] {
-                    io::copy(&mut File::open(pending.path(part))?, &mut out)?;
-                }
-                out.flush()?;
-            }
+            pending.rename(initrd, &format!("{name}-initrd.img"));
+        }
+        let media: Vec<Format> = self
+            .formats
+            .iter()
+            .copied()
+            .filter(|f| f.needs_boot_files())
+            .collect();
+        if !media.is_empty() {
+            media::write(
+                pending,
+                &media::Parts {
+                    name,
+                    kernel: parts.kernel,
+                    initrd,
+                    cmdline: parts.cmdline,
+                    mtime: self.mtime,
+                },
+                &media,
+                &self.media,
+            )?;
         }
         Ok(())
     }

@@ -43,6 +43,17 @@ pub struct Definition {
     pub volumes: Vec<Volume>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<Trust>,
+    /// berth: the image of boot loaders and stubs that bootable media are
+    /// made with (default: berth's own, `images/boot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<Boot>,
+}
+
+/// `boot:` (berth): where the boot loaders and the UKI stub come from.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    pub image: Located<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -323,6 +334,9 @@ impl Definition {
         self.services.extend(next.services);
         self.files.extend(next.files);
         self.volumes.extend(next.volumes);
+        if next.boot.is_some() {
+            self.boot = next.boot;
+        }
         if let Some(trust) = next.trust {
             let mine = self.trust.get_or_insert_with(Trust::default);
             for (list, more) in [(&mut mine.image, trust.image), (&mut mine.org, trust.org)] {
@@ -344,10 +358,12 @@ impl Definition {
             .chain(self.services.iter_mut())
             .filter_map(|i| i.image.as_mut());
         let volumes = self.volumes.iter_mut().filter_map(|v| v.image.as_mut());
+        let boot = self.boot.iter_mut().map(|b| &mut b.image);
         kernel
             .chain(self.init.iter_mut())
             .chain(entries)
             .chain(volumes)
+            .chain(boot)
             .collect()
     }
 
@@ -360,10 +376,34 @@ impl Definition {
             .chain(&self.services)
             .filter_map(|i| i.image.as_ref());
         let volumes = self.volumes.iter().filter_map(|v| v.image.as_ref());
+        let boot = self.boot.iter().map(|b| &b.image);
         kernel
             .chain(&self.init)
             .chain(entries)
             .chain(volumes)
+            .chain(boot)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `boot:` names the image of boot loaders; a later file's replaces an
+    /// earlier one's, and it is one of the definition's image references.
+    #[test]
+    fn the_boot_image_is_read_merged_and_resolved_like_the_others() {
+        let first = parse("boot:\n  image: \"@pkg:../images/boot\"\n", &"a.yml".into()).unwrap();
+        let second = parse("boot:\n  image: example.org/boot:1\n", &"b.yml".into()).unwrap();
+        let mut merged = first.clone();
+        merged.merge(Definition::default());
+        assert_eq!(merged.boot, first.boot);
+        merged.merge(second);
+        let boot = merged.boot.as_ref().unwrap();
+        assert_eq!(boot.image.value, "example.org/boot:1");
+        assert_eq!(boot.image.position(), "b.yml:2:10");
+        assert_eq!(merged.image_references(), vec![&boot.image]);
+        assert!(parse("boot:\n  image: x\n  loader: grub\n", &"c.yml".into()).is_err());
     }
 }
