@@ -4,6 +4,9 @@
 //! (`fixtures::debian`), the result is booted under QEMU, and the lines of
 //! `expect` must appear on the serial console in order. An optional
 //! `inspect` file lists checks on the initrd, read with the real `cpio`.
+//! A case whose `format` says `kernel+squashfs` is built so, and boots with
+//! its squashfs image as a read-only virtio disk; `memory` sets the guest's
+//! memory and `random` writes incompressible files into `{home}` first.
 //!
 //! A missing prerequisite (QEMU, cpio, Debian packages) is a visible skip;
 //! with `CI=true` it is a failure. Each case leaves its artifacts, the
@@ -346,6 +349,33 @@ fn default_modules_exist(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
     }
 }
 
+/// Writes the file a `random` line asks for (`NAME MIB`) into `home`:
+/// MIB MiB of a fixed xorshift sequence, which no compressor shrinks and
+/// whose checksum an `expect` file can name.
+fn write_random(home: &Path, line: &str) -> Result<(), String> {
+    use std::io::Write;
+    let (name, mib) = line
+        .split_once(' ')
+        .and_then(|(name, mib)| Some((name, mib.trim().parse::<usize>().ok()?)))
+        .ok_or_else(|| format!("{line:?} is not NAME MIB"))?;
+    let path = home.join(name);
+    let file = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for chunk in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        out.write_all(&block)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    out.flush().map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// A launcher error and its causes, on one line.
 fn chain(error: qemu::Error) -> String {
     format!("{:#}", anyhow::Error::new(error))
@@ -402,6 +432,22 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
         Err(Missing::Failed(e)) => return Err(e.into()),
     };
     let expect = qemu_tests::parse_expect(&places.fill(&expect_text));
+    let format = read("format")?.map_or("kernel+initrd".to_string(), |f| f.trim().to_string());
+    if !["kernel+initrd", "kernel+squashfs"].contains(&format.as_str()) {
+        return Err(format!(
+            "{}: format {format:?} is not one the harness boots",
+            case.dir.display()
+        )
+        .into());
+    }
+    for line in read("random")?.unwrap_or_default().lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        write_random(&places.home, line)
+            .map_err(|e| format!("{}: {e}", case.dir.join("random").display()))?;
+    }
 
     // image.yml may be a link to an example: paths in it are relative to
     // the file it names.
@@ -443,7 +489,7 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
     // The fixture images exist only in the local cache.
     command.env("BERTH_OFFLINE", "1").env("HOME", &places.home);
     command
-        .args(["build", "-f", "kernel+initrd", "-o"])
+        .args(["build", "-f", &format, "-o"])
         .arg(&out)
         .arg("--cache")
         .arg(paths.fixtures_cache())
@@ -499,6 +545,21 @@ fn run_case(case: &Case, paths: &Paths, setup: &Setup) -> Result<Completion, Fai
         .map_err(|e| format!("reading {}: {e}", cmdline_file.display()))?;
     let mut machine = Machine::new(qemu, accel)
         .kernel(Kernel::new(&kernel, cmdline.trim()).initrd(&initrd_image));
+    if format == "kernel+squashfs" {
+        let image = out.join(format!("{name}-squashfs.img"));
+        if !image.is_file() {
+            return Err(format!("{shown} wrote no {}", image.display()).into());
+        }
+        machine = machine.drive(
+            qemu::Drive::disk(&image, qemu::Format::Raw, qemu::Interface::Virtio).read_only(),
+        );
+    }
+    if let Some(memory) = read("memory")? {
+        machine.memory_mib = memory
+            .trim()
+            .parse()
+            .map_err(|_| format!("{}: not a number of MiB", case.dir.join("memory").display()))?;
+    }
     // Devices for the case (network cards, disks): `qemu-args`, one
     // argument per line.
     machine.allow_reboot = case.dir.join("reboots").exists();

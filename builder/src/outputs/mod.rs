@@ -6,6 +6,7 @@
 //! so a failed build leaves nothing behind and never replaces a good
 //! artifact with half of a new one. File names follow LinuxKit's.
 
+mod squashfs;
 mod staging;
 
 use std::fs::File;
@@ -27,6 +28,10 @@ pub enum Format {
     /// `NAME-initrd.tar` holding `kernel`, `initrd.img`, `cmdline`,
     /// `ucode.cpio`.
     TarKernelInitrd,
+    /// `NAME-kernel`, `NAME-squashfs.img` (the whole tree), `NAME-cmdline`
+    /// naming it, and `NAME-initrd.img` holding only `/init` and the
+    /// modules ([`squashfs`]).
+    KernelSquashfs,
 }
 
 impl Format {
@@ -34,6 +39,7 @@ impl Format {
         ("tar", Format::Tar),
         ("kernel+initrd", Format::KernelInitrd),
         ("tar-kernel-initrd", Format::TarKernelInitrd),
+        ("kernel+squashfs", Format::KernelSquashfs),
     ];
 }
 
@@ -66,6 +72,7 @@ pub struct Writers {
     sinks: Vec<Box<dyn Sink>>,
     mtime: u64,
     parts: Option<Parts>,
+    squashfs: Option<squashfs::SquashfsParts>,
     name: String,
     formats: Vec<Format>,
 }
@@ -89,14 +96,30 @@ impl Writers {
             ))));
         }
         if formats.contains(&Format::KernelInitrd) || formats.contains(&Format::TarKernelInitrd) {
-            let (sink, split) = KernelInitrd::new(pending, compression)?;
+            let (sink, split) = KernelInitrd::new(pending, compression, |_| true)?;
             sinks.push(Box::new(sink));
             parts = Some(split);
+        }
+        let mut squashfs_parts = None;
+        if formats.contains(&Format::KernelSquashfs) {
+            if formats.contains(&Format::KernelInitrd) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "formats kernel+initrd and kernel+squashfs both write {name}-initrd.img \
+                         and {name}-cmdline: build them one at a time"
+                    ),
+                ));
+            }
+            let (more, split) = squashfs::sinks(pending, name, compression, mtime)?;
+            sinks.extend(more);
+            squashfs_parts = Some(split);
         }
         Ok(Writers {
             sinks,
             mtime,
             parts,
+            squashfs: squashfs_parts,
             name: name.to_string(),
             formats: formats.to_vec(),
         })
@@ -112,6 +135,9 @@ impl Writers {
             sink.finish()?;
         }
         self.sinks.clear();
+        if let Some(split) = self.squashfs {
+            squashfs::commit(pending, &self.name, split)?;
+        }
         let Some(parts) = self.parts else {
             return Ok(());
         };
@@ -135,27 +161,54 @@ impl Writers {
             tar.finish()?;
         }
         if self.formats.contains(&Format::KernelInitrd) {
-            for (part, suffix) in [(parts.kernel, "kernel"), (parts.cmdline, "cmdline")] {
-                if std::fs::metadata(pending.path(part))?.len() > 0 {
-                    pending.rename(part, &format!("{name}-{suffix}"));
-                }
-            }
-            let initrd_name = format!("{name}-initrd.img");
-            if std::fs::metadata(pending.path(parts.ucode))?.len() == 0 {
-                pending.rename(parts.initrd, &initrd_name);
-            } else {
-                // Early microcode must come first and uncompressed
-                // (Documentation/arch/x86/microcode.rst).
-                let (_, file) = pending.create(Some(&initrd_name))?;
-                let mut out = BufWriter::new(file);
-                for part in [parts.ucode, parts.initrd] {
-                    io::copy(&mut File::open(pending.path(part))?, &mut out)?;
-                }
-                out.flush()?;
-            }
+            commit_kernel_initrd(pending, name, parts, None)?;
         }
         Ok(())
     }
+}
+
+/// Names the parts `NAME-kernel`, `NAME-cmdline` (with `extra_cmdline`
+/// appended) and `NAME-initrd.img` (early microcode first).
+fn commit_kernel_initrd(
+    pending: &mut Pending,
+    name: &str,
+    parts: Parts,
+    extra_cmdline: Option<&str>,
+) -> io::Result<()> {
+    if std::fs::metadata(pending.path(parts.kernel))?.len() > 0 {
+        pending.rename(parts.kernel, &format!("{name}-kernel"));
+    }
+    match extra_cmdline {
+        Some(extra) => {
+            let cmdline = String::from_utf8_lossy(&read_file(pending.path(parts.cmdline))?)
+                .trim_end()
+                .to_string();
+            let joined = match cmdline.is_empty() {
+                true => extra.to_string(),
+                false => format!("{cmdline} {extra}"),
+            };
+            pending.write(&format!("{name}-cmdline"), joined.as_bytes())?;
+        }
+        None => {
+            if std::fs::metadata(pending.path(parts.cmdline))?.len() > 0 {
+                pending.rename(parts.cmdline, &format!("{name}-cmdline"));
+            }
+        }
+    }
+    let initrd_name = format!("{name}-initrd.img");
+    if std::fs::metadata(pending.path(parts.ucode))?.len() == 0 {
+        pending.rename(parts.initrd, &initrd_name);
+    } else {
+        // Early microcode must come first and uncompressed
+        // (Documentation/arch/x86/microcode.rst).
+        let (_, file) = pending.create(Some(&initrd_name))?;
+        let mut out = BufWriter::new(file);
+        for part in [parts.ucode, parts.initrd] {
+            io::copy(&mut File::open(pending.path(part))?, &mut out)?;
+        }
+        out.flush()?;
+    }
+    Ok(())
 }
 
 impl Sink for Writers {
@@ -182,12 +235,15 @@ struct Parts {
 
 /// Splits the stream as LinuxKit does: `boot/kernel`, `boot/cmdline` and
 /// `boot/ucode.cpio` become their own files, anything else under `boot/` is
-/// dropped, and the rest becomes the compressed cpio initrd.
+/// dropped, and the rest (what `keep` takes of it) becomes the compressed
+/// cpio initrd.
 struct KernelInitrd {
     kernel: BufWriter<File>,
     cmdline: BufWriter<File>,
     ucode: BufWriter<File>,
     initrd: Option<cpio::CpioWriter<Box<dyn compress::Encoder>>>,
+    /// Which of the other entries go into the initrd.
+    keep: fn(&str) -> bool,
     target: Target,
 }
 
@@ -201,7 +257,11 @@ enum Target {
 }
 
 impl KernelInitrd {
-    fn new(pending: &mut Pending, compression: Compression) -> io::Result<(KernelInitrd, Parts)> {
+    fn new(
+        pending: &mut Pending,
+        compression: Compression,
+        keep: fn(&str) -> bool,
+    ) -> io::Result<(KernelInitrd, Parts)> {
         let (kernel_index, kernel) = pending.create(None)?;
         let (cmdline_index, cmdline) = pending.create(None)?;
         let (ucode_index, ucode) = pending.create(None)?;
@@ -218,6 +278,7 @@ impl KernelInitrd {
             cmdline: BufWriter::new(cmdline),
             ucode: BufWriter::new(ucode),
             initrd: Some(cpio::CpioWriter::new(encoder)),
+            keep,
             target: Target::Drop,
         };
         Ok((sink, parts))
@@ -232,7 +293,8 @@ impl Sink for KernelInitrd {
             "boot/cmdline" if file => Target::Cmdline,
             "boot/ucode.cpio" if file => Target::Ucode,
             p if p.starts_with("boot/") => Target::Drop,
-            _ => Target::Initrd,
+            p if (self.keep)(p) => Target::Initrd,
+            _ => Target::Drop,
         };
         // A second kernel or cmdline replaces the first, as in LinuxKit.
         for (target, file) in [
