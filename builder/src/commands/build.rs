@@ -24,7 +24,7 @@ pub struct BuildArgs {
     /// Build with exactly the digests listed in this lock file (written as NAME.lock by every build).
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,
-    /// Output format; repeat for several (tar, kernel+initrd, tar-kernel-initrd).
+    /// Output format; repeat for several (tar, kernel+initrd, tar-kernel-initrd, kernel+squashfs).
     #[arg(short, long = "format", default_value = "kernel+initrd")]
     pub formats: Vec<Format>,
     /// Directory to write the artifacts to.
