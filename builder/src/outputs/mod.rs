@@ -30,7 +30,7 @@ pub enum Format {
     TarKernelInitrd,
     /// `NAME-kernel`, `NAME-squashfs.img` (the whole tree), `NAME-cmdline`
     /// naming it, and `NAME-initrd.img` holding only `/init` and the
-    /// modules ([`squashfs`]).
+    /// modules that find and mount the image ([`squashfs`]).
     KernelSquashfs,
 }
 

@@ -1,6 +1,7 @@
 //! `kernel+squashfs`, for systems larger than memory: `NAME-squashfs.img`
 //! holds the whole tree, `NAME-initrd.img` only what init needs to find and
-//! mount it (`/init` and the chosen kernel modules with their index), and
+//! mount it (`/init`, and of the chosen kernel modules those of disks,
+//! squashfs and overlay, with their dependencies and their index), and
 //! `NAME-cmdline` names the image with `berth.root=squashfs:ID`
 //! (`contract::squashfs` owns the id and init's side of it).
 //!
@@ -13,14 +14,17 @@
 //! time is the build's, and no uid, gid or time from the build host enters
 //! it, so the same inputs give the same bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 
-use archive::entry::{Entry, Kind, Sink};
+use archive::entry::{Entry, Kind, Sink, copy_entry};
+use archive::{compress, cpio};
 use backhand::compression::Compressor;
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
+
+use contract::depmod;
 
 use super::{Compression, KernelInitrd, Parts, Pending, commit_kernel_initrd};
 
@@ -32,11 +36,30 @@ pub(super) struct SquashfsParts {
     image: usize,
 }
 
-/// Whether an entry belongs in the small initrd: `/init` and the kernel's
-/// modules with their index (and the directories above them).
-pub(super) fn in_small_initrd(path: &str) -> bool {
+/// Whether an entry may belong in the small initrd: `/init` and the
+/// kernel's modules with their index (and the directories above them);
+/// which modules is decided at the end ([`SmallInitrd`]).
+fn in_small_initrd(path: &str) -> bool {
     matches!(path, "init" | "lib" | "lib/modules") || path.starts_with("lib/modules/")
 }
+
+/// The modules the small initrd keeps of those chosen, with what they
+/// depend on: disk controllers and their buses (the directories of
+/// `kernel/drivers/` they live in), and the filesystems of the root.
+const DISK_DRIVER_DIRS: &[&str] = &[
+    "kernel/drivers/ata/",
+    "kernel/drivers/block/",
+    "kernel/drivers/cdrom/",
+    "kernel/drivers/hv/",
+    "kernel/drivers/mmc/",
+    "kernel/drivers/nvme/",
+    "kernel/drivers/scsi/",
+    "kernel/drivers/usb/host/",
+    "kernel/drivers/usb/storage/",
+    "kernel/drivers/virtio/",
+    "kernel/drivers/xen/",
+];
+const ROOT_MODULES: &[&str] = &["squashfs", "overlay"];
 
 /// The two sinks of a `kernel+squashfs` build: the kernel/initrd split with
 /// the small initrd, and the squashfs tree.
@@ -46,7 +69,19 @@ pub(super) fn sinks(
     compression: Compression,
     mtime: u64,
 ) -> io::Result<(Vec<Box<dyn Sink>>, SquashfsParts)> {
-    let (split_sink, split) = KernelInitrd::new(pending, compression, in_small_initrd)?;
+    // The split gives the kernel, cmdline and microcode; the initrd is the
+    // small one.
+    let (split_sink, mut split) = KernelInitrd::new(pending, compression, |_| false)?;
+    let (initrd, initrd_file) = pending.create(None)?;
+    split.initrd = initrd;
+    let (_, initrd_spool) = pending.create(None)?;
+    let small = SmallInitrd {
+        spool: Some(BufWriter::new(initrd_spool)),
+        spooled: 0,
+        out: Some((initrd_file, compression)),
+        entries: BTreeMap::new(),
+        kept: false,
+    };
     let (image, image_file) = pending.create(Some(&format!("{name}-squashfs.img")))?;
     let (_, spool) = pending.create(None)?;
     let tree = SquashfsTree {
@@ -59,7 +94,7 @@ pub(super) fn sinks(
         mtime: u32::try_from(mtime).unwrap_or(u32::MAX),
         skipping: false,
     };
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(split_sink), Box::new(tree)];
+    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(split_sink), Box::new(small), Box::new(tree)];
     Ok((sinks, SquashfsParts { split, image }))
 }
 
@@ -244,6 +279,161 @@ impl Sink for SquashfsTree {
     }
 }
 
+/// The small initrd: `/init` and the kernel's modules are spooled as they
+/// come (`modules.dep` may come last), and at the end only the modules
+/// that find and mount the root are written, with their index cut down to
+/// them.
+struct SmallInitrd {
+    spool: Option<BufWriter<File>>,
+    spooled: u64,
+    out: Option<(File, Compression)>,
+    /// Path → the entry and where its data starts in the spool; a later
+    /// entry replaces an earlier one.
+    entries: BTreeMap<String, (Entry, u64)>,
+    /// The current entry is spooled.
+    kept: bool,
+}
+
+impl SmallInitrd {
+    fn read(&self, spool: &File, entry: &Entry, offset: u64) -> io::Result<String> {
+        let mut text = String::new();
+        Region {
+            file: spool,
+            offset,
+            remaining: entry.size,
+        }
+        .read_to_string(&mut text)
+        .map_err(|e| invalid(format!("{}: {e}", entry.path)))?;
+        Ok(text)
+    }
+
+    /// The module files to keep, per `lib/modules/VERSION/modules.dep`:
+    /// disk drivers and the root's filesystems, and what they depend on.
+    fn modules(&self, spool: &File) -> io::Result<BTreeSet<String>> {
+        let mut keep = BTreeSet::new();
+        for (path, (entry, offset)) in &self.entries {
+            let Some(dir) = path.strip_suffix("/modules.dep") else {
+                continue;
+            };
+            if entry.kind != Kind::File {
+                continue;
+            }
+            let text = self.read(spool, entry, *offset)?;
+            for line in depmod::parse_dep(&text) {
+                let wanted = ROOT_MODULES.contains(&line.name.as_str())
+                    || DISK_DRIVER_DIRS.iter().any(|d| line.path.starts_with(d));
+                if wanted {
+                    // modules.dep lists every module a module needs, not
+                    // only the direct ones.
+                    for file in std::iter::once(line.path).chain(line.depends) {
+                        keep.insert(format!("{dir}/{file}"));
+                    }
+                }
+            }
+        }
+        Ok(keep)
+    }
+
+    /// What is written, but the directories: `/init`, the kept modules,
+    /// the index files but depmod's binary ones (they name every module),
+    /// and hard links to what is kept as copies of it.
+    fn files(&self, keep: &BTreeSet<String>) -> Vec<(Entry, u64)> {
+        let mut files = Vec::new();
+        for (path, (entry, offset)) in &self.entries {
+            let rest = path
+                .strip_prefix("lib/modules/")
+                .and_then(|r| r.split_once('/'))
+                .map(|(_, rest)| rest);
+            let written = match (&entry.kind, rest) {
+                (Kind::Directory, _) => false,
+                (_, None) => path == "init",
+                (_, Some(rest)) if depmod::module_name(rest).is_some() => keep.contains(path),
+                (_, Some(rest)) => !rest.ends_with(".bin"),
+            };
+            if !written {
+                continue;
+            }
+            let (mut entry, mut offset) = (entry.clone(), *offset);
+            if let Kind::HardLink { target } = &entry.kind {
+                let Some((target, at)) = self
+                    .entries
+                    .get(target)
+                    .filter(|(t, _)| t.kind == Kind::File)
+                else {
+                    continue;
+                };
+                (entry.kind, entry.size, offset) = (Kind::File, target.size, *at);
+            }
+            files.push((entry, offset));
+        }
+        files
+    }
+}
+
+impl Sink for SmallInitrd {
+    fn entry(&mut self, entry: &Entry) -> io::Result<()> {
+        self.kept = in_small_initrd(&entry.path);
+        if self.kept {
+            let mut entry = entry.clone();
+            // A name left out would keep cpio waiting for it.
+            entry.links = 1;
+            self.entries
+                .insert(entry.path.clone(), (entry, self.spooled));
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if let (Some(spool), true) = (&mut self.spool, self.kept) {
+            spool.write_all(chunk)?;
+            self.spooled += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        let (Some(spool), Some((out, compression))) = (self.spool.take(), self.out.take()) else {
+            return Ok(());
+        };
+        let spool = spool.into_inner().map_err(|e| e.into_error())?;
+        let keep = self.modules(&spool)?;
+        let mut written = self.files(&keep);
+        // The directories above what is written, and no others.
+        let above: BTreeSet<String> = written
+            .iter()
+            .flat_map(|(entry, _)| archive::entry::ancestors(&entry.path).map(str::to_string))
+            .collect();
+        written.extend(
+            (self.entries.values())
+                .filter(|(entry, _)| entry.is_dir() && above.contains(&entry.path))
+                .cloned(),
+        );
+        written.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        let encoder = compress::encoder(compression, BufWriter::with_capacity(1 << 20, out))?;
+        let mut cpio = cpio::CpioWriter::new(encoder);
+        for (entry, offset) in &written {
+            let name = entry.path.rsplit('/').next().unwrap_or_default();
+            if matches!(name, "modules.dep" | "modules.alias") && entry.kind == Kind::File {
+                let dir = archive::entry::parent(&entry.path);
+                let text = self.read(&spool, entry, *offset)?;
+                let cut = crate::kernel::cut_index(name, &text, dir, &keep);
+                let mut entry = entry.clone();
+                entry.size = cut.len() as u64;
+                copy_entry(&mut cpio, &entry, &mut cut.as_bytes())?;
+            } else {
+                let mut data = Region {
+                    file: &spool,
+                    offset: *offset,
+                    remaining: entry.size,
+                };
+                copy_entry(&mut cpio, entry, &mut data)?;
+            }
+        }
+        cpio.finish()?;
+        cpio.into_inner().finish()
+    }
+}
+
 /// A file's bytes in the spool, read without moving a shared cursor.
 struct Region<'a> {
     file: &'a File,
@@ -285,6 +475,17 @@ mod tests {
 
     const MTIME: u64 = 1_600_000_000;
 
+    const MODULES_DEP: &[u8] = b"kernel/fs/squashfs.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/net/failover.ko:
+kernel/drivers/net/virtio_net.ko: kernel/net/failover.ko kernel/drivers/virtio/virtio_ring.ko
+";
+
+    const MODULES_ALIAS: &[u8] = b"alias virtio:d00000001v* virtio_net
+alias virtio:d00000002v* virtio_blk
+";
+
     /// The path of an external tool, or a visible skip (a failure under
     /// `CI=true`).
     fn tool_or_skip(name: &str) -> Option<PathBuf> {
@@ -323,13 +524,31 @@ mod tests {
             (
                 "lib/modules/6.1.0/kernel/fs/squashfs.ko",
                 0o644,
-                b"squashfs module",
+                b"squashfs",
             ),
             (
-                "lib/modules/6.1.0/modules.dep",
+                "lib/modules/6.1.0/kernel/drivers/block/virtio_blk.ko",
                 0o644,
-                b"kernel/fs/squashfs.ko:\n",
+                b"blk",
             ),
+            (
+                "lib/modules/6.1.0/kernel/drivers/virtio/virtio_ring.ko",
+                0o644,
+                b"ring",
+            ),
+            (
+                "lib/modules/6.1.0/kernel/drivers/net/virtio_net.ko",
+                0o644,
+                b"net",
+            ),
+            (
+                "lib/modules/6.1.0/kernel/net/failover.ko",
+                0o644,
+                b"failover",
+            ),
+            ("lib/modules/6.1.0/modules.dep", 0o644, MODULES_DEP),
+            ("lib/modules/6.1.0/modules.alias", 0o644, MODULES_ALIAS),
+            ("lib/modules/6.1.0/modules.dep.bin", 0o644, b"binary index"),
             ("init", 0o755, b"berth's init"),
             ("etc/hostname", 0o644, b"first\n"),
             ("containers/services/svc/config.json", 0o644, b"{}"),
@@ -346,6 +565,11 @@ mod tests {
             "lib/modules/6.1.0",
             "lib/modules/6.1.0/kernel",
             "lib/modules/6.1.0/kernel/fs",
+            "lib/modules/6.1.0/kernel/drivers",
+            "lib/modules/6.1.0/kernel/drivers/block",
+            "lib/modules/6.1.0/kernel/drivers/virtio",
+            "lib/modules/6.1.0/kernel/drivers/net",
+            "lib/modules/6.1.0/kernel/net",
             "etc",
             "containers",
             "containers/services",
@@ -571,21 +795,48 @@ mod tests {
             .unwrap();
         let listed = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(listed.path(), &archive).unwrap();
-        let listing = run(Command::new(cpio)
+        let listing = run(Command::new(&cpio)
             .args(["-it", "--quiet", "-F"])
             .arg(listed.path()));
+        // The disk's driver and what it needs, squashfs, their index; not
+        // the network card's driver, not depmod's binary index.
         assert_eq!(
             listing.lines().collect::<Vec<_>>(),
             [
+                "init",
                 "lib",
                 "lib/modules",
                 "lib/modules/6.1.0",
                 "lib/modules/6.1.0/kernel",
+                "lib/modules/6.1.0/kernel/drivers",
+                "lib/modules/6.1.0/kernel/drivers/block",
+                "lib/modules/6.1.0/kernel/drivers/block/virtio_blk.ko",
+                "lib/modules/6.1.0/kernel/drivers/virtio",
+                "lib/modules/6.1.0/kernel/drivers/virtio/virtio_ring.ko",
                 "lib/modules/6.1.0/kernel/fs",
                 "lib/modules/6.1.0/kernel/fs/squashfs.ko",
+                "lib/modules/6.1.0/modules.alias",
                 "lib/modules/6.1.0/modules.dep",
-                "init",
             ]
+        );
+        let extracted = tempfile::tempdir().unwrap();
+        run(Command::new(&cpio)
+            .args(["-id", "--quiet", "-F"])
+            .arg(listed.path())
+            .current_dir(extracted.path()));
+        let index = extracted.path().join("lib/modules/6.1.0");
+        assert_eq!(
+            std::fs::read_to_string(index.join("modules.dep")).unwrap(),
+            "kernel/fs/squashfs.ko:\nkernel/drivers/virtio/virtio_ring.ko:\n\
+             kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(index.join("modules.alias")).unwrap(),
+            "alias virtio:d00000002v* virtio_blk\n"
+        );
+        assert_eq!(
+            std::fs::read(extracted.path().join("init")).unwrap(),
+            b"berth's init"
         );
     }
 
