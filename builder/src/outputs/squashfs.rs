@@ -734,13 +734,17 @@ alias virtio:d00000002v* virtio_blk
     fn two_builds_give_the_same_bytes_and_the_cmdline_names_the_image() {
         let dir = tempfile::tempdir().unwrap();
         let mut builds = Vec::new();
-        for run in ["a", "b"] {
+        // Alone twice, and with tar-kernel-initrd and tar in the same build.
+        let alone = [Format::KernelSquashfs];
+        let together = [Format::Tar, Format::TarKernelInitrd, Format::KernelSquashfs];
+        for (run, formats) in [("a", &alone[..]), ("b", &alone[..]), ("c", &together[..])] {
             let out = dir.path().join(run);
             std::fs::create_dir(&out).unwrap();
-            let mut names: Vec<String> = build(&out, &[Format::KernelSquashfs])
+            let mut names: Vec<String> = build(&out, formats)
                 .unwrap()
                 .iter()
                 .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".tar"))
                 .collect();
             names.sort();
             assert_eq!(
@@ -761,8 +765,10 @@ alias virtio:d00000002v* virtio_blk
             "image-squashfs.img",
         ] {
             let a = read_file(&builds[0].join(name)).unwrap();
-            let b = read_file(&builds[1].join(name)).unwrap();
-            assert!(a == b, "{name} differs between two builds");
+            for other in &builds[1..] {
+                let b = read_file(&other.join(name)).unwrap();
+                assert!(a == b, "{name} differs between {}", other.display());
+            }
         }
         let image = read_file(&builds[0].join("image-squashfs.img")).unwrap();
         // The build's time, and a size a block device can have.
