@@ -1,8 +1,9 @@
 //! The on-image contract shared by the builder and init.
 //!
 //! This crate owns the layout of `/containers` and the shape of `runtime.json`,
-//! LinuxKit's extras beside each OCI bundle's `config.json`, and ([`depmod`])
-//! the format of the kernel modules index.
+//! LinuxKit's extras beside each OCI bundle's `config.json`, ([`depmod`])
+//! the format of the kernel modules index, and ([`squashfs`]) how init finds
+//! the squashfs root of a `kernel+squashfs` build.
 //! It does no I/O: the builder serialises these types into the image and init
 //! reads them back at boot.
 //! Changing anything here changes what images built by one version of berth
@@ -11,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod depmod;
+pub mod squashfs;
 
 /// Where the bundles live inside the image, relative to `/`.
 pub const CONTAINERS_DIR: &str = "containers";

@@ -337,6 +337,8 @@ pub fn options(cmdline: &str) -> (Options, Vec<String>) {
                 Ok(seconds) => options.grace = Duration::from_secs(seconds),
                 Err(_) => problems.push(format!("berth.grace={value}: not a number of seconds")),
             },
+            // Read before anything else, by `root::leave_initramfs`.
+            "root" => {}
             _ => problems.push(format!("unknown option {word}")),
         }
     }

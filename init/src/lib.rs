@@ -1,7 +1,8 @@
 //! berth's PID 1, as a library so that its logic is tested without booting;
 //! `main.rs` is the boot sequence, in order, over these modules.
 //!
-//! In boot order: [`root`] (leaving the initramfs), [`boot`] (kernel
+//! In boot order: [`root`] (leaving the initramfs, for a tmpfs copy or,
+//! with [`squashfs`], a squashfs image on a disk), [`boot`] (kernel
 //! filesystems, options, hostname), [`modules`] (coldplug and `modprobe`),
 //! [`bundle`] (the bundles made ready), [`events`] (the loop that runs the
 //! onboot containers and supervises the services, with [`services`] and
@@ -22,5 +23,6 @@ pub mod root;
 pub mod runtime;
 pub mod services;
 pub mod shutdown;
+pub mod squashfs;
 pub mod supervise;
 pub mod system;

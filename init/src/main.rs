@@ -83,7 +83,14 @@ fn modprobe(name: &str) -> i32 {
 fn pid1(system: &mut dyn System, root: &Path, args: &[String]) -> Power {
     let started_at = system.now();
     system.log(&format!("berth-init {VERSION} starting"));
-    root::into_tmpfs(system, root, args);
+    if let Err(why) = root::leave_initramfs(system, root, args) {
+        // No root to boot: the fatal path, without panicking.
+        system.log(&format!("fatal: {why}; rebooting in 10 s"));
+        system.poll(&mut [], Duration::from_secs(10));
+        let grace = boot::Options::default().grace;
+        shutdown(system, &[], grace, &[], Power::Reboot);
+        return Power::Reboot;
+    }
     // Before anything else: a signal that arrives during boot is kept.
     let wake = system
         .catch_signals()
@@ -332,6 +339,33 @@ mod tests {
                 &["power Reboot"],
             ],
         );
+    }
+
+    #[test]
+    fn a_squashfs_root_that_never_appears_is_fatal_and_reboots() {
+        let root = root_with(&[
+            ("proc/mounts", "rootfs / rootfs rw 0 0\n"),
+            ("proc/cmdline", "console=ttyS0 berth.root=squashfs:abc"),
+        ]);
+        let calls = boot(root.path(), Fake::default(), Power::Reboot);
+        assert_eq!(
+            calls[..6],
+            [
+                "log berth-init VERSION starting",
+                "mount proc /proc",
+                "unmount /proc",
+                "log looking for the squashfs root abc",
+                "mount sysfs /sys",
+                "mount devtmpfs /dev",
+            ][..],
+            "{calls:#?}"
+        );
+        let fatal = "log fatal: no disk with the squashfs root abc after 30 s (no block devices); \
+                     rebooting in 10 s";
+        assert!(calls.iter().any(|c| c == fatal), "{calls:#?}");
+        // Nothing of the normal boot runs; the shutdown path does.
+        assert!(!calls.iter().any(|c| c == "catch signals"), "{calls:#?}");
+        assert_eq!(calls.last().map(String::as_str), Some("power Reboot"));
     }
 
     #[test]

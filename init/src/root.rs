@@ -7,12 +7,16 @@
 //! each file is removed from the initramfs once copied, so memory use does
 //! not double, and hard links, devices, owners and modes are kept. The
 //! copy is mounted on `/`, init executes itself again from it
-//! ([`into_tmpfs`]), and the root is made read-only once the bundles are
+//! ([`leave_initramfs`]), and the root is made read-only once the bundles are
 //! ready (see `main`).
 //!
 //! Alternatives weighed: `no_pivot` (chroot into the container's root)
 //! leaves the old root reachable from inside containers; booting with
 //! `root=` needs a block device, which a kernel+initrd boot has not.
+//!
+//! A `kernel+squashfs` build names its root with `berth.root=squashfs:ID`:
+//! then the initramfs holds only init and modules, and the root is the
+//! image on a disk under a tmpfs overlay ([`crate::squashfs`]).
 
 use std::collections::HashMap;
 use std::fs;
@@ -24,11 +28,19 @@ use rustix::fs::{FileType, Mode};
 
 use crate::system::{Mount, System, under};
 
-/// Leaves the initramfs: copies it into a tmpfs, moves that onto `/` and
-/// executes init again (`args`) from there. Returns only when there is
-/// nothing to leave, or on failure; then boot goes on where it is, and
-/// containers will not start if that is the initramfs.
-pub fn into_tmpfs(system: &mut dyn System, root: &Path, args: &[String]) {
+/// Leaves the initramfs: for the squashfs root the command line names
+/// (`berth.root`), into it ([`crate::squashfs`]); otherwise copies the
+/// initramfs into a tmpfs, moves that onto `/` and executes init again
+/// (`args`) from there. Returns when there is nothing to leave, or when the
+/// copy fails (then boot goes on where it is, and containers will not start
+/// if that is the initramfs); an error when the squashfs root named on the
+/// command line cannot be reached, for the fatal path: without it there is
+/// no system to boot.
+pub fn leave_initramfs(
+    system: &mut dyn System,
+    root: &Path,
+    args: &[String],
+) -> Result<(), String> {
     let proc = Mount {
         source: "proc".into(),
         target: "/proc".into(),
@@ -38,12 +50,16 @@ pub fn into_tmpfs(system: &mut dyn System, root: &Path, args: &[String]) {
     };
     if let Err(e) = system.mount(&proc) {
         system.log(&format!("mounting /proc: {e}"));
-        return;
+        return Ok(());
     }
     let mounts = fs::read_to_string(under(root, "/proc/mounts")).unwrap_or_default();
+    let cmdline = fs::read_to_string(under(root, "/proc/cmdline")).unwrap_or_default();
     let _ = system.unmount("/proc");
     if !is_initramfs(&mounts) {
-        return;
+        return Ok(());
+    }
+    if let Some(id) = contract::squashfs::requested_root(&cmdline)? {
+        return crate::squashfs::into_squashfs(system, root, args, &id);
     }
     let new_root = "/.berth-root";
     let moved = (|| -> Result<(), String> {
@@ -68,6 +84,7 @@ pub fn into_tmpfs(system: &mut dyn System, root: &Path, args: &[String]) {
         }
         Err(e) => system.log(&format!("staying in the initramfs: {e}")),
     }
+    Ok(())
 }
 
 /// Whether `/` is the initramfs: the last mount on `/` in `/proc/mounts`
@@ -173,7 +190,7 @@ mod tests {
         // What the tmpfs mount would have made.
         fs::create_dir(r.join(".berth-root")).unwrap();
         let mut system = Fake::default();
-        into_tmpfs(&mut system, r, &["/init".into(), "-v".into()]);
+        leave_initramfs(&mut system, r, &["/init".into(), "-v".into()]).unwrap();
         assert_eq!(
             system.calls,
             [
@@ -200,7 +217,7 @@ mod tests {
         )
         .unwrap();
         let mut system = Fake::default();
-        into_tmpfs(&mut system, copy.as_path(), &["/init".into()]);
+        leave_initramfs(&mut system, copy.as_path(), &["/init".into()]).unwrap();
         assert_eq!(system.calls, ["mount proc /proc", "unmount /proc"]);
     }
 

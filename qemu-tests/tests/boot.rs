@@ -4,6 +4,9 @@
 //! (`fixtures::debian`), the result is booted under QEMU, and the lines of
 //! `expect` must appear on the serial console in order. An optional
 //! `inspect` file lists checks on the initrd, read with the real `cpio`.
+//! A case whose `format` says `kernel+squashfs` is built so, and boots with
+//! its squashfs image as a read-only virtio disk; `memory` sets the guest's
+//! memory and `random` writes incompressible files into `{home}` first.
 //!
 //! A missing prerequisite (QEMU, cpio, Debian packages) is a visible skip;
 //! with `CI=true` it is a failure. Each case leaves its artifacts, the
@@ -624,6 +627,33 @@ fn default_modules_exist(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
     }
 }
 
+/// Writes the file a `random` line asks for (`NAME MIB`) into `home`:
+/// MIB MiB of a fixed xorshift sequence, which no compressor shrinks and
+/// whose checksum an `expect` file can name.
+fn write_random(home: &Path, line: &str) -> Result<(), String> {
+    use std::io::Write;
+    let (name, mib) = line
+        .split_once(' ')
+        .and_then(|(name, mib)| Some((name, mib.trim().parse::<usize>().ok()?)))
+        .ok_or_else(|| format!("{line:?} is not NAME MIB"))?;
+    let path = home.join(name);
+    let file = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for chunk in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        out.write_all(&block)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    out.flush().map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// A launcher error and its causes, on one line.
 fn chain(error: qemu::Error) -> String {
     format!("{:#}", anyhow::Error::new(error))
@@ -644,6 +674,9 @@ struct Built {
     kernel: PathBuf,
     initrd: PathBuf,
     cmdline: String,
+    /// `NAME-squashfs.img` of a `kernel+squashfs` build, attached as a
+    /// read-only virtio disk.
+    squashfs: Option<PathBuf>,
     /// The verdict of the case's `inspect` checks on the initrd.
     inspection: Result<(), String>,
 }
@@ -698,7 +731,6 @@ fn run_case(
         Err(Missing::Failed(e)) => return Err(e.into()),
     };
     let expect = qemu_tests::parse_expect(&places.fill(&expect_text));
-
     let built = case
         .built
         .get_or_init(|| build_case(case, paths, berth, &places, &checks))
@@ -712,6 +744,17 @@ fn run_case(
             .kernel(Kernel::new(&built.kernel, &built.cmdline).initrd(&built.initrd)),
         Some(boot) => media_machine(qemu, accel, boot, &case.name, built, &results)?,
     };
+    if let Some(image) = &built.squashfs {
+        machine = machine.drive(
+            qemu::Drive::disk(image, qemu::Format::Raw, qemu::Interface::Virtio).read_only(),
+        );
+    }
+    if let Some(memory) = read("memory")? {
+        machine.memory_mib = memory
+            .trim()
+            .parse()
+            .map_err(|_| format!("{}: not a number of MiB", case.dir.join("memory").display()))?;
+    }
     // Devices for the case (network cards, disks): `qemu-args`, one
     // argument per line.
     machine.allow_reboot = case.dir.join("reboots").exists();
@@ -888,13 +931,36 @@ fn build_case(
     let yaml = fs::read_to_string(&image_yml)
         .map_err(|e| format!("reading {}: {e}", image_yml.display()))?;
     build_packages(paths, berth, &yaml_dir, &yaml, !case.media.is_empty())?;
+    let read = |name: &str| -> Result<Option<String>, String> {
+        let path = case.dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    };
+    let format = read("format")?.map_or("kernel+initrd".to_string(), |f| f.trim().to_string());
+    if !["kernel+initrd", "kernel+squashfs"].contains(&format.as_str()) {
+        return Err(format!(
+            "{}: format {format:?} is not one the harness boots",
+            case.dir.display()
+        ));
+    }
+    for line in read("random")?.unwrap_or_default().lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        write_random(&places.home, line)
+            .map_err(|e| format!("{}: {e}", case.dir.join("random").display()))?;
+    }
 
     // Build.
     let name = &case.name;
     let mut command = Command::new(berth);
     // The fixture images exist only in the local cache.
     command.env("BERTH_OFFLINE", "1").env("HOME", &places.home);
-    command.args(["build", "-f", "kernel+initrd"]);
+    command.args(["build", "-f", &format]);
     let mut formats: Vec<&str> = case.media.iter().map(|b| b.artifact.format()).collect();
     formats.sort();
     formats.dedup();
@@ -953,11 +1019,22 @@ fn build_case(
     };
     let cmdline = fs::read_to_string(&cmdline_file)
         .map_err(|e| format!("reading {}: {e}", cmdline_file.display()))?;
+    let squashfs = match format.as_str() {
+        "kernel+squashfs" => {
+            let image = out.join(format!("{name}-squashfs.img"));
+            if !image.is_file() {
+                return Err(format!("{shown} wrote no {}", image.display()));
+            }
+            Some(image)
+        }
+        _ => None,
+    };
     Ok(Built {
         out,
         kernel,
         initrd: initrd_image,
         cmdline: cmdline.trim().to_string(),
+        squashfs,
         inspection,
     })
 }

@@ -25,8 +25,8 @@ pub struct BuildArgs {
     /// Build with exactly the digests listed in this lock file (written as NAME.lock by every build).
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,
-    /// Output format; repeat for several: kernel+initrd, tar, tar-kernel-initrd, uki, iso,
-    /// raw, qcow2, vhd, dynamic-vhd, vmdk, gcp (and LinuxKit's names: iso-bios, iso-efi,
+    /// Output format; repeat for several: kernel+initrd, tar, tar-kernel-initrd, kernel+squashfs,
+    /// uki, iso, raw, qcow2, vhd, dynamic-vhd, vmdk, gcp (and LinuxKit's names: iso-bios, iso-efi,
     /// iso-efi-initrd, kernel+iso, raw-bios, raw-efi, aws, qcow2-bios, qcow2-efi).
     #[arg(short, long = "format", default_value = "kernel+initrd")]
     pub formats: Vec<Format>,
@@ -74,6 +74,11 @@ pub fn run(args: BuildArgs) -> Result<()> {
     formats.dedup();
     if formats.contains(&Format::Vhd) && formats.contains(&Format::DynamicVhd) {
         bail!("-f vhd and -f dynamic-vhd both write NAME.vhd: build them one at a time");
+    }
+    if formats.contains(&Format::KernelInitrd) && formats.contains(&Format::KernelSquashfs) {
+        bail!(
+            "-f kernel+initrd and -f kernel+squashfs both write NAME-initrd.img and NAME-cmdline: build them one at a time"
+        );
     }
     let mut definition = load(&files)?;
     if definition.boot.is_none() && formats.iter().any(|f| f.needs_boot_files()) {

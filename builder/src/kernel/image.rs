@@ -309,7 +309,7 @@ fn write_modules(
 
 /// depmod's `modules.dep` or `modules.alias` of the version directory
 /// `dir`, with only the lines of the modules in `keep`.
-fn cut_index(
+pub(crate) fn cut_index(
     file: &str,
     text: &str,
     dir: &str,

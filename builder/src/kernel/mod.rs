@@ -12,4 +12,5 @@ mod image;
 pub mod modules;
 
 pub use image::KernelError;
+pub(crate) use image::cut_index;
 pub(crate) use image::write_kernel;

@@ -8,6 +8,7 @@
 
 mod boot;
 mod media;
+mod squashfs;
 mod staging;
 
 use std::fs::File;
@@ -49,6 +50,10 @@ pub enum Format {
     /// `NAME.img.tar.gz`: the raw disk as `disk.raw` in a GNU tar, gzipped,
     /// as GCE's image import takes it.
     Gcp,
+    /// `NAME-kernel`, `NAME-squashfs.img` (the whole tree), `NAME-cmdline`
+    /// naming it, and `NAME-initrd.img` holding only `/init` and the
+    /// modules that find and mount the image ([`squashfs`]).
+    KernelSquashfs,
 }
 
 impl Format {
@@ -66,6 +71,7 @@ impl Format {
         ("dynamic-vhd", Format::DynamicVhd),
         ("vmdk", Format::Vmdk),
         ("gcp", Format::Gcp),
+        ("kernel+squashfs", Format::KernelSquashfs),
         // LinuxKit's names: one hybrid ISO and one disk boot both ways.
         ("iso-bios", Format::Iso),
         ("iso-efi", Format::Iso),
@@ -78,17 +84,18 @@ impl Format {
         ("qcow2-efi", Format::Qcow2),
     ];
 
-    /// Whether the format is made from the kernel, initrd and command line
-    /// (as opposed to the tar of the whole tree).
+    /// Whether the format is made from the kernel, the whole initrd and
+    /// the command line (as opposed to the tar of the whole tree, or the
+    /// squashfs and its small initrd).
     pub fn needs_kernel_parts(self) -> bool {
-        self != Format::Tar
+        !matches!(self, Format::Tar | Format::KernelSquashfs)
     }
 
     /// Whether the format needs the boot image's loaders and stubs.
     pub fn needs_boot_files(self) -> bool {
         !matches!(
             self,
-            Format::Tar | Format::KernelInitrd | Format::TarKernelInitrd
+            Format::Tar | Format::KernelInitrd | Format::TarKernelInitrd | Format::KernelSquashfs
         )
     }
 
@@ -135,6 +142,7 @@ pub struct Writers {
     sinks: Vec<Box<dyn Sink>>,
     mtime: u64,
     parts: Option<Parts>,
+    squashfs: Option<squashfs::SquashfsParts>,
     name: String,
     formats: Vec<Format>,
     media: MediaOptions,
@@ -169,14 +177,30 @@ impl Writers {
             ))));
         }
         if formats.iter().any(|f| f.needs_kernel_parts()) {
-            let (sink, split) = KernelInitrd::new(pending, compression)?;
+            let (sink, split) = KernelInitrd::new(pending, compression, |_| true)?;
             sinks.push(Box::new(sink));
             parts = Some(split);
+        }
+        let mut squashfs_parts = None;
+        if formats.contains(&Format::KernelSquashfs) {
+            if formats.contains(&Format::KernelInitrd) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "formats kernel+initrd and kernel+squashfs both write {name}-initrd.img \
+                         and {name}-cmdline: build them one at a time"
+                    ),
+                ));
+            }
+            let (more, split) = squashfs::sinks(pending, name, compression, mtime)?;
+            sinks.extend(more);
+            squashfs_parts = Some(split);
         }
         Ok(Writers {
             sinks,
             mtime,
             parts,
+            squashfs: squashfs_parts,
             name: name.to_string(),
             formats: formats.to_vec(),
             media,
@@ -194,6 +218,9 @@ impl Writers {
             sink.finish()?;
         }
         self.sinks.clear();
+        if let Some(split) = self.squashfs {
+            squashfs::commit(pending, &self.name, split)?;
+        }
         let Some(parts) = self.parts else {
             return Ok(());
         };
@@ -216,26 +243,9 @@ impl Writers {
             }
             tar.finish()?;
         }
-        // The initrd as a boot loader takes it: early microcode first and
-        // uncompressed (Documentation/arch/x86/microcode.rst).
-        let initrd = if std::fs::metadata(pending.path(parts.ucode))?.len() == 0 {
-            parts.initrd
-        } else {
-            let (index, file) = pending.create(None)?;
-            let mut out = BufWriter::new(file);
-            for part in [parts.ucode, parts.initrd] {
-                io::copy(&mut File::open(pending.path(part))?, &mut out)?;
-            }
-            out.flush()?;
-            index
-        };
+        let initrd = boot_initrd(pending, parts)?;
         if self.formats.contains(&Format::KernelInitrd) {
-            for (part, suffix) in [(parts.kernel, "kernel"), (parts.cmdline, "cmdline")] {
-                if std::fs::metadata(pending.path(part))?.len() > 0 {
-                    pending.rename(part, &format!("{name}-{suffix}"));
-                }
-            }
-            pending.rename(initrd, &format!("{name}-initrd.img"));
+            commit_kernel_initrd(pending, name, parts, initrd, None)?;
         }
         let media: Vec<Format> = self
             .formats
@@ -259,6 +269,55 @@ impl Writers {
         }
         Ok(())
     }
+}
+
+/// The initrd as a boot loader takes it: early microcode first and
+/// uncompressed (Documentation/arch/x86/microcode.rst); the initrd part
+/// itself when there is none. Its index in `pending`.
+fn boot_initrd(pending: &mut Pending, parts: Parts) -> io::Result<usize> {
+    if std::fs::metadata(pending.path(parts.ucode))?.len() == 0 {
+        return Ok(parts.initrd);
+    }
+    let (index, file) = pending.create(None)?;
+    let mut out = BufWriter::new(file);
+    for part in [parts.ucode, parts.initrd] {
+        io::copy(&mut File::open(pending.path(part))?, &mut out)?;
+    }
+    out.flush()?;
+    Ok(index)
+}
+
+/// Names the parts `NAME-kernel`, `NAME-cmdline` (with `extra_cmdline`
+/// appended) and `NAME-initrd.img` (`initrd`, from [`boot_initrd`]).
+fn commit_kernel_initrd(
+    pending: &mut Pending,
+    name: &str,
+    parts: Parts,
+    initrd: usize,
+    extra_cmdline: Option<&str>,
+) -> io::Result<()> {
+    if std::fs::metadata(pending.path(parts.kernel))?.len() > 0 {
+        pending.rename(parts.kernel, &format!("{name}-kernel"));
+    }
+    match extra_cmdline {
+        Some(extra) => {
+            let cmdline = String::from_utf8_lossy(&read_file(pending.path(parts.cmdline))?)
+                .trim_end()
+                .to_string();
+            let joined = match cmdline.is_empty() {
+                true => extra.to_string(),
+                false => format!("{cmdline} {extra}"),
+            };
+            pending.write(&format!("{name}-cmdline"), joined.as_bytes())?;
+        }
+        None => {
+            if std::fs::metadata(pending.path(parts.cmdline))?.len() > 0 {
+                pending.rename(parts.cmdline, &format!("{name}-cmdline"));
+            }
+        }
+    }
+    pending.rename(initrd, &format!("{name}-initrd.img"));
+    Ok(())
 }
 
 impl Sink for Writers {
@@ -285,12 +344,15 @@ struct Parts {
 
 /// Splits the stream as LinuxKit does: `boot/kernel`, `boot/cmdline` and
 /// `boot/ucode.cpio` become their own files, anything else under `boot/` is
-/// dropped, and the rest becomes the compressed cpio initrd.
+/// dropped, and the rest (what `keep` takes of it) becomes the compressed
+/// cpio initrd.
 struct KernelInitrd {
     kernel: BufWriter<File>,
     cmdline: BufWriter<File>,
     ucode: BufWriter<File>,
     initrd: Option<cpio::CpioWriter<Box<dyn compress::Encoder>>>,
+    /// Which of the other entries go into the initrd.
+    keep: fn(&str) -> bool,
     target: Target,
 }
 
@@ -304,7 +366,11 @@ enum Target {
 }
 
 impl KernelInitrd {
-    fn new(pending: &mut Pending, compression: Compression) -> io::Result<(KernelInitrd, Parts)> {
+    fn new(
+        pending: &mut Pending,
+        compression: Compression,
+        keep: fn(&str) -> bool,
+    ) -> io::Result<(KernelInitrd, Parts)> {
         let (kernel_index, kernel) = pending.create(None)?;
         let (cmdline_index, cmdline) = pending.create(None)?;
         let (ucode_index, ucode) = pending.create(None)?;
@@ -321,6 +387,7 @@ impl KernelInitrd {
             cmdline: BufWriter::new(cmdline),
             ucode: BufWriter::new(ucode),
             initrd: Some(cpio::CpioWriter::new(encoder)),
+            keep,
             target: Target::Drop,
         };
         Ok((sink, parts))
@@ -335,7 +402,8 @@ impl Sink for KernelInitrd {
             "boot/cmdline" if file => Target::Cmdline,
             "boot/ucode.cpio" if file => Target::Ucode,
             p if p.starts_with("boot/") => Target::Drop,
-            _ => Target::Initrd,
+            p if (self.keep)(p) => Target::Initrd,
+            _ => Target::Drop,
         };
         // A second kernel or cmdline replaces the first, as in LinuxKit.
         for (target, file) in [
