@@ -191,6 +191,10 @@ fn failed<E: std::error::Error>(format: Format) -> impl Fn(E) -> MediaError {
 }
 
 impl Media<'_> {
+    /// Writes the media. What needs `pending` (creating files, the UKI and
+    /// the ESPs, small) is done first, in order; then the ISO is written
+    /// on one thread while the raw disk is written on this one, and the
+    /// formats converted from the disk each on a thread of its own.
     fn write_all(&self, pending: &mut Pending, formats: &[Format]) -> Result<(), MediaError> {
         let wants = |format: Format| formats.contains(&format);
         let first_disk = formats.iter().copied().find(|f| f.needs_disk());
@@ -199,20 +203,39 @@ impl Media<'_> {
         } else {
             None
         };
-        if wants(Format::Iso) {
-            let uki = uki.as_deref().expect("made for the ISO");
-            self.iso(pending, uki)?;
-        }
-        if let Some(first) = first_disk {
-            let uki = uki.as_deref().expect("made for the disks");
-            let raw = self.raw(pending, first, wants(Format::Raw), uki)?;
-            for format in formats.iter().copied().filter(|f| f.needs_disk()) {
-                if format != Format::Raw {
-                    self.convert(pending, format, &raw)?;
-                }
+        let iso = match (wants(Format::Iso), &uki) {
+            (true, Some(uki)) => Some(self.iso(pending, uki)?),
+            _ => None,
+        };
+        let disk = match (first_disk, &uki) {
+            (Some(first), Some(uki)) => Some(self.raw(pending, first, wants(Format::Raw), uki)?),
+            _ => None,
+        };
+        let mut conversions = Vec::new();
+        for format in formats.iter().copied().filter(|f| f.needs_disk()) {
+            if format != Format::Raw {
+                conversions.push(self.conversion(pending, format)?);
             }
         }
-        Ok(())
+        let raw = disk.as_ref().map(|disk| disk.path.clone());
+        std::thread::scope(|scope| {
+            let iso = iso.map(|iso| scope.spawn(move || iso.run()));
+            let mut results = Vec::new();
+            if let (Some(disk), Some(raw)) = (disk, &raw) {
+                results.push(disk.run());
+                if results.iter().all(Result::is_ok) {
+                    let threads: Vec<_> = conversions
+                        .into_iter()
+                        .map(|job| scope.spawn(move || self.convert(job, raw)))
+                        .collect();
+                    results.extend(threads.into_iter().map(joined));
+                }
+            }
+            if let Some(iso) = iso {
+                results.push(joined(iso));
+            }
+            results.into_iter().collect::<Result<(), MediaError>>()
+        })
     }
 
     /// A new artifact `name` (a scratch file unless `named`): its index in
@@ -310,7 +333,7 @@ impl Media<'_> {
         format: Format,
         named: bool,
         uki: &Path,
-    ) -> Result<PathBuf, MediaError> {
+    ) -> Result<DiskJob, MediaError> {
         let gpt_error = failed(format);
         let boot_code: [u8; 440] = self
             .boot
@@ -352,14 +375,20 @@ impl Media<'_> {
             .layout()
             .map_err(&gpt_error)?;
         let name = format!("{}.raw", self.name);
-        let (path, mut file) = self.create(pending, format, &name, named)?;
-        layout.write_sparse(&mut file).map_err(&gpt_error)?;
-        Ok(path)
+        let (path, file) = self.create(pending, format, &name, named)?;
+        Ok(DiskJob {
+            layout,
+            file,
+            path,
+            format,
+        })
     }
 
     /// The hybrid ISO: isolinux with the kernel and initrd for BIOS, the
     /// UKI in the El Torito EFI image for UEFI, isohybrid for USB sticks.
-    fn iso(&self, pending: &mut Pending, uki: &Path) -> Result<(), MediaError> {
+    /// Its EFI image and scratch files are written here; the ISO itself by
+    /// [`IsoJob::run`].
+    fn iso(&self, pending: &mut Pending, uki: &Path) -> Result<IsoJob, MediaError> {
         let format = Format::Iso;
         let (efi_image, _) = self.esp(pending, format, uki, 0, false)?;
         let config = syslinux::config("BOOT/KERNEL", Some("BOOT/INITRD.IMG"), &self.cmdline);
@@ -395,13 +424,7 @@ impl Media<'_> {
         };
         let name = format!("{}.iso", self.name);
         let (_, file) = self.create(pending, format, &name, true)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        iso.write(&mut out).map_err(failed(format))?;
-        out.flush().map_err(|source| MediaError::Io {
-            format,
-            what: format!("writing {name}"),
-            source,
-        })
+        Ok(IsoJob { iso, file, name })
     }
 
     /// A scratch file holding `bytes`, for a writer that takes files.
@@ -421,9 +444,9 @@ impl Media<'_> {
         Ok(path)
     }
 
-    /// A format converted from the raw disk: `NAME.qcow2`, `NAME.vhd`,
-    /// `NAME.vmdk` or `NAME.img.tar.gz`.
-    fn convert(&self, pending: &mut Pending, format: Format, raw: &Path) -> Result<(), MediaError> {
+    /// The file of a format converted from the raw disk: `NAME.qcow2`,
+    /// `NAME.vhd`, `NAME.vmdk` or `NAME.img.tar.gz`.
+    fn conversion(&self, pending: &mut Pending, format: Format) -> Result<Conversion, MediaError> {
         let name = match format {
             Format::Qcow2 => format!("{}.qcow2", self.name),
             Format::Vhd | Format::DynamicVhd => format!("{}.vhd", self.name),
@@ -431,7 +454,17 @@ impl Media<'_> {
             Format::Gcp => format!("{}.img.tar.gz", self.name),
             other => unreachable!("{other} is not converted from the raw disk"),
         };
-        let (_, mut file) = self.create(pending, format, &name, true)?;
+        let (_, file) = self.create(pending, format, &name, true)?;
+        Ok(Conversion { format, name, file })
+    }
+
+    /// Converts the raw disk at `raw` into `job`'s format.
+    fn convert(&self, job: Conversion, raw: &Path) -> Result<(), MediaError> {
+        let Conversion {
+            format,
+            name,
+            mut file,
+        } = job;
         let error = failed(format);
         if format == Format::Vhd {
             // Writes zeros as holes: seeks on the file itself.
@@ -450,9 +483,64 @@ impl Media<'_> {
             format,
             what: format!("writing {name}"),
             source,
-        })?;
-        Ok(())
+        })
     }
+}
+
+/// The ISO, ready to be written.
+struct IsoJob {
+    iso: media::iso::HybridIso,
+    file: File,
+    name: String,
+}
+
+impl IsoJob {
+    fn run(self) -> Result<(), MediaError> {
+        let mut out = BufWriter::with_capacity(1 << 20, self.file);
+        self.iso.write(&mut out).map_err(failed(Format::Iso))?;
+        out.flush().map_err(|source| MediaError::Io {
+            format: Format::Iso,
+            what: format!("writing {}", self.name),
+            source,
+        })
+    }
+}
+
+/// The raw disk, laid out, ready to be written.
+struct DiskJob {
+    layout: gpt::Layout,
+    file: File,
+    path: PathBuf,
+    /// The first disk format asked for, which errors name.
+    format: Format,
+}
+
+impl DiskJob {
+    fn run(mut self) -> Result<(), MediaError> {
+        self.layout
+            .write_sparse(&mut self.file)
+            .map_err(failed(self.format))
+    }
+}
+
+/// A format to convert the raw disk into, and its file.
+struct Conversion {
+    format: Format,
+    name: String,
+    file: File,
+}
+
+/// A thread's result; a panic, which berth's writers do not do, is an
+/// error rather than a second panic.
+fn joined(
+    handle: std::thread::ScopedJoinHandle<'_, Result<(), MediaError>>,
+) -> Result<(), MediaError> {
+    handle.join().unwrap_or_else(|_| {
+        Err(MediaError::Format {
+            format: Format::Iso,
+            message: "a writer thread panicked".into(),
+        })
+    })
 }
 
 #[cfg(test)]

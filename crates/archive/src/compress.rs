@@ -105,6 +105,8 @@ struct Job {
     data: Vec<u8>,
     dictionary: Vec<u8>,
     last: bool,
+    /// Store the block (deflate level 0) when it looks incompressible.
+    store_incompressible: bool,
     reply: Sender<io::Result<Vec<u8>>>,
 }
 
@@ -122,6 +124,14 @@ pub struct ParallelGzip<W: Write> {
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     max_pending: usize,
+    /// A whole block of zeros after 32 KiB of zeros, deflated: the same
+    /// bytes every time, so a long run of zeros (a disk image's free space)
+    /// is deflated once.
+    zeros: Option<Vec<u8>>,
+    /// The checksum of a block of zeros, combined into the stream's for
+    /// each one [`ParallelGzip::write_zeros`] skips.
+    zero_block_crc: Option<crc32fast::Hasher>,
+    store_incompressible: bool,
 }
 
 impl<W: Write> ParallelGzip<W> {
@@ -157,7 +167,19 @@ impl<W: Write> ParallelGzip<W> {
             jobs: Some(jobs),
             workers,
             max_pending: threads * 2,
+            zeros: None,
+            zero_block_crc: None,
+            store_incompressible: false,
         }
+    }
+
+    /// Blocks that [`looks_incompressible`] says will not shrink are
+    /// stored rather than deflated: for streams of data compressed already
+    /// (a disk of kernels and initrds), where deflating costs much and
+    /// saves next to nothing. The bytes still depend only on the data.
+    pub fn storing_incompressible(mut self) -> Self {
+        self.store_incompressible = true;
+        self
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
@@ -176,10 +198,40 @@ impl<W: Write> ParallelGzip<W> {
         let tail = data.len().saturating_sub(DICTIONARY);
         let dictionary = std::mem::replace(&mut self.dictionary, data[tail..].to_vec());
         let (reply, result) = channel();
+        let zeros = all_zero;
+        if !last
+            && data.len() == BLOCK
+            && dictionary.len() == DICTIONARY
+            && zeros(&dictionary)
+            && zeros(&data)
+        {
+            let deflated = match &self.zeros {
+                Some(deflated) => deflated.clone(),
+                None => {
+                    let job = Job {
+                        data,
+                        dictionary,
+                        last,
+                        store_incompressible: false,
+                        reply: channel().0,
+                    };
+                    let deflated = deflate_block(&job, self.level)?;
+                    self.zeros = Some(deflated.clone());
+                    deflated
+                }
+            };
+            let _ = reply.send(Ok(deflated));
+            self.pending.push_back(result);
+            while self.pending.len() > self.max_pending {
+                self.write_oldest()?;
+            }
+            return Ok(());
+        }
         let job = Job {
             data,
             dictionary,
             last,
+            store_incompressible: self.store_incompressible,
             reply,
         };
         self.jobs
@@ -204,6 +256,52 @@ impl<W: Write> ParallelGzip<W> {
         Ok(())
     }
 
+    /// Writes `count` zeros, as `write` would, but a whole block of them
+    /// after 32 KiB of zeros costs neither a copy nor a deflate: its
+    /// deflated bytes are reused and its checksum combined.
+    pub fn write_zeros(&mut self, mut count: u64) -> io::Result<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        loop {
+            let dictionary_zero = self.dictionary.len() == DICTIONARY && all_zero(&self.dictionary);
+            if self.buffer.is_empty() && dictionary_zero && count >= BLOCK as u64 {
+                if self.zeros.is_none() {
+                    let (reply, _) = channel();
+                    let job = Job {
+                        data: vec![0; BLOCK],
+                        dictionary: vec![0; DICTIONARY],
+                        last: false,
+                        store_incompressible: false,
+                        reply,
+                    };
+                    self.zeros = Some(deflate_block(&job, self.level)?);
+                }
+                let block_crc = self.zero_block_crc.get_or_insert_with(|| {
+                    let mut crc = crc32fast::Hasher::new();
+                    crc.update(&vec![0; BLOCK]);
+                    crc
+                });
+                self.crc.combine(block_crc);
+                self.length += BLOCK as u64;
+                let (reply, result) = channel();
+                let _ = reply.send(Ok(self.zeros.clone().unwrap_or_default()));
+                self.pending.push_back(result);
+                while self.pending.len() > self.max_pending {
+                    self.write_oldest()?;
+                }
+                count -= BLOCK as u64;
+                continue;
+            }
+            if count == 0 {
+                return Ok(());
+            }
+            // Up to the end of the block, or of the zeros.
+            let room = (BLOCK - self.buffer.len()) as u64;
+            let take = count.min(room).min(ZEROS.len() as u64) as usize;
+            self.write_all(&ZEROS[..take])?;
+            count -= take as u64;
+        }
+    }
+
     fn finish_stream(&mut self) -> io::Result<()> {
         self.submit(true)?;
         while !self.pending.is_empty() {
@@ -224,7 +322,42 @@ impl<W: Write> ParallelGzip<W> {
     }
 }
 
+/// Whether `bytes` are all zero; OR-ing a page at a time lets the compiler
+/// use vector instructions.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(4096)
+        .all(|page| page.iter().fold(0u8, |acc, &byte| acc | byte) == 0)
+}
+
+/// Whether `data` looks like it will not shrink: a few 4 KiB samples of it,
+/// deflated at the fastest level, each keep more than 97% of their size.
+/// Deterministic: the samples' places depend on the length alone.
+pub fn looks_incompressible(data: &[u8]) -> bool {
+    const SAMPLE: usize = 4096;
+    const SAMPLES: usize = 4;
+    if data.len() < SAMPLE {
+        return false;
+    }
+    let step = (data.len() - SAMPLE) / (SAMPLES - 1);
+    let mut deflate = Compress::new(Level::new(1), false);
+    let mut out = Vec::with_capacity(SAMPLE * 2);
+    (0..SAMPLES).all(|index| {
+        let sample = &data[index * step..index * step + SAMPLE];
+        deflate.reset();
+        out.clear();
+        match deflate.compress_vec(sample, &mut out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => out.len() * 100 > sample.len() * 97,
+            _ => false,
+        }
+    })
+}
+
 fn deflate_block(job: &Job, level: u32) -> io::Result<Vec<u8>> {
+    let level = match job.store_incompressible && looks_incompressible(&job.data) {
+        true => 0,
+        false => level,
+    };
     let mut deflate = Compress::new(Level::new(level), false);
     if !job.dictionary.is_empty() {
         deflate
@@ -348,6 +481,97 @@ mod tests {
     fn parallel_gzip_is_deterministic() {
         let data = sample(5 * BLOCK / 2);
         assert_eq!(gzip(&data), gzip(&data));
+    }
+
+    /// Runs of zero blocks are deflated once and reused: the stream is the
+    /// one the workers would have made, and reads back.
+    #[test]
+    fn runs_of_zeros_give_the_bytes_of_deflating_each_block() {
+        let mut data = sample(BLOCK + 100);
+        data.extend(std::iter::repeat_n(0u8, 5 * BLOCK + 7));
+        data.extend(sample(BLOCK));
+        data.extend(std::iter::repeat_n(0u8, 3 * BLOCK));
+        let compressed = gzip(&data);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        // Each zero block deflated anew, with no reuse.
+        let mut fresh = Vec::new();
+        let mut writer = ParallelGzip::new(&mut fresh, 6);
+        for block in data.chunks(BLOCK) {
+            writer.zeros = None;
+            writer.write_all(block).unwrap();
+        }
+        writer.finish_stream().unwrap();
+        writer.stop_workers();
+        drop(writer);
+        assert_eq!(fresh, compressed);
+    }
+
+    /// `write_zeros` gives the bytes of writing the zeros.
+    #[test]
+    fn written_zeros_are_the_bytes_of_zeros_written() {
+        for (before, zeros, after) in [
+            (0, 5 * BLOCK + 3, 10),
+            (BLOCK - 7, 3 * BLOCK, 0),
+            (12345, 100, BLOCK + 1),
+            (BLOCK, 2 * BLOCK, BLOCK),
+        ] {
+            let head = sample(before);
+            let tail = sample(after);
+            let mut data = head.clone();
+            data.extend(std::iter::repeat_n(0u8, zeros));
+            data.extend(&tail);
+            let mut skipped = Vec::new();
+            let mut writer = ParallelGzip::new(&mut skipped, 6);
+            writer.write_all(&head).unwrap();
+            writer.write_zeros(zeros as u64).unwrap();
+            writer.write_all(&tail).unwrap();
+            writer.finish_stream().unwrap();
+            writer.stop_workers();
+            drop(writer);
+            assert_eq!(skipped, gzip(&data), "{before} + {zeros} zeros + {after}");
+        }
+    }
+
+    /// Noise is stored, text deflated; the stream reads back and repeats.
+    #[test]
+    fn incompressible_blocks_are_stored() {
+        let mut state = 99u64;
+        let mut noise = vec![0u8; 2 * BLOCK];
+        for byte in &mut noise {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        assert!(looks_incompressible(&noise));
+        let text = sample(2 * BLOCK);
+        assert!(!looks_incompressible(&text));
+        let data = [noise.clone(), text.clone()].concat();
+        let adaptive = |data: &[u8]| {
+            let mut out = Vec::new();
+            let mut writer = ParallelGzip::new(&mut out, 6).storing_incompressible();
+            writer.write_all(data).unwrap();
+            writer.finish_stream().unwrap();
+            writer.stop_workers();
+            drop(writer);
+            out
+        };
+        let stored = adaptive(&data);
+        assert_eq!(stored, adaptive(&data));
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&stored[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        // The noise costs its size and a few bytes a block; the text shrinks
+        // as it does without the option.
+        let noise_alone = adaptive(&noise).len();
+        assert!(noise_alone > noise.len() && noise_alone < noise.len() + 1024);
+        assert_eq!(adaptive(&text), gzip(&text));
     }
 
     #[test]

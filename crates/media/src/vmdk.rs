@@ -85,24 +85,29 @@ pub fn write<W: Write + Seek>(
 
     let mut directory = vec![0u32; tables as usize];
     let mut table = vec![0u32; TABLE_ENTRIES as usize];
-    let mut grain = vec![0u8; GRAIN as usize];
-    let mut deflater = Deflater::new();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut deflaters: Vec<Deflater> = (0..workers).map(|_| Deflater::new()).collect();
     for (index, directory_entry) in directory.iter_mut().enumerate() {
         let first = index as u64 * TABLE_ENTRIES;
         let count = TABLE_ENTRIES.min(grains - first);
         table.fill(0);
-        for (slot, table_entry) in table[..count as usize].iter_mut().enumerate() {
-            if image.next_block(&mut grain)? {
-                continue;
+        // The table's grains that hold data, read in order, then deflated
+        // on every core: each grain is a zlib stream of its own, so the
+        // bytes do not depend on how many cores there are.
+        let mut full: Vec<(usize, Vec<u8>)> = Vec::new();
+        for slot in 0..count as usize {
+            let mut grain = vec![0u8; GRAIN as usize];
+            if !image.next_block(&mut grain)? {
+                full.push((slot, grain));
             }
-            *table_entry = sector_of(&output)?;
-            let deflated = deflater
-                .deflate(&grain)
-                .map_err(|error| output.error(error))?;
+        }
+        let deflated = deflate_all(&mut deflaters, &full).map_err(|error| output.error(error))?;
+        for ((slot, _), deflated) in full.iter().zip(deflated) {
+            table[*slot] = sector_of(&output)?;
             let mut marker = Vec::with_capacity(12 + deflated.len());
-            marker.extend_from_slice(&((first + slot as u64) * GRAIN_SECTORS).to_le_bytes());
+            marker.extend_from_slice(&((first + *slot as u64) * GRAIN_SECTORS).to_le_bytes());
             marker.extend_from_slice(&(deflated.len() as u32).to_le_bytes());
-            marker.extend_from_slice(deflated);
+            marker.extend_from_slice(&deflated);
             write_padded(&mut output, &marker)?;
         }
         if table.iter().any(|&entry| entry != 0) {
@@ -249,9 +254,47 @@ fn descriptor(file_name: &str, capacity: u64, seed: &Seed) -> Vec<u8> {
     bytes
 }
 
+/// Each of `grains` deflated, in order: the grains are shared out among
+/// the deflaters, one thread each.
+fn deflate_all(
+    deflaters: &mut [Deflater],
+    grains: &[(usize, Vec<u8>)],
+) -> std::io::Result<Vec<Vec<u8>>> {
+    let share = grains.len().div_ceil(deflaters.len()).max(1);
+    let parts: Vec<std::io::Result<Vec<Vec<u8>>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = deflaters
+            .iter_mut()
+            .zip(grains.chunks(share))
+            .map(|(deflater, part)| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, grain)| deflater.deflate(grain).map(<[u8]>::to_vec))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a deflate thread panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(grains.len());
+    for part in parts {
+        all.extend(part?);
+    }
+    Ok(all)
+}
+
 /// zlib streams (RFC 1950, what VMware and QEMU inflate), one per grain.
+/// A grain that looks incompressible (a piece of a compressed kernel or
+/// initrd) is stored: deflating it would cost much and save nothing.
 struct Deflater {
     compress: Compress,
+    store: Compress,
     buffer: Vec<u8>,
 }
 
@@ -259,16 +302,21 @@ impl Deflater {
     fn new() -> Deflater {
         Deflater {
             compress: Compress::new(Compression::new(LEVEL), true),
-            // Deflate's worst case for a grain is a few hundred bytes over it.
+            store: Compress::new(Compression::none(), true),
+            // Deflate's worst case for a grain is a few hundred bytes over
+            // it (stored blocks cost 5 bytes in 64 KiB).
             buffer: Vec::with_capacity(GRAIN as usize + 4096),
         }
     }
 
     fn deflate(&mut self, grain: &[u8]) -> std::io::Result<&[u8]> {
-        self.compress.reset();
+        let compress = match archive::compress::looks_incompressible(grain) {
+            true => &mut self.store,
+            false => &mut self.compress,
+        };
+        compress.reset();
         self.buffer.clear();
-        let status = self
-            .compress
+        let status = compress
             .compress_vec(grain, &mut self.buffer, FlushCompress::Finish)
             .map_err(std::io::Error::other)?;
         if status != Status::StreamEnd {
