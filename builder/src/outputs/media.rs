@@ -191,8 +191,8 @@ fn failed<E: std::error::Error>(format: Format) -> impl Fn(E) -> MediaError {
 }
 
 impl Media<'_> {
-    /// Writes the media. What needs `pending` (creating files, the UKI and
-    /// the ESPs, small) is done first, in order; then the ISO is written
+    /// Writes the media. What needs `pending` (creating the files, writing
+    /// the UKI and the ESPs) is done first, in order; then the ISO is written
     /// on one thread while the raw disk is written on this one, and the
     /// formats converted from the disk each on a thread of its own.
     fn write_all(&self, pending: &mut Pending, formats: &[Format]) -> Result<(), MediaError> {
