@@ -27,7 +27,7 @@ pub struct BuildOptions {
     pub clock: Clock,
     /// Build with exactly the digests of this lock.
     pub lock: Option<LockFile>,
-    /// The volume label of ISOs and ESPs (default `BERTH`).
+    /// The volume label of ISOs (default `BERTH`).
     pub label: Option<String>,
     /// The size of disks in bytes (default: the smallest that fits).
     pub size: Option<u64>,

@@ -117,6 +117,14 @@ fn wait_for(
     loop {
         let mut seen = Vec::new();
         for name in block_devices(root) {
+            // A drive with no medium (an empty floppy or CD drive) says
+            // size 0; reading it could wait on the drive for seconds.
+            let size =
+                std::fs::read_to_string(under(root, &format!("/sys/class/block/{name}/size")));
+            if size.is_ok_and(|size| size.trim() == "0") {
+                seen.push(format!("{name}: no medium"));
+                continue;
+            }
             let path = format!("/dev/{name}");
             match superblock_id(&under(root, &path)) {
                 Ok(found) if found == id => return Ok(path),
@@ -162,7 +170,13 @@ fn block_devices(root: &Path) -> Vec<String> {
 /// The squashfs id of the image at the start of `device`, or why it has
 /// none.
 fn superblock_id(device: &Path) -> Result<String, String> {
-    let mut file = std::fs::File::open(device).map_err(|e| format!("cannot open: {e}"))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Not blocking on open: a removable drive is not waited for.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(device)
+        .map_err(|e| format!("cannot open: {e}"))?;
     let mut block = [0u8; SUPERBLOCK_SIZE];
     let mut filled = 0;
     while filled < block.len() {
@@ -190,15 +204,20 @@ mod tests {
         block
     }
 
-    /// A directory standing for `/` in the initramfs: three block
-    /// devices, the second holding the image, and the initrd's modules.
+    /// A directory standing for `/` in the initramfs: an empty floppy
+    /// drive and three block devices, the last holding the image, and the
+    /// initrd's modules.
     fn initramfs(image: &[u8]) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        for name in ["sr0", "vda", "vdb"] {
+        for name in ["fd0", "sr0", "vda", "vdb"] {
             std::fs::create_dir_all(r.join("sys/class/block").join(name)).unwrap();
         }
+        // The floppy drive has no medium; its node, were it read, would be
+        // an image of the wanted size.
+        std::fs::write(r.join("sys/class/block/fd0/size"), "0\n").unwrap();
         std::fs::create_dir_all(r.join("dev")).unwrap();
+        std::fs::write(r.join("dev/fd0"), image).unwrap();
         // sr0 cannot be opened (no node); vda is too short; vdb is it.
         std::fs::write(r.join("dev/vda"), b"hsqs").unwrap();
         std::fs::write(r.join("dev/vdb"), image).unwrap();
@@ -269,8 +288,8 @@ mod tests {
         let outcome = into_squashfs(&mut system, root.path(), &["/init".into()], &wanted);
         let why = outcome.unwrap_err();
         assert!(why.starts_with(&format!(
-            "no disk with the squashfs root {wanted} after 30 s (sr0: cannot open: "
-        )));
+            "no disk with the squashfs root {wanted} after 30 s (fd0: no medium; sr0: cannot open: "
+        )), "{why}");
         assert!(
             why.ends_with(&format!(
                 "vda: 4 bytes, shorter than a squashfs superblock (96); vdb: squashfs {found})"

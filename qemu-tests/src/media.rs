@@ -228,6 +228,21 @@ pub fn check_artifacts(out: &Path, name: &str, scratch: &Path) -> Result<Vec<Str
         ));
     }
 
+    let vhd = file(".vhd");
+    if vhd.exists() {
+        let kind = vhd_kind(&vhd)?;
+        ensure!(
+            kind == 2 || kind == 3,
+            "{} ends in no footer of a fixed or dynamic disk (type {kind})",
+            vhd.display()
+        );
+        checked.push(format!(
+            "{}: its footer says a {} disk",
+            vhd.display(),
+            if kind == 2 { "fixed" } else { "dynamic" }
+        ));
+    }
+
     let gcp = file(".img.tar.gz");
     if gcp.exists() {
         let listing = run("tar", &["-tzf", path(&gcp)])?;
@@ -236,9 +251,45 @@ pub fn check_artifacts(out: &Path, name: &str, scratch: &Path) -> Result<Vec<Str
             "tar -tzf {} lists {listing:?}, not disk.raw alone",
             gcp.display()
         );
-        checked.push(format!("{}: tar -tzf lists disk.raw", gcp.display()));
+        // GCE's disk is a whole GiB with its backup GPT at its end.
+        run("tar", &["-xzf", path(&gcp), "-C", path(scratch)])?;
+        let disk = scratch.join("disk.raw");
+        let size = fs::metadata(&disk)?.len();
+        ensure!(
+            size % (1 << 30) == 0,
+            "disk.raw in {} is {size} bytes, not a whole GiB",
+            gcp.display()
+        );
+        let verify = run("sgdisk", &["-v", path(&disk)])?;
+        ensure!(
+            verify.contains("No problems found"),
+            "sgdisk -v on disk.raw of {}:\n{verify}",
+            gcp.display()
+        );
+        let _ = fs::remove_file(&disk);
+        checked.push(format!(
+            "{}: tar -tzf lists disk.raw alone; it is {size} bytes and sgdisk -v finds no problems",
+            gcp.display()
+        ));
     }
     Ok(checked)
+}
+
+/// The kind of VHD at `path`: 2 for fixed, 3 for dynamic (its footer's
+/// disk type).
+pub fn vhd_kind(path: &Path) -> Result<u32> {
+    let mut footer = [0u8; 512];
+    let mut input = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    input.seek(SeekFrom::End(-512))?;
+    input.read_exact(&mut footer)?;
+    ensure!(
+        &footer[..8] == b"conectix",
+        "{} ends in no VHD footer",
+        path.display()
+    );
+    Ok(u32::from_be_bytes([
+        footer[60], footer[61], footer[62], footer[63],
+    ]))
 }
 
 /// Whether two files hold the same bytes.

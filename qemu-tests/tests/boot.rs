@@ -536,12 +536,37 @@ fn media_are_sound_and_reproducible(paths: &Paths, _qemu: &Path) -> Result<(), F
     {
         qemu_tests::note(&line);
     }
+    let listed = |dir: &Path| qemu_tests::media::files(dir).map_err(|e| format!("{e:#}"));
+    let artifact = |format: &str| match format {
+        "uki" => "media.efi".to_string(),
+        "gcp" => "media.img.tar.gz".to_string(),
+        other => format!("media.{other}"),
+    };
+    let mut expected: Vec<String> = MEDIA_FORMATS.iter().map(|f| artifact(f)).collect();
+    expected.push("media.lock".into());
+    expected.sort();
+    if listed(&all)? != expected {
+        return Err(format!(
+            "the build of every format wrote {:?}, not {expected:?}",
+            listed(&all)?
+        )
+        .into());
+    }
     let again = work.join("again");
     built_media(paths, &again, MEDIA_FORMATS)?;
     qemu_tests::media::same_dirs(&all, &again).map_err(|e| format!("{e:#}"))?;
     for format in MEDIA_FORMATS {
         let alone = work.join(format!("alone-{format}"));
         built_media(paths, &alone, &[format])?;
+        let mut expected = vec![artifact(format), "media.lock".to_string()];
+        expected.sort();
+        if listed(&alone)? != expected {
+            return Err(format!(
+                "-f {format} alone wrote {:?}, not {expected:?}",
+                listed(&alone)?
+            )
+            .into());
+        }
         for name in qemu_tests::media::files(&alone).map_err(|e| format!("{e:#}"))? {
             let (a, b) = (alone.join(&name), all.join(&name));
             if !qemu_tests::media::same_bytes(&a, &b).map_err(|e| format!("{e:#}"))? {
@@ -557,6 +582,14 @@ fn media_are_sound_and_reproducible(paths: &Paths, _qemu: &Path) -> Result<(), F
     built_media(paths, &dynamic, &["raw", "dynamic-vhd"])?;
     qemu_tests::media::check_artifacts(&dynamic, "media", &scratch)
         .map_err(|e| format!("{e:#}"))?;
+    let kinds = [all.join("media.vhd"), dynamic.join("media.vhd")]
+        .map(|vhd| qemu_tests::media::vhd_kind(&vhd).map_err(|e| format!("{e:#}")));
+    if !matches!(kinds, [Ok(2), Ok(3)]) {
+        return Err(format!(
+            "-f vhd and -f dynamic-vhd wrote VHDs of types {kinds:?}, not 2 (fixed) and 3 (dynamic)"
+        )
+        .into());
+    }
     let dynamic_again = work.join("dynamic-again");
     built_media(paths, &dynamic_again, &["raw", "dynamic-vhd"])?;
     qemu_tests::media::same_dirs(&dynamic, &dynamic_again).map_err(|e| format!("{e:#}"))?;
@@ -591,6 +624,27 @@ fn too_small_disk(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
         return Err(format!("the failed build left {left:?} in {}", out.display()).into());
     }
     qemu_tests::note(&format!("--size 4M: {last}"));
+    // The size needed is the disk's, however small the size asked for.
+    let needed = |line: &str| line.split("needs at least ").nth(1).map(str::to_string);
+    let tiny = build_media(paths, &out, &["-f", "raw", "--size", "1M"])?;
+    let tiny_stderr = String::from_utf8_lossy(&tiny.stderr);
+    let tiny_last = tiny_stderr.trim_end().lines().last().unwrap_or_default();
+    if tiny.status.code() != Some(1) || needed(tiny_last) != needed(last) || needed(last).is_none()
+    {
+        return Err(format!("--size 1M said {tiny_last:?}, --size 4M said {last:?}").into());
+    }
+    // Not a whole MiB: refused before anything is built.
+    let odd = build_media(paths, &out, &["-f", "vhd", "--size", "1000000"])?;
+    let odd_stderr = String::from_utf8_lossy(&odd.stderr);
+    if odd.status.code() != Some(1)
+        || !odd_stderr.contains("--size 1000000: a disk is a whole number of MiB")
+    {
+        return Err(format!("--size 1000000 said {odd_stderr:?}").into());
+    }
+    let left = qemu_tests::media::files(&out).map_err(|e| format!("{e:#}"))?;
+    if left != ["media.qcow2"] {
+        return Err(format!("the failed builds left {left:?} in {}", out.display()).into());
+    }
     Ok(())
 }
 

@@ -30,8 +30,8 @@ pub struct BuildArgs {
     /// iso-efi-initrd, kernel+iso, raw-bios, raw-efi, aws, qcow2-bios, qcow2-efi).
     #[arg(short, long = "format", default_value = "kernel+initrd")]
     pub formats: Vec<Format>,
-    /// Disk size for raw, qcow2, vhd, vmdk and gcp (bytes, or with K, M, G; default: the
-    /// smallest that fits, rounded up to 1 MiB).
+    /// Disk size for raw, qcow2, vhd, vmdk and gcp: a whole number of MiB (bytes, or with
+    /// K, M, G; default: the smallest that fits, rounded up to 1 MiB).
     #[arg(long, value_parser = builder::outputs::parse_size)]
     pub size: Option<u64>,
     /// Volume label of the ISO: 1 to 32 of A-Z, 0-9 and _ (default BERTH).
@@ -72,6 +72,12 @@ pub fn run(args: BuildArgs) -> Result<()> {
     } = args;
     formats.sort();
     formats.dedup();
+    if let Some(size) = size.filter(|size| size % (1 << 20) != 0) {
+        bail!(
+            "--size {size}: a disk is a whole number of MiB (as VHD requires); {} would do",
+            size.next_multiple_of(1 << 20)
+        );
+    }
     if formats.contains(&Format::Vhd) && formats.contains(&Format::DynamicVhd) {
         bail!("-f vhd and -f dynamic-vhd both write NAME.vhd: build them one at a time");
     }

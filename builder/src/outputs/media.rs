@@ -70,6 +70,11 @@ pub const DEFAULT_LABEL: &str = "BERTH";
 /// The volume label of EFI system partitions and El Torito EFI images.
 const ESP_LABEL: &str = "BERTH-EFI";
 
+/// The size of a disk's ESP when its files would fit a smaller one: FAT32
+/// needs 65525 clusters (about 34 MiB of 512-byte ones), and this is
+/// comfortably past that.
+const ESP_FAT32_MIN: u64 = 40 << 20;
+
 /// A size as LinuxKit's `-size` takes it: bytes, or a number with `K`, `M`,
 /// `G` or `T` (powers of 1024; a trailing `B` or `iB` is allowed).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -207,9 +212,13 @@ impl Media<'_> {
             (true, Some(uki)) => Some(self.iso(pending, uki)?),
             _ => None,
         };
-        let disk = match (first_disk, &uki) {
-            (Some(first), Some(uki)) => Some(self.raw(pending, first, wants(Format::Raw), uki)?),
-            _ => None,
+        let (disk, gcp_disk) = match (first_disk, &uki) {
+            (Some(first), Some(uki)) => {
+                let (disk, gcp) =
+                    self.raw(pending, first, wants(Format::Raw), uki, wants(Format::Gcp))?;
+                (Some(disk), gcp)
+            }
+            _ => (None, None),
         };
         let mut conversions = Vec::new();
         for format in formats.iter().copied().filter(|f| f.needs_disk()) {
@@ -218,21 +227,33 @@ impl Media<'_> {
             }
         }
         let raw = disk.as_ref().map(|disk| disk.path.clone());
+        let gcp_raw = gcp_disk.as_ref().map(|disk| disk.path.clone());
         std::thread::scope(|scope| {
             let iso = iso.map(|iso| scope.spawn(move || iso.run()));
             let mut results = Vec::new();
             if let (Some(disk), Some(raw)) = (disk, &raw) {
                 results.push(disk.run());
+                results.extend(gcp_disk.map(DiskJob::run));
                 if results.iter().all(Result::is_ok) {
                     let threads: Vec<_> = conversions
                         .into_iter()
-                        .map(|job| scope.spawn(move || self.convert(job, raw)))
+                        .map(|job| {
+                            let raw = match (job.format, &gcp_raw) {
+                                (Format::Gcp, Some(gcp_raw)) => gcp_raw,
+                                _ => raw,
+                            };
+                            (job.format, scope.spawn(move || self.convert(job, raw)))
+                        })
                         .collect();
-                    results.extend(threads.into_iter().map(joined));
+                    results.extend(
+                        threads
+                            .into_iter()
+                            .map(|(format, thread)| joined(format, thread)),
+                    );
                 }
             }
             if let Some(iso) = iso {
-                results.push(joined(iso));
+                results.push(joined(Format::Iso, iso));
             }
             results.into_iter().collect::<Result<(), MediaError>>()
         })
@@ -309,7 +330,13 @@ impl Media<'_> {
             let files = SyslinuxFiles::from_installer(&self.boot.syslinux_installer)
                 .map_err(failed(format))?;
             let config = syslinux::config("VMLINUZ", Some("INITRD.IMG"), &self.cmdline);
-            syslinux::install(&files, fat, &config, None).map_err(failed(format))?
+            // A disk's ESP is FAT32, as the UEFI specification asks of
+            // fixed disks: a small system gets an ESP of ESP_FAT32_MIN,
+            // a larger one (syslinux's files take well under 1 MiB) is
+            // past FAT32's least number of clusters anyway.
+            let least = fat.min_size().map_err(&fat_error)? + (1 << 20);
+            let size = (least < ESP_FAT32_MIN).then_some(ESP_FAT32_MIN);
+            syslinux::install(&files, fat, &config, size).map_err(failed(format))?
         } else {
             fat.plan(None).map_err(&fat_error)?
         };
@@ -333,7 +360,8 @@ impl Media<'_> {
         format: Format,
         named: bool,
         uki: &Path,
-    ) -> Result<DiskJob, MediaError> {
+        gcp: bool,
+    ) -> Result<(DiskJob, Option<DiskJob>), MediaError> {
         let gpt_error = failed(format);
         let boot_code: [u8; 440] = self
             .boot
@@ -348,7 +376,7 @@ impl Media<'_> {
                     self.boot.gpt_mbr.len()
                 ),
             })?;
-        let disk = |content: gpt::Content| gpt::Disk {
+        let disk = |content: gpt::Content, size: Option<u64>| gpt::Disk {
             seed: self.seed,
             boot_code: Some(boot_code),
             partitions: vec![gpt::Partition {
@@ -357,11 +385,11 @@ impl Media<'_> {
                 attributes: gpt::LEGACY_BIOS_BOOTABLE,
                 content,
             }],
-            size: self.size,
+            size,
         };
-        // Where the partition starts does not depend on its size; the FAT
-        // needs it for syslinux ("hidden sectors").
-        let first_lba = disk(gpt::Content::Zeros(gpt::SECTOR))
+        // Where the partition starts does not depend on its size or the
+        // disk's; the FAT needs it for syslinux ("hidden sectors").
+        let first_lba = disk(gpt::Content::Zeros(gpt::SECTOR), None)
             .layout()
             .map_err(&gpt_error)?
             .partitions()[0]
@@ -371,17 +399,39 @@ impl Media<'_> {
             message: format!("the partition starts at sector {first_lba}, beyond FAT's reach"),
         })?;
         let (esp, length) = self.esp(pending, format, uki, hidden, true)?;
-        let layout = disk(gpt::Content::File { path: esp, length })
+        let content = gpt::Content::File { path: esp, length };
+        let layout = disk(content.clone(), self.size)
             .layout()
             .map_err(&gpt_error)?;
         let name = format!("{}.raw", self.name);
         let (path, file) = self.create(pending, format, &name, named)?;
-        Ok(DiskJob {
-            layout,
-            file,
-            path,
-            format,
-        })
+        // GCE takes a disk of whole GiB: the same disk laid out at that
+        // size, so that its backup GPT is at its end.
+        let gcp = match gcp {
+            false => None,
+            true => {
+                let size = layout.size().next_multiple_of(1 << 30);
+                let layout = disk(content, Some(size))
+                    .layout()
+                    .map_err(failed(Format::Gcp))?;
+                let (path, file) = self.create(pending, Format::Gcp, "disk.raw", false)?;
+                Some(DiskJob {
+                    layout,
+                    file,
+                    path,
+                    format: Format::Gcp,
+                })
+            }
+        };
+        Ok((
+            DiskJob {
+                layout,
+                file,
+                path,
+                format,
+            },
+            gcp,
+        ))
     }
 
     /// The hybrid ISO: isolinux with the kernel and initrd for BIOS, the
@@ -530,15 +580,16 @@ struct Conversion {
     file: File,
 }
 
-/// A thread's result; a panic, which berth's writers do not do, is an
-/// error rather than a second panic.
+/// The result of `format`'s thread; a panic, which berth's writers do not
+/// do, is an error rather than a second panic.
 fn joined(
+    format: Format,
     handle: std::thread::ScopedJoinHandle<'_, Result<(), MediaError>>,
 ) -> Result<(), MediaError> {
     handle.join().unwrap_or_else(|_| {
         Err(MediaError::Format {
-            format: Format::Iso,
-            message: "a writer thread panicked".into(),
+            format,
+            message: "its writer thread panicked".into(),
         })
     })
 }

@@ -237,6 +237,10 @@ impl Sink for SquashfsTree {
         let spool = spool.into_inner().map_err(|e| e.into_error())?;
         let fail = |e: backhand::BackhandError| invalid(format!("{}: {e}", self.name));
         let mut fs = FilesystemWriter::default();
+        // backhand's deduplication takes two files of the same length and
+        // xxh64 for one without comparing their bytes: a layer could make
+        // its file stand in for another image's. Every file is written.
+        fs.set_no_duplicate_files(false);
         fs.set_time(self.mtime);
         fs.set_root_mode(0o755);
         fs.set_root_uid(0);

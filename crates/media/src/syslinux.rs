@@ -300,23 +300,18 @@ fn empty_adv() -> [u8; 512] {
 }
 
 /// A `SYSLINUX.CFG` that boots `kernel` with `initrd` and `cmdline` at
-/// once, with syslinux and the kernel's console on the first serial port
-/// (115200 baud) as well as the screen.
+/// once, syslinux's own console on the first serial port (115200 baud) as
+/// well as the screen. The kernel gets `cmdline` as it is: the same disk
+/// booted by UEFI gives the UKI's, which is `cmdline` too.
 pub fn config(kernel: &str, initrd: Option<&str>, cmdline: &str) -> String {
-    let mut append = cmdline.trim().to_owned();
-    if !append
-        .split_whitespace()
-        .any(|word| word.starts_with("console="))
-    {
-        append = format!("console=tty0 console=ttyS0,115200 {append}");
-    }
+    let append = cmdline.trim();
     let mut config = format!(
         "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 0\nDEFAULT linux\nLABEL linux\n  KERNEL /{kernel}\n"
     );
     if let Some(initrd) = initrd {
         config.push_str(&format!("  INITRD /{initrd}\n"));
     }
-    config.push_str(&format!("  APPEND {}\n", append.trim_end()));
+    config.push_str(&format!("  APPEND {append}\n"));
     config
 }
 
@@ -800,7 +795,11 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let initrd = directory.path().join("initrd");
         std::fs::write(&initrd, vec![0x5Au8; 123_457]).unwrap();
-        let config = config("VMLINUZ", Some("INITRD.IMG"), "berth.test=syslinux");
+        let config = config(
+            "VMLINUZ",
+            Some("INITRD.IMG"),
+            "console=ttyS0,115200 berth.test=syslinux",
+        );
         // syslinux-common's ldlinux.c32 (another build) with FAT16, the
         // installer's own with the others.
         let common = std::fs::read(
@@ -862,7 +861,7 @@ mod tests {
         let mut image = FatImage::new("BERTH", 0x5eed, MTIME, PARTITION_LBA as u32).unwrap();
         image.add_file("VMLINUZ", Path::new(&kernel)).unwrap();
         image.add_file("INITRD.IMG", Path::new(&initrd)).unwrap();
-        let config = config("VMLINUZ", Some("INITRD.IMG"), "panic=-1");
+        let config = config("VMLINUZ", Some("INITRD.IMG"), "console=ttyS0 panic=-1");
         let plan = install(&debian.files(), image, &config, None).unwrap();
         let Some(disk) = gpt_disk(directory.path(), &plan, &debian.gptmbr()) else {
             return;
