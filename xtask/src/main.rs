@@ -380,7 +380,8 @@ fn bench_own_images(berth: &Path, runs: usize) -> Result<()> {
     bench_media(berth, runs)
 }
 
-/// The formats of bootable media, built alone and all at once.
+/// The formats of bootable media (and the squashfs root), built alone and
+/// all at once.
 const MEDIA_FORMATS: &[&str] = &[
     "uki",
     "iso",
@@ -390,6 +391,7 @@ const MEDIA_FORMATS: &[&str] = &[
     "dynamic-vhd",
     "vmdk",
     "gcp",
+    "kernel+squashfs",
 ];
 
 /// Each bootable-media format of examples/host.yml, warm: its median build
