@@ -259,8 +259,8 @@ impl Media<'_> {
         })
     }
 
-    /// A new artifact `name` (a scratch file unless `named`): its index in
-    /// `pending` and the file.
+    /// A new artifact `name` (a scratch file unless `named`): its path and
+    /// the file.
     fn create(
         &self,
         pending: &mut Pending,

@@ -405,5 +405,11 @@ mod tests {
         assert_eq!(boot.image.position(), "b.yml:2:10");
         assert_eq!(merged.image_references(), vec![&boot.image]);
         assert!(parse("boot:\n  image: x\n  loader: grub\n", &"c.yml".into()).is_err());
+        let bad = parse("boot:\n  image: UPPER/Bad\n", &"d.yml".into()).unwrap();
+        let problems = validate(&bad).unwrap_err().to_string();
+        assert!(
+            problems.contains("d.yml:2:10: boot.image: invalid image reference \"UPPER/Bad\""),
+            "{problems}"
+        );
     }
 }

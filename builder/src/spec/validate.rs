@@ -67,6 +67,9 @@ pub fn validate(definition: &Definition) -> Result<(), SpecError> {
     for (i, reference) in definition.init.iter().enumerate() {
         check_reference(&mut problems, reference, &format!("init[{i}]"));
     }
+    if let Some(boot) = &definition.boot {
+        check_reference(&mut problems, &boot.image, "boot.image");
+    }
     for (section, images) in [
         ("onboot", &definition.onboot),
         ("onshutdown", &definition.onshutdown),
