@@ -22,8 +22,7 @@
 //! the caller's business.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 const SECTOR: u64 = 512;
@@ -830,32 +829,17 @@ fn copy_exactly<W: Write>(
     length: u64,
     out: &mut Counting<W>,
 ) -> Result<(), FatError> {
-    let read_error = |error| FatError::Source {
-        path: source.to_owned(),
-        source: error,
-    };
-    let file = File::open(source).map_err(read_error)?;
-    let mut limited = file.take(length + 1);
-    let mut buffer = vec![0u8; 1 << 16];
-    let mut copied = 0;
-    loop {
-        let count = limited.read(&mut buffer).map_err(read_error)?;
-        if count == 0 {
-            break;
-        }
-        copied += count as u64;
-        if copied > length {
-            break;
-        }
-        out.put(&buffer[..count])?;
-    }
-    if copied != length {
-        return Err(FatError::SourceChanged {
+    crate::stream_file(source, length, true, |chunk| out.put(chunk)).map_err(|error| match error {
+        crate::Streamed::Read(error) => FatError::Source {
+            path: source.to_owned(),
+            source: error,
+        },
+        crate::Streamed::Length { .. } => FatError::SourceChanged {
             path: source.to_owned(),
             expected: length,
-        });
-    }
-    Ok(())
+        },
+        crate::Streamed::Put(error) => error,
+    })
 }
 
 /// The 11-byte directory name of an upper-case 8.3 name.
@@ -927,6 +911,7 @@ fn put32(bytes: &mut [u8], at: usize, value: u32) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::fs::File;
     use std::process::Command;
 
     /// The path of an external test tool, or `None` with a visible skip

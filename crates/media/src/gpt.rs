@@ -29,7 +29,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::Seed;
@@ -539,33 +539,20 @@ fn chs(lba: u64) -> [u8; 3] {
 
 /// Streams the first `length` bytes of a partition's content file.
 fn copy_file(number: u32, path: &Path, length: u64, sink: &mut dyn Sink) -> Result<(), GptError> {
-    let read_error = |source| GptError::ReadContent {
-        number,
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(read_error)?;
-    let mut buffer = vec![0; CHUNK];
-    let mut read = 0;
-    while read < length {
-        let want = (length - read).min(CHUNK as u64) as usize;
-        let got = match file.read(&mut buffer[..want]) {
-            Ok(0) => {
-                return Err(GptError::ContentShort {
-                    number,
-                    path: path.to_path_buf(),
-                    read,
-                    expected: length,
-                });
-            }
-            Ok(got) => got,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(read_error(error)),
-        };
-        sink.data(&buffer[..got])?;
-        read += got as u64;
-    }
-    Ok(())
+    crate::stream_file(path, length, false, |chunk| sink.data(chunk)).map_err(|error| match error {
+        crate::Streamed::Read(source) => GptError::ReadContent {
+            number,
+            path: path.to_path_buf(),
+            source,
+        },
+        crate::Streamed::Length { read } => GptError::ContentShort {
+            number,
+            path: path.to_path_buf(),
+            read,
+            expected: length,
+        },
+        crate::Streamed::Put(error) => error,
+    })
 }
 
 /// Where the disk's bytes go: zeros are announced apart so that a file can
@@ -628,6 +615,7 @@ impl Sink for Sparse<'_> {
 mod tests {
     use super::*;
     use std::fs;
+    use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     use std::process::{Child, Command, Stdio};
     use std::sync::mpsc;

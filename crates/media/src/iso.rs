@@ -602,33 +602,18 @@ impl<W: Write> Output<W> {
 
     /// Streams `size` bytes of `path`, which must still be that long.
     fn copy(&mut self, path: &Path, size: u64) -> Result<(), IsoError> {
-        let read = |source| IsoError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = File::open(path).map_err(read)?;
-        let mut buffer = vec![0; 1 << 16];
-        let mut copied = 0;
-        loop {
-            let len = match file.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(len) => len,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(read(error)),
-            };
-            copied += len as u64;
-            if copied > size {
-                break;
-            }
-            self.write(&buffer[..len])?;
-        }
-        if copied != size {
-            return Err(IsoError::Changed {
+        crate::stream_file(path, size, true, |chunk| self.write(chunk)).map_err(|error| match error
+        {
+            crate::Streamed::Read(source) => IsoError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            crate::Streamed::Length { .. } => IsoError::Changed {
                 path: path.to_path_buf(),
                 expected: size,
-            });
-        }
-        Ok(())
+            },
+            crate::Streamed::Put(error) => error,
+        })
     }
 
     fn finish(mut self) -> Result<u64, IsoError> {

@@ -19,6 +19,10 @@ pub mod uki;
 pub mod vhd;
 pub mod vmdk;
 
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
 
 /// Where a writer's identifiers come from: a hash of the artifact's inputs,
@@ -71,6 +75,52 @@ impl Seed {
     }
 }
 
+/// How streaming a file of a known length went wrong.
+#[derive(Debug)]
+pub(crate) enum Streamed<E> {
+    /// Opening or reading the file.
+    Read(io::Error),
+    /// The file is shorter than promised after `read` bytes, or (when it
+    /// must be exact) longer.
+    Length { read: u64 },
+    /// Where the bytes went refused them.
+    Put(E),
+}
+
+/// Streams the first `length` bytes of the file at `path` to `put`, a chunk
+/// at a time. The file must hold them; with `exact`, nothing more either:
+/// writers measure their inputs before laying an artifact out, and a file
+/// that changed since is an error, never a misplaced byte.
+pub(crate) fn stream_file<E>(
+    path: &Path,
+    length: u64,
+    exact: bool,
+    mut put: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), Streamed<E>> {
+    let file = File::open(path).map_err(Streamed::Read)?;
+    // One byte past the length tells a longer file.
+    let mut limited = file.take(length + u64::from(exact));
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut read = 0u64;
+    loop {
+        let count = match limited.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(Streamed::Read(error)),
+        };
+        if read + count as u64 > length {
+            return Err(Streamed::Length { read });
+        }
+        put(&buffer[..count]).map_err(Streamed::Put)?;
+        read += count as u64;
+    }
+    match read == length {
+        true => Ok(()),
+        false => Err(Streamed::Length { read }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +135,38 @@ mod tests {
         let guid = seed.guid("disk");
         assert_eq!(guid[7] >> 4, 8, "version 8");
         assert_eq!(guid[8] >> 6, 0b10, "RFC 9562 variant");
+    }
+
+    #[test]
+    fn a_file_streams_whole_and_a_changed_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        std::fs::write(&path, vec![7u8; 200_000]).unwrap();
+        let mut got = Vec::new();
+        stream_file(&path, 200_000, true, |chunk| {
+            got.extend_from_slice(chunk);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(got, vec![7u8; 200_000]);
+        let sink = |_: &[u8]| Ok::<(), ()>(());
+        assert!(matches!(
+            stream_file(&path, 200_001, true, sink),
+            Err(Streamed::Length { read: 200_000 })
+        ));
+        assert!(matches!(
+            stream_file(&path, 199_999, true, sink),
+            Err(Streamed::Length { .. })
+        ));
+        // Not exact: the first bytes are enough.
+        stream_file(&path, 199_999, false, sink).unwrap();
+        assert!(matches!(
+            stream_file(&dir.path().join("none"), 1, true, sink),
+            Err(Streamed::Read(_))
+        ));
+        assert!(matches!(
+            stream_file(&path, 200_000, true, |_| Err("full")),
+            Err(Streamed::Put("full"))
+        ));
     }
 }

@@ -301,7 +301,6 @@ impl<'a> Uki<'a> {
             .copy_from_slice(&checksum.to_le_bytes());
         out.write_all(&head).map_err(UkiError::Write)?;
         let mut position = head.len() as u64;
-        let mut buffer = vec![0; 1 << 20];
         for section in &self.sections {
             let start = u64::from(section.layout.file_offset);
             write_zeros(out, &mut sum, start - position)?;
@@ -311,33 +310,23 @@ impl<'a> Uki<'a> {
                     out.write_all(bytes).map_err(UkiError::Write)?;
                 }
                 Content::File { what, path } => {
-                    let input = |source| UkiError::Input {
-                        what,
-                        path: path.to_path_buf(),
-                        source,
-                    };
-                    let mut file = File::open(path).map_err(input)?;
-                    let mut copied = 0u64;
-                    loop {
-                        let read = match file.read(&mut buffer) {
-                            Ok(0) => break,
-                            Ok(read) => read,
-                            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(error) => return Err(input(error)),
-                        };
-                        copied += read as u64;
-                        if copied > u64::from(section.layout.size) {
-                            break;
-                        }
-                        sum.update(&buffer[..read]);
-                        out.write_all(&buffer[..read]).map_err(UkiError::Write)?;
-                    }
-                    if copied != u64::from(section.layout.size) {
-                        return Err(UkiError::InputChanged {
+                    let size = u64::from(section.layout.size);
+                    crate::stream_file(path, size, true, |chunk| {
+                        sum.update(chunk);
+                        out.write_all(chunk).map_err(UkiError::Write)
+                    })
+                    .map_err(|error| match error {
+                        crate::Streamed::Read(source) => UkiError::Input {
                             what,
                             path: path.to_path_buf(),
-                        });
-                    }
+                            source,
+                        },
+                        crate::Streamed::Length { .. } => UkiError::InputChanged {
+                            what,
+                            path: path.to_path_buf(),
+                        },
+                        crate::Streamed::Put(error) => error,
+                    })?;
                 }
             }
             position = start + u64::from(section.layout.size);
