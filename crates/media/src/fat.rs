@@ -911,26 +911,9 @@ fn put32(bytes: &mut [u8], at: usize, value: u32) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::testing::tool_or_skip;
     use std::fs::File;
     use std::process::Command;
-
-    /// The path of an external test tool, or `None` with a visible skip
-    /// (a failure when CI=true).
-    pub(crate) fn tool_or_skip(name: &str) -> Option<PathBuf> {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let found = std::env::split_paths(&path)
-            .chain(["/usr/sbin".into(), "/sbin".into()])
-            .map(|directory: PathBuf| directory.join(name))
-            .find(|candidate| candidate.is_file());
-        if found.is_none() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{name} is not installed, and CI=true makes a skip a failure"
-            );
-            eprintln!("skipped: {name} is not installed");
-        }
-        found
-    }
 
     const MTIME: u64 = 1_700_000_000;
 

@@ -614,6 +614,7 @@ impl Sink for Sparse<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{skip, tool_or_skip};
     use std::fs;
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
@@ -622,29 +623,6 @@ mod tests {
     use std::time::{Duration, Instant};
 
     const MIB: u64 = 1 << 20;
-
-    /// `tool` from the usual places, or `None` with a visible skip (a
-    /// failure when CI=true).
-    fn tool_or_skip(tool: &str) -> Option<PathBuf> {
-        let path = std::env::var("PATH").unwrap_or_default();
-        let found = path
-            .split(':')
-            .chain(["/usr/sbin", "/sbin"])
-            .map(|dir| Path::new(dir).join(tool))
-            .find(|candidate| candidate.is_file());
-        if found.is_none() {
-            skip(&format!("{tool} is not installed"));
-        }
-        found
-    }
-
-    fn skip(why: &str) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{why}, and CI=true makes a skip a failure"
-        );
-        eprintln!("skipped: {why}");
-    }
 
     /// Runs `tool` with `args`, asserts that it succeeded, returns stdout.
     fn run(tool: &Path, args: &[&str], dir: &Path) -> String {

@@ -121,6 +121,41 @@ pub(crate) fn stream_file<E>(
     }
 }
 
+/// What the unit tests share: finding the external tools they check
+/// artifacts with, and skipping visibly when one is missing.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::PathBuf;
+
+    /// A skip, said on standard error; with CI=true a failure, so that a
+    /// runner without the tools cannot turn the suite green.
+    pub(crate) fn skip(why: &str) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{why}, and CI=true makes a skip a failure"
+        );
+        eprintln!("skipped: {why}");
+    }
+
+    /// `name` on `PATH`, or in `/usr/sbin` or `/sbin`.
+    pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .map(|directory: PathBuf| directory.join(name))
+            .find(|candidate| candidate.is_file())
+    }
+
+    /// [`find_tool`], or `None` with a visible [`skip`].
+    pub(crate) fn tool_or_skip(name: &str) -> Option<PathBuf> {
+        let found = find_tool(name);
+        if found.is_none() {
+            skip(&format!("{name} is not installed"));
+        }
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
