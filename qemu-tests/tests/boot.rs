@@ -605,17 +605,27 @@ fn too_small_disk(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
     fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let earlier = out.join("media.qcow2");
     fs::write(&earlier, b"an earlier build").map_err(|e| e.to_string())?;
-    let output = build_media(paths, &out, &["-f", "qcow2", "-f", "iso", "--size", "4M"])?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr.trim_end().lines().last().unwrap_or_default();
-    if output.status.code() != Some(1)
+    // A build of `args`: its exit status, its whole standard error and
+    // that error's last line.
+    let build = |args: &[&str]| -> Result<(Option<i32>, String, String), Failed> {
+        let output = build_media(paths, &out, args)?;
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let last = stderr
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        Ok((output.status.code(), stderr, last))
+    };
+    let (status, stderr, last) = build(&["-f", "qcow2", "-f", "iso", "--size", "4M"])?;
+    if status != Some(1)
         || !last.contains("-f qcow2")
         || !last.contains("too small")
         || !last.contains("needs at least")
     {
         return Err(format!(
-            "expected exit status 1 and one line naming -f qcow2 and the size it needs, got {}:\n{stderr}",
-            output.status
+            "expected exit status 1 and one line naming -f qcow2 and the size it needs, got {status:?}:\n{stderr}"
         )
         .into());
     }
@@ -626,17 +636,13 @@ fn too_small_disk(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
     qemu_tests::note(&format!("--size 4M: {last}"));
     // The size needed is the disk's, however small the size asked for.
     let needed = |line: &str| line.split("needs at least ").nth(1).map(str::to_string);
-    let tiny = build_media(paths, &out, &["-f", "raw", "--size", "1M"])?;
-    let tiny_stderr = String::from_utf8_lossy(&tiny.stderr);
-    let tiny_last = tiny_stderr.trim_end().lines().last().unwrap_or_default();
-    if tiny.status.code() != Some(1) || needed(tiny_last) != needed(last) || needed(last).is_none()
-    {
+    let (tiny_status, _, tiny_last) = build(&["-f", "raw", "--size", "1M"])?;
+    if tiny_status != Some(1) || needed(&tiny_last) != needed(&last) || needed(&last).is_none() {
         return Err(format!("--size 1M said {tiny_last:?}, --size 4M said {last:?}").into());
     }
     // Not a whole MiB: refused before anything is built.
-    let odd = build_media(paths, &out, &["-f", "vhd", "--size", "1000000"])?;
-    let odd_stderr = String::from_utf8_lossy(&odd.stderr);
-    if odd.status.code() != Some(1)
+    let (odd_status, odd_stderr, _) = build(&["-f", "vhd", "--size", "1000000"])?;
+    if odd_status != Some(1)
         || !odd_stderr.contains("--size 1000000: a disk is a whole number of MiB")
     {
         return Err(format!("--size 1000000 said {odd_stderr:?}").into());
