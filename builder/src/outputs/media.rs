@@ -14,13 +14,12 @@
 //! build's clock: the same inputs give the same bytes.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use media::fat::FatImage;
 use media::syslinux::{self, SyslinuxFiles};
 use media::{Seed, gpt};
-use sha2::{Digest, Sha256};
 
 use super::Format;
 use super::boot::BootFiles;
@@ -108,18 +107,12 @@ fn os_release(name: &str) -> String {
     )
 }
 
-/// The sha256 of a file, streamed.
-fn file_digest(path: &Path) -> io::Result<[u8; 32]> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&buffer[..read]);
-    }
+/// The digest of a file, streamed through the hashing writer the cache
+/// uses.
+fn file_digest(path: &Path) -> io::Result<String> {
+    let mut hashing = oci::digest::HashingWriter::new(io::sink());
+    io::copy(&mut File::open(path)?, &mut hashing)?;
+    Ok(hashing.finish().0)
 }
 
 /// Writes every format of `formats` (all of which need boot files).
@@ -155,8 +148,12 @@ pub(super) fn write(
         .map_err(io_error("the command line"))?;
     let cmdline = cmdline.trim().to_string();
     let seed = Seed::of(&[
-        &file_digest(&kernel).map_err(io_error("the kernel"))?,
-        &file_digest(&initrd).map_err(io_error("the initrd"))?,
+        file_digest(&kernel)
+            .map_err(io_error("the kernel"))?
+            .as_bytes(),
+        file_digest(&initrd)
+            .map_err(io_error("the initrd"))?
+            .as_bytes(),
         cmdline.as_bytes(),
         parts.name.as_bytes(),
     ]);
