@@ -152,6 +152,18 @@ impl Paths {
     }
 }
 
+impl Case {
+    /// The case's file `name`, or `None` when it has none.
+    fn read(&self, name: &str) -> Result<Option<String>, String> {
+        let path = self.dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+}
+
 struct Case {
     name: String,
     dir: PathBuf,
@@ -775,14 +787,7 @@ fn run_case(
     };
     fs::create_dir_all(&results).map_err(|e| format!("creating {}: {e}", results.display()))?;
 
-    let read = |name: &str| -> Result<Option<String>, String> {
-        let path = case.dir.join(name);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("reading {}: {e}", path.display())),
-        }
-    };
+    let read = |name: &str| case.read(name);
     let expect_text = read("expect")?.unwrap_or_default();
     let qemu_args_text = read("qemu-args")?.unwrap_or_default();
     let places = match Places::make(&results, &format!("{expect_text}{qemu_args_text}")) {
@@ -991,14 +996,7 @@ fn build_case(
     let yaml = fs::read_to_string(&image_yml)
         .map_err(|e| format!("reading {}: {e}", image_yml.display()))?;
     build_packages(paths, berth, &yaml_dir, &yaml, !case.media.is_empty())?;
-    let read = |name: &str| -> Result<Option<String>, String> {
-        let path = case.dir.join(name);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("reading {}: {e}", path.display())),
-        }
-    };
+    let read = |name: &str| case.read(name);
     let format = read("format")?.map_or("kernel+initrd".to_string(), |f| f.trim().to_string());
     if !["kernel+initrd", "kernel+squashfs"].contains(&format.as_str()) {
         return Err(format!(
