@@ -15,8 +15,15 @@
 //! specification defines it: fewer than 4085 clusters is FAT12, fewer than
 //! 65525 is FAT16, anything more is FAT32. Clusters are one sector up to
 //! 260 MiB (the smallest image for the files), larger beyond.
-//! Names are 8.3 and upper case (what EFI firmware and syslinux look up);
-//! any other name is refused rather than given a VFAT long name.
+//! A name that is upper-case 8.3 (what EFI firmware and syslinux look up)
+//! is stored as it is, in one directory entry, so such images are what
+//! they were before long names existed. Any other name (lower case,
+//! longer, other characters: a NoCloud seed's `user-data`) gets VFAT long
+//! name entries in UTF-16 before a generated 8.3 alias (`USER-D~1`), as
+//! Microsoft's FAT specification (fatgen103, "FAT Long Directory Entries")
+//! lays them out; aliases are numbered in name order, so they repeat for
+//! the same files. Names are compared without regard to case, as FAT
+//! drivers look them up.
 //!
 //! What the files are, and where the image goes (a partition, an ISO), is
 //! the caller's business.
@@ -41,6 +48,16 @@ const ATTR_SYSTEM: u8 = 0x04;
 const ATTR_VOLUME_ID: u8 = 0x08;
 const ATTR_DIRECTORY: u8 = 0x10;
 const ATTR_ARCHIVE: u8 = 0x20;
+/// The attributes that mark a long name entry.
+const ATTR_LONG_NAME: u8 = 0x0F;
+/// UTF-16 units of a long name, and per long name entry.
+const LONG_NAME_MAX: usize = 255;
+const LONG_NAME_PER_ENTRY: usize = 13;
+/// Where an entry's 13 UTF-16 units go (fatgen103: LDIR_Name1, 2 and 3).
+const LONG_NAME_OFFSETS: [usize; LONG_NAME_PER_ENTRY] =
+    [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+/// The ordinal flag of the last (first stored) long name entry.
+const LONG_NAME_LAST: u8 = 0x40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FatError {
@@ -50,6 +67,8 @@ pub enum FatError {
     InvalidLabel { label: String },
     #[error("FAT path {path:?} is given twice")]
     Duplicate { path: String },
+    #[error("FAT path {path:?} clashes with {existing:?}: FAT names ignore case")]
+    CaseClash { path: String, existing: String },
     #[error("FAT path {path:?} is both a file and a directory")]
     FileAndDirectory { path: String },
     #[error("FAT image of {size} bytes is too small: the files need at least {minimum} bytes")]
@@ -104,8 +123,11 @@ pub struct FatImage {
     volume_id: u32,
     mtime: u64,
     hidden_sectors: u32,
-    /// Upper-case 8.3 paths, '/'-separated, with their contents.
+    /// '/'-separated paths, with their contents.
     files: BTreeMap<String, FileEntry>,
+    /// Every file and directory path, in lower case, with the spelling
+    /// it was given and whether it is a directory.
+    spellings: BTreeMap<String, (String, bool)>,
 }
 
 /// Which of the three FAT types an image is.
@@ -212,8 +234,43 @@ impl Geometry {
 #[derive(Debug)]
 struct Directory {
     path: String,
-    /// (8.3 name, child path, is a directory)
+    /// (name, child path, is a directory)
     children: Vec<(String, String, bool)>,
+}
+
+/// The entries of each directory and the length of each file: what
+/// decides whether a geometry holds an image.
+struct Needs {
+    root_entries: u64,
+    /// Of every directory but the root.
+    directory_entries: Vec<u64>,
+    file_lengths: Vec<u64>,
+}
+
+impl Needs {
+    /// Whether `geometry` has room: the root in the fixed root directory
+    /// of FAT12 and FAT16 or in clusters of FAT32's, every other
+    /// directory and every file in clusters.
+    fn fit(&self, geometry: &Geometry) -> bool {
+        let cluster = geometry.cluster_bytes();
+        let directory_clusters = |entries: u64| (entries * 32).div_ceil(cluster).max(1);
+        let root = match geometry.fat_type {
+            FatType::Fat32 => directory_clusters(self.root_entries),
+            _ if self.root_entries <= ROOT_ENTRIES => 0,
+            _ => return false,
+        };
+        let directories: u64 = self
+            .directory_entries
+            .iter()
+            .map(|&entries| directory_clusters(entries))
+            .sum();
+        let files: u64 = self
+            .file_lengths
+            .iter()
+            .map(|length| length.div_ceil(cluster))
+            .sum();
+        root + directories + files <= geometry.clusters
+    }
 }
 
 /// An image whose layout is fixed: every file has its place, and only
@@ -227,6 +284,8 @@ pub struct FatPlan {
     directory_clusters: BTreeMap<String, (u64, u64)>,
     /// First cluster and cluster count of each non-empty file.
     file_clusters: BTreeMap<String, (u64, u64)>,
+    /// The 8.3 alias of each file and directory with a long name, by path.
+    aliases: BTreeMap<String, [u8; 11]>,
     boot_code: Option<[u8; 512]>,
 }
 
@@ -258,6 +317,7 @@ impl FatImage {
             mtime,
             hidden_sectors,
             files: BTreeMap::new(),
+            spellings: BTreeMap::new(),
         })
     }
 
@@ -293,9 +353,8 @@ impl FatImage {
     }
 
     fn insert(&mut self, path: &str, contents: Contents, length: u64) -> Result<(), FatError> {
-        let components: Vec<&str> = path.split('/').collect();
-        for component in &components {
-            short_name(component).map_err(|reason| FatError::InvalidName {
+        for component in path.split('/') {
+            check_name(component).map_err(|reason| FatError::InvalidName {
                 path: path.to_owned(),
                 reason,
             })?;
@@ -306,21 +365,37 @@ impl FatImage {
                 length,
             });
         }
-        if self.files.contains_key(path) {
-            return Err(FatError::Duplicate {
-                path: path.to_owned(),
-            });
+        // Each of the path's directories and the file itself must be
+        // what it is in any earlier path (a directory, a file not given
+        // yet), and spelt the same way: FAT ignores case.
+        let mut prefixes = Vec::new();
+        for (end, _) in path.match_indices('/').chain([(path.len(), "")]) {
+            let prefix = &path[..end];
+            let is_directory = end < path.len();
+            if let Some((spelling, was_directory)) = self.spellings.get(&fold_case(prefix)) {
+                let error = if spelling != prefix {
+                    FatError::CaseClash {
+                        path: path.to_owned(),
+                        existing: spelling.clone(),
+                    }
+                } else if is_directory != *was_directory {
+                    FatError::FileAndDirectory {
+                        path: path.to_owned(),
+                    }
+                } else if is_directory {
+                    continue;
+                } else {
+                    FatError::Duplicate {
+                        path: path.to_owned(),
+                    }
+                };
+                return Err(error);
+            }
+            prefixes.push((prefix, is_directory));
         }
-        // Neither a parent of this file nor this file itself may be the
-        // other's directory.
-        let as_directory = format!("{path}/");
-        let clash = self.files.keys().any(|existing| {
-            existing.starts_with(&as_directory) || path.starts_with(&format!("{existing}/"))
-        });
-        if clash {
-            return Err(FatError::FileAndDirectory {
-                path: path.to_owned(),
-            });
+        for (prefix, is_directory) in prefixes {
+            self.spellings
+                .insert(fold_case(prefix), (prefix.to_owned(), is_directory));
         }
         self.files.insert(
             path.to_owned(),
@@ -378,62 +453,102 @@ impl FatImage {
     }
 
     /// Entries (32 bytes each) of a directory: "." and ".." in all but
-    /// the root, the volume label in the root.
+    /// the root, the volume label in the root, and each child's long name
+    /// entries before its 8.3 entry.
     fn entry_count(&self, directory: &Directory) -> u64 {
         let own = if directory.path.is_empty() {
             u64::from(self.label != [b' '; 11])
         } else {
             2
         };
-        own + directory.children.len() as u64
-    }
-
-    /// Clusters needed by the directories (but a FAT12/16 root) and files.
-    fn clusters_needed(&self, geometry: &Geometry) -> u64 {
-        let cluster = geometry.cluster_bytes();
-        let directories: u64 = self
-            .directories()
+        let children: usize = directory
+            .children
             .iter()
-            .filter(|directory| !directory.path.is_empty() || geometry.fat_type == FatType::Fat32)
-            .map(|directory| (self.entry_count(directory) * 32).div_ceil(cluster).max(1))
+            .map(|(name, _, _)| 1 + long_name_entries(name))
             .sum();
-        let files: u64 = self
-            .files
-            .values()
-            .map(|file| file.length.div_ceil(cluster))
-            .sum();
-        directories + files
+        own + children as u64
     }
 
-    fn fits(&self, geometry: &Geometry, root_entries: u64) -> bool {
-        (geometry.fat_type == FatType::Fat32 || root_entries <= ROOT_ENTRIES)
-            && self.clusters_needed(geometry) <= geometry.clusters
+    /// The 8.3 alias of every child with a long name, by path. A name
+    /// that is 8.3 but for its case keeps its letters (`readme.txt` is
+    /// `README.TXT`); any other gets a basis and the first `~N` tail that
+    /// no other entry of its directory has, in name order.
+    fn aliases(&self) -> Result<BTreeMap<String, [u8; 11]>, FatError> {
+        let mut aliases = BTreeMap::new();
+        for directory in self.directories() {
+            let mut taken = BTreeSet::new();
+            let mut generated = Vec::new();
+            for (name, path, _) in &directory.children {
+                if let Ok(short) = short_name(name) {
+                    taken.insert(short);
+                } else if let Ok(short) = short_name(&name.to_ascii_uppercase()) {
+                    taken.insert(short);
+                    aliases.insert(path.clone(), short);
+                } else {
+                    generated.push((name, path));
+                }
+            }
+            // The next tail to try for each basis, so that many names of
+            // one basis take linear time.
+            let mut next_tail: BTreeMap<(Vec<u8>, Vec<u8>), u32> = BTreeMap::new();
+            for (name, path) in generated {
+                let (basis, extension) = alias_basis(name);
+                let tail = next_tail
+                    .entry((basis.clone(), extension.clone()))
+                    .or_insert(1);
+                let alias = (*tail..1_000_000)
+                    .map(|number| (number, alias_with_tail(&basis, &extension, number)))
+                    .find(|(_, alias)| !taken.contains(alias));
+                let Some((number, alias)) = alias else {
+                    return Err(FatError::InvalidName {
+                        path: path.clone(),
+                        reason: "no 8.3 alias is left for it in its directory",
+                    });
+                };
+                *tail = number + 1;
+                taken.insert(alias);
+                aliases.insert(path.clone(), alias);
+            }
+        }
+        Ok(aliases)
     }
 
-    fn root_entries(&self) -> u64 {
-        self.directories()
-            .first()
-            .map_or(0, |root| self.entry_count(root))
+    /// What the image must hold, counted once for every geometry tried.
+    fn needs(&self) -> Needs {
+        let mut directories = self.directories().into_iter();
+        let root_entries = directories.next().map_or(0, |root| self.entry_count(&root));
+        Needs {
+            root_entries,
+            directory_entries: directories
+                .map(|directory| self.entry_count(&directory))
+                .collect(),
+            file_lengths: self.files.values().map(|file| file.length).collect(),
+        }
     }
 
     /// The smallest image, in bytes, that holds the files.
     pub fn min_size(&self) -> Result<u64, FatError> {
-        let root_entries = self.root_entries();
-        let payload: u64 = self
-            .files
-            .values()
-            .map(|file| file.length.div_ceil(SECTOR))
+        let needs = self.needs();
+        let payload: u64 = needs
+            .file_lengths
+            .iter()
+            .map(|length| length.div_ceil(SECTOR))
             .sum();
         // No geometry has less overhead than a FAT12 with one sector
         // clusters; from there, the first size whose geometry holds it.
         let mut total = payload + 1 + 2 + ROOT_ENTRIES * 32 / SECTOR;
+        // A root that outgrows the fixed one of FAT12 and FAT16 needs
+        // FAT32, which starts at 65525 clusters.
+        if needs.root_entries > ROOT_ENTRIES {
+            total = total.max(FAT32_RESERVED + 65_525);
+        }
         loop {
             if total > u64::from(u32::MAX) {
                 return Err(FatError::TooLarge {
                     size: total * SECTOR,
                 });
             }
-            if Geometry::choose(total).is_some_and(|geometry| self.fits(&geometry, root_entries)) {
+            if Geometry::choose(total).is_some_and(|geometry| needs.fit(&geometry)) {
                 return Ok(total * SECTOR);
             }
             total += 1;
@@ -455,7 +570,7 @@ impl FatImage {
             return Err(FatError::TooLarge { size });
         }
         let geometry = Geometry::choose(size / SECTOR)
-            .filter(|geometry| self.fits(geometry, self.root_entries()))
+            .filter(|geometry| self.needs().fit(geometry))
             .ok_or(FatError::DoesNotFit { size, minimum })?;
         // Clusters in order: directories parents first, then files in
         // path order, each run contiguous.
@@ -478,11 +593,13 @@ impl FatImage {
                 next += count;
             }
         }
+        let aliases = self.aliases()?;
         Ok(FatPlan {
             image: self,
             geometry,
             directory_clusters,
             file_clusters,
+            aliases,
             boot_code: None,
         })
     }
@@ -785,8 +902,15 @@ impl FatPlan {
             bytes.extend(entry(*b"..         ", ATTR_DIRECTORY, parent, 0));
         }
         for (name, path, is_directory) in &directory.children {
-            // Names were checked when the file was added.
-            let short = short_name(name).unwrap_or([b' '; 11]);
+            // Names were checked when the file was added: a name with no
+            // alias is 8.3.
+            let short = match self.aliases.get(path) {
+                Some(alias) => {
+                    bytes.extend(long_name_entries_bytes(name, alias));
+                    *alias
+                }
+                None => short_name(name).unwrap_or([b' '; 11]),
+            };
             let cluster = self.first_cluster(path, *is_directory);
             if *is_directory {
                 bytes.extend(entry(short, ATTR_DIRECTORY, cluster, 0));
@@ -865,6 +989,113 @@ fn short_name(name: &str) -> Result<[u8; 11], &'static str> {
     Ok(short)
 }
 
+/// Why `name` can be neither an 8.3 name nor a long name.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    match short_name(name) {
+        Ok(_) => Ok(()),
+        // Empty and dot names are no names at all.
+        Err(reason) if name.is_empty() || name == "." || name == ".." => Err(reason),
+        Err(_) if name.encode_utf16().count() > LONG_NAME_MAX => {
+            Err("longer than the 255 UTF-16 units of a FAT long name")
+        }
+        Err(_) if name.chars().any(|c| c < ' ' || "\"*:<>?\\|".contains(c)) => {
+            Err("FAT names hold no control characters and none of \"*:<>?\\|")
+        }
+        // Windows and Linux strip these when a name is looked up, so the
+        // file could not be found by its own name.
+        Err(_) if name.ends_with(['.', ' ']) => Err("a FAT name does not end in '.' or ' '"),
+        Err(_) => Ok(()),
+    }
+}
+
+/// How FAT drivers compare names: without regard to case.
+fn fold_case(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// Long name entries `name` needs: none for an upper-case 8.3 name.
+fn long_name_entries(name: &str) -> usize {
+    match short_name(name) {
+        Ok(_) => 0,
+        Err(_) => name.encode_utf16().count().div_ceil(LONG_NAME_PER_ENTRY),
+    }
+}
+
+/// The basis and extension of a long name's alias (fatgen103, "Basis-Name
+/// Generation Algorithm"): upper case, spaces and leading dots dropped,
+/// the part before the last dot (its own dots dropped) cut to 8 and the
+/// part after it to 3, any character an 8.3 name cannot hold as '_'.
+fn alias_basis(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let kept: String = name.chars().filter(|&c| c != ' ').collect();
+    let kept = kept.trim_start_matches('.');
+    let (primary, extension) = kept.rsplit_once('.').unwrap_or((kept, ""));
+    let oem = |part: &str, length: usize| -> Vec<u8> {
+        part.chars()
+            .filter(|&c| c != '.')
+            .map(|c| match c.to_ascii_uppercase() {
+                c if c.is_ascii_uppercase() || c.is_ascii_digit() => c as u8,
+                c if "!#$%&'()-@^_`{}~".contains(c) => c as u8,
+                _ => b'_',
+            })
+            .take(length)
+            .collect()
+    };
+    let mut basis = oem(primary, 8);
+    if basis.is_empty() {
+        basis.push(b'_');
+    }
+    (basis, oem(extension, 3))
+}
+
+/// `basis~number.extension` as an 11-byte directory name, the basis cut
+/// so that it and the tail fit 8 characters.
+fn alias_with_tail(basis: &[u8], extension: &[u8], number: u32) -> [u8; 11] {
+    let tail = format!("~{number}");
+    let kept = basis.len().min(8 - tail.len());
+    let mut short = [b' '; 11];
+    short[..kept].copy_from_slice(&basis[..kept]);
+    short[kept..kept + tail.len()].copy_from_slice(tail.as_bytes());
+    short[8..8 + extension.len()].copy_from_slice(extension);
+    short
+}
+
+/// The checksum of an 8.3 name that each of its long name entries holds.
+fn alias_checksum(short: &[u8; 11]) -> u8 {
+    short
+        .iter()
+        .fold(0u8, |sum, &byte| sum.rotate_right(1).wrapping_add(byte))
+}
+
+/// The long name entries of `name`, in the order they are stored: the
+/// last part (its ordinal flagged) first, the first part just before the
+/// 8.3 entry. The name ends in a 0 unit unless it fills its last entry,
+/// and the rest is 0xFFFF.
+fn long_name_entries_bytes(name: &str, alias: &[u8; 11]) -> Vec<u8> {
+    let mut units: Vec<u16> = name.encode_utf16().collect();
+    let count = units.len().div_ceil(LONG_NAME_PER_ENTRY);
+    if units.len() < count * LONG_NAME_PER_ENTRY {
+        units.push(0);
+    }
+    units.resize(count * LONG_NAME_PER_ENTRY, 0xFFFF);
+    let checksum = alias_checksum(alias);
+    let mut bytes = Vec::with_capacity(count * 32);
+    for (index, part) in units.chunks(LONG_NAME_PER_ENTRY).enumerate().rev() {
+        let mut entry = [0u8; 32];
+        // Ordinals count from 1; at most 20, so they fit below the flag.
+        entry[0] = (index + 1) as u8;
+        if index + 1 == count {
+            entry[0] |= LONG_NAME_LAST;
+        }
+        entry[11] = ATTR_LONG_NAME;
+        entry[13] = checksum;
+        for (&unit, &at) in part.iter().zip(&LONG_NAME_OFFSETS) {
+            put16(&mut entry, at, unit);
+        }
+        bytes.extend(entry);
+    }
+    bytes
+}
+
 /// FAT's date and time fields for Unix seconds, in UTC: the date from
 /// 1980 to 2107, the time in 2-second steps.
 fn fat_date_time(mtime: u64) -> (u16, u16) {
@@ -911,7 +1142,7 @@ fn put32(bytes: &mut [u8], at: usize, value: u32) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::testing::tool_or_skip;
+    use crate::testing::{assert_fsck_vfat_clean, tool_or_skip};
     use std::fs::File;
     use std::process::Command;
 
@@ -1022,32 +1253,186 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn names_that_are_not_upper_case_8_3_are_refused() {
+    fn names_no_fat_entry_holds_are_refused_and_case_is_ignored() {
         let mut image = FatImage::new("", 1, MTIME, 0).unwrap();
+        let too_long = "x".repeat(256);
         for bad in [
+            "/ROOT",
+            "A//B",
+            "A/./B",
+            "A/../B",
+            "a:b",
+            "what?",
+            "tab\tname",
+            "back\\slash",
+            "ends-in-a-dot.",
+            "ends-in-a-space ",
+            too_long.as_str(),
+        ] {
+            let error = image.add_bytes(bad, Vec::new()).unwrap_err();
+            assert!(matches!(error, FatError::InvalidName { .. }), "{error}");
+            assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
+        }
+        for good in [
             "efi/boot/bootx64.efi",
             "LONGNAME9.EFI",
             "A.TEXT",
-            "/ROOT",
-            "A//B",
             "A.B.C",
+            "x".repeat(255).as_str(),
         ] {
-            let error = image.add_bytes(bad, Vec::new()).unwrap_err();
-            assert!(error.to_string().contains(bad), "{error}");
+            image.add_bytes(good, Vec::new()).unwrap();
         }
         image.add_bytes("A/B", Vec::new()).unwrap();
-        assert!(matches!(
-            image.add_bytes("A/B", Vec::new()),
-            Err(FatError::Duplicate { .. })
-        ));
-        assert!(matches!(
-            image.add_bytes("A/B/C", Vec::new()),
-            Err(FatError::FileAndDirectory { .. })
-        ));
-        assert!(matches!(
-            image.add_bytes("A", Vec::new()),
-            Err(FatError::FileAndDirectory { .. })
-        ));
+        for (path, message) in [
+            ("A/B", "FAT path \"A/B\" is given twice"),
+            ("A/B/C", "FAT path \"A/B/C\" is both a file and a directory"),
+            ("A", "FAT path \"A\" is both a file and a directory"),
+            (
+                "a.text",
+                "FAT path \"a.text\" clashes with \"A.TEXT\": FAT names ignore case",
+            ),
+            (
+                "a/b/c",
+                "FAT path \"a/b/c\" clashes with \"A\": FAT names ignore case",
+            ),
+            (
+                "EFI/BOOT/OTHER.EFI",
+                "FAT path \"EFI/BOOT/OTHER.EFI\" clashes with \"efi\": FAT names ignore case",
+            ),
+        ] {
+            let error = image.add_bytes(path, Vec::new()).unwrap_err();
+            assert_eq!(error.to_string(), message);
+        }
+        image.add_bytes("efi/boot/other.efi", Vec::new()).unwrap();
+    }
+
+    /// The aliases of one directory's names, by name.
+    fn aliases_of(names: &[&str]) -> BTreeMap<String, String> {
+        let mut image = FatImage::new("", 1, MTIME, 0).unwrap();
+        for name in names {
+            image.add_bytes(name, Vec::new()).unwrap();
+        }
+        let plan = image.plan(None).unwrap();
+        names
+            .iter()
+            .map(|&name| {
+                let short = plan.aliases.get(name).copied();
+                let short = short.map_or("(8.3)".to_owned(), |short| {
+                    String::from_utf8_lossy(&short).into_owned()
+                });
+                (name.to_owned(), short)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_names_get_unique_aliases_in_name_order() {
+        let aliases = aliases_of(&[
+            "user-data",
+            "user-data2",
+            "USER-D~3",
+            "user-datum",
+            "meta-data",
+            "network-config",
+            "readme.txt",
+            "a.b.c",
+            ".hidden file.tar.gz",
+            "Ünïcode+name",
+            "x",
+        ]);
+        let expected = [
+            ("user-data", "USER-D~1   "),
+            ("user-data2", "USER-D~2   "),
+            ("USER-D~3", "(8.3)"),
+            ("user-datum", "USER-D~4   "),
+            ("meta-data", "META-D~1   "),
+            ("network-config", "NETWOR~1   "),
+            ("readme.txt", "README  TXT"),
+            ("a.b.c", "AB~1    C  "),
+            (".hidden file.tar.gz", "HIDDEN~1GZ "),
+            ("Ünïcode+name", "_N_COD~1   "),
+            ("x", "X          "),
+        ];
+        for (name, alias) in expected {
+            assert_eq!(aliases[name], alias, "{name}");
+        }
+        // Ten thousand names of one basis: the tail grows and cuts it.
+        let names: Vec<String> = (0..10_000).map(|n| format!("long name {n}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let aliases = aliases_of(&names);
+        let distinct: BTreeSet<&String> = aliases.values().collect();
+        assert_eq!(distinct.len(), 10_000);
+        assert_eq!(aliases["long name 0"], "LONGNA~1   ");
+        assert!(distinct.contains(&"LO~10000   ".to_owned()));
+    }
+
+    #[test]
+    fn long_name_entries_are_laid_out_as_fatgen103_says() {
+        let alias = *b"NETWOR~1   ";
+        // The checksum rotates right and adds, byte by byte.
+        let expected = alias.iter().fold(0u8, |sum, &byte| {
+            ((sum & 1) << 7).wrapping_add(sum >> 1).wrapping_add(byte)
+        });
+        assert_eq!(alias_checksum(&alias), expected);
+        let entries = long_name_entries_bytes("network-config", &alias);
+        assert_eq!(entries.len(), 64);
+        let (last, first) = entries.split_at(32);
+        assert_eq!((last[0], first[0]), (0x42, 0x01));
+        for entry in [last, first] {
+            assert_eq!((entry[11], entry[12], entry[13]), (0x0F, 0, expected));
+            assert_eq!(&entry[26..28], &[0, 0], "no cluster");
+        }
+        let units = |entry: &[u8]| -> Vec<u16> {
+            LONG_NAME_OFFSETS
+                .iter()
+                .map(|&at| u16::from_le_bytes([entry[at], entry[at + 1]]))
+                .collect()
+        };
+        let name: Vec<u16> = "network-config".encode_utf16().collect();
+        assert_eq!(units(first), name[..13]);
+        assert_eq!(units(last)[..2], [u16::from(b'g'), 0]);
+        assert!(units(last)[2..].iter().all(|&unit| unit == 0xFFFF));
+        // A name that fills its entry has no terminating 0.
+        let thirteen = long_name_entries_bytes("thirteen-char", &alias);
+        assert_eq!(thirteen.len(), 32);
+        assert_eq!(thirteen[0], 0x41);
+        assert_eq!(units(&thirteen).last(), Some(&u16::from(b'r')));
+    }
+
+    /// Images of upper-case 8.3 names are what they were before long
+    /// names existed: the ESPs and boot partitions of earlier builds are
+    /// reproduced byte for byte.
+    #[test]
+    fn images_of_8_3_names_keep_their_bytes() {
+        use sha2::{Digest, Sha256};
+        let temporary = tempfile::tempdir().unwrap();
+        let (big, _) = big_file(temporary.path());
+        let mut small = FatImage::new("SMALL", 7, MTIME, 0).unwrap();
+        small
+            .add_bytes("EFI/BOOT/BOOTX64.EFI", pattern(300_000, 4))
+            .unwrap();
+        let mut digests = Vec::new();
+        for plan in [
+            small.plan(None).unwrap(),
+            sample(&big).plan(None).unwrap(),
+            sample(&big).plan(Some(64 << 20)).unwrap(),
+        ] {
+            let digest: [u8; 32] = Sha256::digest(write(&plan)).into();
+            digests.push(
+                digest
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<String>(),
+            );
+        }
+        assert_eq!(
+            digests,
+            [
+                "51d77f8d574abdb5fb6f4e0670873f78b35ca846d48684a045629f9c53b19a0a",
+                "81c95867e8c96c659443b3377aa173899ff2c2bfe31dab8d7cca8d8479dd32b1",
+                "2fb7dda5363191b54316b21be0bce0dc6e7f6d7a91890937e022ec6ea3885c46",
+            ]
+        );
     }
 
     #[test]
@@ -1104,6 +1489,94 @@ pub(crate) mod tests {
             .output()
             .unwrap();
         assert!(read.stdout == pattern(300_000, 4));
+    }
+
+    /// Long names in every FAT type, in the root and in a directory
+    /// of many clusters: dosfstools finds nothing to fix (a wrong
+    /// checksum, ordinal or alias would be), and mtools lists and copies
+    /// out every file under its long name.
+    #[test]
+    fn long_names_pass_fsck_and_mtools_reads_them_back() {
+        let (Some(fsck), Some(mdir), Some(mcopy)) = (
+            tool_or_skip("fsck.vfat"),
+            tool_or_skip("mdir"),
+            tool_or_skip("mcopy"),
+        ) else {
+            return;
+        };
+        let mut names: Vec<String> = [
+            "user-data",
+            "meta-data",
+            "network-config",
+            "vendor-data",
+            "readme.txt",
+            "USER-D~1",
+            "Mixed Case Name.Text",
+            ".hidden",
+            "a.b.c",
+            "Ünïcode ☃ name",
+            "dir with spaces/nested-file.json",
+            "EFI/BOOT/BOOTX64.EFI",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        names.extend((0..100).map(|n| format!("file {n} with a long name")));
+        names.extend((0..100).map(|n| format!("many/lower-case-{n}.conf")));
+        let temporary = tempfile::tempdir().unwrap();
+        for (size, fat_type) in [
+            (None, FatType::Fat12),
+            (Some(16 << 20), FatType::Fat16),
+            (Some(64 << 20), FatType::Fat32),
+        ] {
+            let mut image = FatImage::new("LONG NAMES", 9, MTIME, 0).unwrap();
+            for name in &names {
+                image.add_bytes(name, name.as_bytes().to_vec()).unwrap();
+            }
+            let plan = image.plan(size).unwrap();
+            assert_eq!(plan.fat_type(), fat_type);
+            let path = temporary.path().join("long.img");
+            plan.write(File::create(&path).unwrap()).unwrap();
+            assert_fsck_vfat_clean(&fsck, &path);
+            let listing = Command::new(&mdir)
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .env("LC_ALL", "C.UTF-8")
+                .args(["-/", "-b", "-i"])
+                .arg(&path)
+                .arg("::")
+                .output()
+                .unwrap();
+            assert!(listing.status.success(), "{listing:?}");
+            let listed: BTreeSet<&str> = std::str::from_utf8(&listing.stdout)
+                .unwrap()
+                .lines()
+                .filter_map(|line| line.strip_prefix("::/"))
+                .collect();
+            for name in &names {
+                assert!(
+                    listed.contains(name.as_str()),
+                    "{fat_type:?}: {name} not in {listed:?}"
+                );
+            }
+            let out = temporary.path().join(format!("{fat_type:?}"));
+            std::fs::create_dir(&out).unwrap();
+            let copy = Command::new(&mcopy)
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .env("LC_ALL", "C.UTF-8")
+                .args(["-s", "-n", "-i"])
+                .arg(&path)
+                .arg("::/")
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(copy.status.success(), "{copy:?}");
+            for name in &names {
+                let read = std::fs::read(out.join(name)).unwrap_or_default();
+                assert!(
+                    read == name.as_bytes(),
+                    "{fat_type:?}: {name} reads back {read:?}"
+                );
+            }
+        }
     }
 
     fn check_with_tools(

@@ -146,6 +146,29 @@ pub(crate) mod testing {
             .find(|candidate| candidate.is_file())
     }
 
+    /// Runs `fsck.vfat -n` on `image` and fails on anything it would
+    /// fix: it exits 0 even for a long name whose checksum or ordinal is
+    /// wrong, and only says so, so its report must be its version and
+    /// summary lines alone.
+    pub(crate) fn assert_fsck_vfat_clean(fsck: &std::path::Path, image: &std::path::Path) {
+        let run = std::process::Command::new(fsck)
+            .arg("-n")
+            .arg(image)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&run.stdout);
+        let complaints: Vec<&str> = report
+            .lines()
+            .filter(|line| !line.starts_with("fsck.fat ") && !line.contains(" files, "))
+            .collect();
+        assert!(
+            run.status.success() && complaints.is_empty() && run.stderr.is_empty(),
+            "fsck.vfat -n {}: {report}{}",
+            image.display(),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+
     /// [`find_tool`], or `None` with a visible [`skip`].
     pub(crate) fn tool_or_skip(name: &str) -> Option<PathBuf> {
         let found = find_tool(name);
