@@ -35,6 +35,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("sgdisk", "gdisk"),
     ("sfdisk", "fdisk"),
     ("fsck.vfat", "dosfstools"),
+    ("blkid", "util-linux"),
     ("mcopy", "mtools"),
     ("xorriso", "xorriso"),
     ("unsquashfs", "squashfs-tools"),

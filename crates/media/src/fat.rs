@@ -1149,7 +1149,7 @@ pub(crate) mod tests {
     const MTIME: u64 = 1_700_000_000;
 
     /// Bytes that differ from sector to sector, so a misplaced sector shows.
-    fn pattern(length: usize, seed: u8) -> Vec<u8> {
+    pub(crate) fn pattern(length: usize, seed: u8) -> Vec<u8> {
         (0..length)
             .map(|index| (index as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
             .collect()

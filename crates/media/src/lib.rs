@@ -12,6 +12,7 @@ pub mod fat;
 pub mod gcp;
 pub mod gpt;
 pub mod iso;
+pub mod nocloud;
 pub mod qcow2;
 pub mod raw_image;
 pub mod syslinux;
