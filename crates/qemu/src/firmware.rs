@@ -19,6 +19,9 @@ pub enum Firmware {
     #[default]
     Bios,
     Uefi(Ovmf),
+    /// One firmware image of the caller's, loaded as QEMU's BIOS (`-bios`):
+    /// e.g. a combined `OVMF.fd`, whose variables do not persist.
+    Image(PathBuf),
 }
 
 /// OVMF's two flash images.
@@ -72,6 +75,7 @@ impl Firmware {
     pub(crate) fn args(&self) -> Vec<OsString> {
         match self {
             Firmware::Bios => Vec::new(),
+            Firmware::Image(file) => vec!["-bios".into(), file.clone().into_os_string()],
             Firmware::Uefi(ovmf) => {
                 let flash = |unit: &str, writable: &str, file: &Path| {
                     let mut value =

@@ -206,35 +206,80 @@ impl PortForward {
     }
 }
 
-/// A network card on QEMU's user network: its DHCP server hands out
-/// 10.0.2.15, with 10.0.2.2 as the router and 10.0.2.3 as the name server.
+/// Where a network card's traffic goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NetBackend {
+    /// QEMU's user network: its DHCP server hands out 10.0.2.15, with
+    /// 10.0.2.2 as the router and 10.0.2.3 as the name server; the host is
+    /// 10.0.2.2 to the guest.
+    #[default]
+    User,
+    /// An existing tap interface of the host (no scripts are run).
+    Tap { interface: String },
+    /// A port on a host bridge, through QEMU's bridge helper.
+    Bridge { bridge: String },
+}
+
+/// A network card. The fields after `mac` apply to the user network only.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Nic {
     pub model: NicModel,
+    pub backend: NetBackend,
+    /// `52:54:00:…`; QEMU chooses one when unset.
+    pub mac: Option<String>,
     /// Nothing leaves the host (and DHCP gives no router or name server);
     /// forwarded ports still reach the guest.
     pub restrict: bool,
     pub forwards: Vec<PortForward>,
+    /// A directory the user network's TFTP server serves.
+    pub tftp: Option<PathBuf>,
+    /// The boot file name its DHCP server hands out (for network boots).
+    pub bootfile: Option<String>,
 }
 
 impl Nic {
-    fn option(&self) -> String {
-        let mut value = format!("user,model={}", self.model.name());
+    fn option(&self) -> OsString {
+        let mut value = OsString::from(match &self.backend {
+            NetBackend::User => "user".to_string(),
+            NetBackend::Tap { interface } => {
+                format!("tap,ifname={},script=no,downscript=no", escape(interface))
+            }
+            NetBackend::Bridge { bridge } => format!("bridge,br={}", escape(bridge)),
+        });
+        value.push(format!(",model={}", self.model.name()));
+        if let Some(mac) = &self.mac {
+            value.push(format!(",mac={}", escape(mac)));
+        }
+        if self.backend != NetBackend::User {
+            return value;
+        }
         if self.restrict {
-            value.push_str(",restrict=on");
+            value.push(",restrict=on");
         }
         for forward in &self.forwards {
             let protocol = match forward.protocol {
                 Protocol::Tcp => "tcp",
                 Protocol::Udp => "udp",
             };
-            value.push_str(&format!(
+            value.push(format!(
                 ",hostfwd={protocol}:{}-:{}",
                 forward.host, forward.guest_port
             ));
         }
+        if let Some(dir) = &self.tftp {
+            value.push(",tftp=");
+            value.push(option_path(dir));
+        }
+        if let Some(file) = &self.bootfile {
+            value.push(format!(",bootfile={}", escape(file)));
+        }
         value
     }
+}
+
+/// `text` as a value inside a QEMU option list.
+fn escape(text: &str) -> String {
+    text.replace(',', ",,")
 }
 
 /// A virtual machine: its console is the first serial port, connected to
@@ -256,6 +301,11 @@ pub struct Machine {
     /// No card here (and [`Machine::defaults`] on) means QEMU's default
     /// card on the user network.
     pub nics: Vec<Nic>,
+    /// No network card at all, whatever [`Machine::defaults`] says
+    /// (`-nic none`).
+    pub no_network: bool,
+    /// The firmware boots from the network first (`-boot n`).
+    pub network_boot: bool,
     /// A Unix socket for QEMU's human monitor (see [`crate::monitor`]).
     pub monitor: Option<PathBuf>,
     /// A reboot restarts the machine; otherwise QEMU exits (`-no-reboot`).
@@ -283,6 +333,8 @@ impl Machine {
             kernel: None,
             drives: Vec::new(),
             nics: Vec::new(),
+            no_network: false,
+            network_boot: false,
             monitor: None,
             allow_reboot: false,
             debug_exit: false,
@@ -377,7 +429,13 @@ impl Machine {
         }
         for nic in &self.nics {
             args.push("-nic".into());
-            args.push(nic.option().into());
+            args.push(nic.option());
+        }
+        if self.no_network {
+            args.extend(["-nic", "none"].map(OsString::from));
+        }
+        if self.network_boot {
+            args.extend(["-boot", "n"].map(OsString::from));
         }
         if self.debug_exit {
             args.push("-device".into());
@@ -541,6 +599,52 @@ mod tests {
              -nic user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,\
              hostfwd=udp:0.0.0.0:5353-:53 \
              -nic user,model=e1000 -device virtio-rng-pci",
+        );
+        check(
+            "a network boot: TFTP and a boot file, a fixed MAC, a tap and a bridge",
+            Machine {
+                network_boot: true,
+                defaults: false,
+                ..machine()
+                    .firmware(Firmware::Image("fw/OVMF.fd".into()))
+                    .nic(Nic {
+                        mac: Some("52:54:00:12:34:56".into()),
+                        restrict: true,
+                        tftp: Some("tftp,root".into()),
+                        bootfile: Some("boot.ipxe".into()),
+                        ..Nic::default()
+                    })
+                    .nic(Nic {
+                        backend: NetBackend::Tap {
+                            interface: "tap0".into(),
+                        },
+                        // Ignored: not the user network.
+                        restrict: true,
+                        ..Nic::default()
+                    })
+                    .nic(Nic {
+                        backend: NetBackend::Bridge {
+                            bridge: "br0".into(),
+                        },
+                        model: NicModel::E1000,
+                        ..Nic::default()
+                    })
+            },
+            "qemu-system-x86_64 -machine q35 -accel tcg -m 512 -nodefaults -nographic \
+             -serial stdio -no-reboot -monitor none -bios fw/OVMF.fd \
+             -nic user,model=virtio-net-pci,mac=52:54:00:12:34:56,restrict=on,tftp=tftp,,root,\
+             bootfile=boot.ipxe \
+             -nic tap,ifname=tap0,script=no,downscript=no,model=virtio-net-pci \
+             -nic bridge,br=br0,model=e1000 -boot n",
+        );
+        check(
+            "no network at all",
+            Machine {
+                no_network: true,
+                ..machine()
+            },
+            "qemu-system-x86_64 -machine q35 -accel tcg -m 512 -nographic -serial stdio \
+             -no-reboot -monitor none -nic none",
         );
     }
 
