@@ -11,6 +11,7 @@ use commands::Sources;
 use commands::build::BuildArgs;
 use commands::cache::CacheCommand;
 use commands::pkg::PkgCommand;
+use commands::run::RunCommand;
 
 /// Build minimal, immutable Linux hosts that run containers, from
 /// LinuxKit-style YAML files.
@@ -58,12 +59,17 @@ enum Command {
         #[command(subcommand)]
         command: PkgCommand,
     },
+    /// Boot a build or an artifact in a virtual machine.
+    Run {
+        #[command(subcommand)]
+        command: RunCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("berth: {}", oci::chain::render(error.as_ref()));
             ExitCode::FAILURE
@@ -71,11 +77,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let done = match cli.command {
         Command::Validate { files } => commands::validate::run(&files),
         Command::Build(args) => commands::build::run(args),
         Command::Cache { sources, command } => commands::cache::run(&sources, command),
         Command::Pkg { sources, command } => commands::pkg::run(&sources, command),
-    }
+        Command::Run { command } => return commands::run::run(command),
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
