@@ -129,21 +129,95 @@ impl BootReport {
     }
 }
 
-/// Boots `machine` and waits until every line of `expect` has appeared on
-/// the serial console, in order (a console line matches when it contains
-/// the expected text), or `timeout` passes, or QEMU exits first, or the
-/// console shows one of [`FATAL_MARKERS`]. QEMU is killed if it is still
+/// How a boot is started: a [`Machine`] launched by the harness itself, or
+/// `berth run qemu`, which launches the same kind of machine.
+#[derive(Debug)]
+pub struct Launch {
+    command: Command,
+    command_line: String,
+    monitor: Option<PathBuf>,
+    berth_run: bool,
+    /// `berth run` on a terminal of its own (`script`): `^C` is the Ctrl-C
+    /// byte typed on it, which the terminal turns into SIGINT.
+    terminal: bool,
+}
+
+impl Launch {
+    pub fn machine(machine: &Machine) -> Launch {
+        Launch {
+            command: machine.command(),
+            command_line: machine.command_line(),
+            monitor: machine.monitor.clone(),
+            berth_run: false,
+            terminal: false,
+        }
+    }
+
+    /// `berth run qemu ARGS…`: its console is QEMU's, `^C` in an expect
+    /// file is a Ctrl-C to it, and it must end with status 0 (the machine
+    /// powered off).
+    pub fn berth_run(mut command: Command) -> Launch {
+        command.env_remove("RUST_BACKTRACE");
+        Launch {
+            command_line: qemu::shell_line(&command),
+            command,
+            monitor: None,
+            berth_run: true,
+            terminal: false,
+        }
+    }
+
+    /// `berth run qemu` as [`Launch::berth_run`], on a terminal: util-linux's
+    /// `script` runs it on a new pseudo-terminal whose input is what the
+    /// harness types, so berth sees a terminal as a user's shell gives it.
+    pub fn berth_run_on_terminal(command: &Command) -> Launch {
+        let inner = qemu::shell_line(command);
+        let mut outer = Command::new("script");
+        outer.args([
+            "--quiet",
+            "--flush",
+            "--return",
+            "--command",
+            &inner,
+            "/dev/null",
+        ]);
+        Launch {
+            terminal: true,
+            ..Launch::berth_run(outer)
+        }
+    }
+}
+
+/// Boots `machine` (see [`boot_launch`]).
+pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<BootReport> {
+    boot_launch(Launch::machine(machine), expect, timeout)
+}
+
+/// Boots and waits until every line of `expect` has appeared on the serial
+/// console, in order (a console line matches when it contains the
+/// expected text), or `timeout` passes, or QEMU exits first, or the
+/// console shows one of [`FATAL_MARKERS`]. QEMU is stopped if it is still
 /// running once the verdict is in (after a grace period for a guest that
 /// is powering off). `Err` only if QEMU could not be started.
-pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<BootReport> {
+///
+/// `^C` in `expect` presses the machine's power button as its user
+/// would: a Ctrl-C (SIGINT) to `berth run qemu`, `system_powerdown` on
+/// the monitor of a machine the harness launched itself.
+pub fn boot_launch(launch: Launch, expect: &[String], timeout: Duration) -> Result<BootReport> {
     let started = Instant::now();
-    let mut child = machine
-        .command()
+    let Launch {
+        mut command,
+        command_line,
+        monitor,
+        berth_run,
+        terminal,
+    } = launch;
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", machine.command_line()))?;
+        .with_context(|| format!("starting {command_line}"))?;
     let serial = Arc::new(Mutex::new(Vec::new()));
     let (lines_tx, lines) = mpsc::channel();
     let reader = {
@@ -189,8 +263,31 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
                 Err(e) => break Err(e),
             }
         }
-        if let Some(command) = expected.strip_prefix("> ") {
-            match send_monitor(machine.monitor.as_deref(), command) {
+        if expected == "^C" && terminal {
+            let typed = console_input.as_mut().map(|input| input.write_all(b"\x03"));
+            match typed {
+                Some(Ok(())) => {
+                    matched += 1;
+                    continue;
+                }
+                _ => break Err("typing Ctrl-C on the terminal failed".to_string()),
+            }
+        }
+        if expected == "^C" && berth_run {
+            match interrupt(&child) {
+                Ok(()) => {
+                    matched += 1;
+                    continue;
+                }
+                Err(e) => break Err(format!("sending Ctrl-C to berth run: {e}")),
+            }
+        }
+        let monitor_command = match expected.as_str() {
+            "^C" => Some("system_powerdown"),
+            other => other.strip_prefix("> "),
+        };
+        if let Some(command) = monitor_command {
+            match send_monitor(monitor.as_deref(), command) {
                 Ok(()) => {
                     matched += 1;
                     resend = Some((command, Instant::now() + RESEND));
@@ -204,7 +301,7 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
         if let (Err(RecvTimeoutError::Timeout), Some((command, _))) = (&received, resend)
             && Instant::now() < deadline
         {
-            if let Err(e) = send_monitor(machine.monitor.as_deref(), command) {
+            if let Err(e) = send_monitor(monitor.as_deref(), command) {
                 break Err(format!("sending {command:?} to the QEMU monitor: {e:#}"));
             }
             resend = Some((command, Instant::now() + RESEND));
@@ -248,14 +345,35 @@ pub fn boot(machine: &Machine, expect: &[String], timeout: Duration) -> Result<B
     } else {
         Duration::ZERO
     };
-    if wait_timeout(&mut child, grace)?.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
+    let mut verdict = verdict;
+    match wait_timeout(&mut child, grace)? {
+        Some(status) if berth_run && verdict.is_ok() && !status.success() => {
+            verdict = Err(format!(
+                "berth run qemu ended with {status}, not 0 (powered off)"
+            ));
+        }
+        Some(_) => {}
+        None => {
+            if berth_run {
+                // berth stops its QEMU on SIGTERM; a SIGKILL would leave
+                // QEMU running in its own process group.
+                let _ = signal(&child, "TERM");
+                if wait_timeout(&mut child, Duration::from_secs(10))?.is_none() {
+                    let _ = child.kill();
+                }
+            } else {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+            if verdict.is_ok() && berth_run {
+                verdict = Err(format!("berth run qemu did not end within {grace:?}"));
+            }
+        }
     }
     let _ = reader.join();
     let serial = std::mem::take(&mut *serial.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(BootReport {
-        command_line: machine.command_line(),
+        command_line,
         serial,
         stderr: stderr.bytes(),
         matched,
@@ -298,6 +416,25 @@ fn host_command(
             ));
         }
         thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// A Ctrl-C to `child`, as a terminal sends it.
+fn interrupt(child: &Child) -> std::result::Result<(), String> {
+    signal(child, "INT")
+}
+
+/// Sends `child` a signal with kill(1).
+fn signal(child: &Child, name: &str) -> std::result::Result<(), String> {
+    let output = output_with_timeout(
+        Command::new("kill").args([format!("-{name}"), child.id().to_string()]),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
     }
 }
 

@@ -61,7 +61,11 @@ fn main() {
     let mut trials: Vec<Trial> = trials;
     // Checks that need the fixtures and QEMU, but no image of a case.
     type Check = fn(&Paths, &Path) -> Result<(), Failed>;
-    let checks: [(&str, Check); 4] = [
+    let checks: [(&str, Check); 5] = [
+        (
+            "berth_run_refuses_bad_input_in_one_line",
+            berth_run_refuses_bad_input,
+        ),
         (
             "default_modules_are_in_debians_cloud_kernel",
             default_modules_exist,
@@ -177,7 +181,8 @@ struct Case {
 /// One line of a case's `media` file: `ARTIFACT FIRMWARE MEDIUM`, e.g.
 /// `iso uefi usb`: which artifact of the build to boot, with SeaBIOS
 /// (`bios`) or OVMF (`uefi`), as a CD-ROM, a USB stick, a virtio disk or
-/// QEMU's `-kernel` (a UKI).
+/// QEMU's `-kernel` (a UKI, or the kernel+initrd build itself: `build`).
+/// Each is booted by `berth run qemu`, as a user would.
 #[derive(Clone, Debug)]
 struct MediaBoot {
     artifact: Artifact,
@@ -187,6 +192,11 @@ struct MediaBoot {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Artifact {
+    /// The kernel+initrd build, booted by its name.
+    Build,
+    /// The build served by `berth serve` and booted over the network by
+    /// iPXE: kernel+initrd on SeaBIOS, the UKI on OVMF.
+    Pxe,
     Iso,
     Raw,
     Qcow2,
@@ -201,10 +211,19 @@ enum Medium {
     Usb,
     Disk,
     Kernel,
+    /// `berth run` on a terminal (the build, booted by its name).
+    Terminal,
+    /// Network boot from `berth serve DIR`.
+    Http,
+    /// Network boot from `berth serve --from REF`, the build pushed to a
+    /// registry.
+    Registry,
 }
 
 impl Artifact {
-    const ALL: [(&str, Artifact); 6] = [
+    const ALL: [(&str, Artifact); 8] = [
+        ("build", Artifact::Build),
+        ("pxe", Artifact::Pxe),
         ("iso", Artifact::Iso),
         ("raw", Artifact::Raw),
         ("qcow2", Artifact::Qcow2),
@@ -223,17 +242,9 @@ impl Artifact {
 
     fn file(self, name: &str) -> String {
         match self {
+            Artifact::Build | Artifact::Pxe => format!("{name}-kernel"),
             Artifact::Uki => format!("{name}.efi"),
             other => format!("{name}.{}", other.format()),
-        }
-    }
-
-    fn drive_format(self) -> qemu::Format {
-        match self {
-            Artifact::Qcow2 => qemu::Format::Qcow2,
-            Artifact::Vhd => qemu::Format::Vhd,
-            Artifact::Vmdk => qemu::Format::Vmdk,
-            Artifact::Iso | Artifact::Raw | Artifact::Uki => qemu::Format::Raw,
         }
     }
 }
@@ -263,6 +274,9 @@ impl MediaBoot {
             "usb" => Medium::Usb,
             "disk" => Medium::Disk,
             "kernel" => Medium::Kernel,
+            "terminal" => Medium::Terminal,
+            "http" => Medium::Http,
+            "registry" => Medium::Registry,
             other => return Err(format!("{line:?}: unknown medium {other:?}")),
         };
         Ok(MediaBoot {
@@ -278,6 +292,9 @@ impl MediaBoot {
             Medium::Usb => "usb",
             Medium::Disk => "disk",
             Medium::Kernel => "kernel",
+            Medium::Terminal => "terminal",
+            Medium::Http => "http",
+            Medium::Registry => "registry",
         };
         let firmware = if self.uefi { "uefi" } else { "bios" };
         format!("{}-{firmware}-{medium}", self.artifact.format())
@@ -472,6 +489,105 @@ fn linux_probe_boots_the_fixture_kernel(paths: &Paths, qemu: &Path) -> Result<()
         kernel.display(),
         elapsed.as_secs_f64()
     ));
+    Ok(())
+}
+
+/// `berth run qemu` refuses what it cannot boot before QEMU starts, in one
+/// line naming it, with status 1: a missing artifact, a disk it cannot
+/// open, a published port in use, firmware that is not there; and
+/// `--accel kvm` on a host where KVM does not work fails the same way
+/// within seconds, where `--accel auto` (the `build` boot of 200_media)
+/// falls back to TCG.
+fn berth_run_refuses_bad_input(paths: &Paths, qemu: &Path) -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let vm = dir.path().join("vm");
+    let kernel = unpacked_kernel_entry(&paths.fixtures_work(), "boot", "vmlinuz-")?;
+    fs::copy(&kernel, dir.path().join("vm-kernel")).map_err(|e| e.to_string())?;
+    fs::write(dir.path().join("vm-initrd.img"), b"").map_err(|e| e.to_string())?;
+    fs::write(dir.path().join("vm-cmdline"), "console=ttyS0 panic=-1\n")
+        .map_err(|e| e.to_string())?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = taken.local_addr().map_err(|e| e.to_string())?.port();
+    let missing = dir.path().join("missing");
+    let not_a_disk = dir.path().join("a-directory");
+    fs::create_dir(&not_a_disk).map_err(|e| e.to_string())?;
+    let no_firmware = dir.path().join("OVMF.fd");
+    let text = |path: &Path| path.display().to_string();
+    let refusals: Vec<(Vec<String>, String)> = vec![
+        (
+            vec![text(&missing)],
+            format!("{}: no such artifact", text(&missing)),
+        ),
+        (
+            vec!["--disk".into(), text(&not_a_disk), text(&vm)],
+            format!("disk {} cannot be opened for writing", text(&not_a_disk)),
+        ),
+        (
+            vec!["-p".into(), format!("{port}:22"), text(&vm)],
+            format!("port 127.0.0.1:{port} cannot be published: it is in use"),
+        ),
+        (
+            vec!["--fw".into(), text(&no_firmware), text(&vm)],
+            format!("firmware {} not found", text(&no_firmware)),
+        ),
+    ];
+    let run = |args: &[String], timeout: Duration| {
+        let mut command = Command::new(paths.berth());
+        command
+            .args(["run", "qemu"])
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        let shown = qemu::shell_line(&command);
+        let started = std::time::Instant::now();
+        let output = qemu::output_with_timeout(&mut command, timeout).map_err(chain)?;
+        Ok::<_, Failed>((shown, output, started.elapsed()))
+    };
+    let one_line = |shown: &str, output: &std::process::Output, expected: &str| {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("berth: "))
+            .collect();
+        if output.status.code() != Some(1) || lines.len() != 1 || !lines[0].contains(expected) {
+            return Err(format!(
+                "{shown}: expected status 1 and one line with {expected:?}; got {} and:\n{stderr}",
+                output.status
+            ));
+        }
+        Ok(())
+    };
+    for (args, expected) in &refusals {
+        let (shown, output, _) = run(args, Duration::from_secs(30))?;
+        one_line(&shown, &output, expected)?;
+    }
+    drop(taken);
+
+    // KVM: a refusal within seconds where it does not work (the probe's
+    // own limits are 5 s and 20 s).
+    let args = vec!["--accel".into(), "kvm".into(), text(&vm)];
+    match run(&args, Duration::from_secs(60)) {
+        Ok((shown, output, elapsed)) if output.status.code() == Some(1) => {
+            one_line(&shown, &output, "--accel kvm: KVM")?;
+            qemu_tests::note(&format!(
+                "berth run --accel kvm refused in {:.1} s",
+                elapsed.as_secs_f64()
+            ));
+        }
+        Ok((shown, output, _)) => {
+            return Err(format!(
+                "{shown} ended with {} before its 60 s: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        // Still running after 60 s: KVM works here and the machine
+        // booted (and was killed by the timeout).
+        Err(_) if qemu::choose_accel(qemu, Some(&kernel)).accel == Accel::Kvm => {
+            qemu_tests::note("KVM works here: --accel kvm booted, its refusal is not checked");
+        }
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 
@@ -804,26 +920,14 @@ fn run_case(
 
     // Boot.
     let accel = *accel.get_or_init(|| qemu_tests::accel(qemu, &built.kernel));
-    let mut machine = match boot {
-        None => Machine::new(qemu, accel)
-            .kernel(Kernel::new(&built.kernel, &built.cmdline).initrd(&built.initrd)),
-        Some(boot) => media_machine(qemu, accel, boot, &case.name, built, &results)?,
-    };
-    if let Some(image) = &built.squashfs {
-        machine = machine.drive(
-            qemu::Drive::disk(image, qemu::Format::Raw, qemu::Interface::Virtio).read_only(),
-        );
-    }
-    if let Some(memory) = read("memory")? {
-        machine.memory_mib = memory
-            .trim()
-            .parse()
-            .map_err(|_| format!("{}: not a number of MiB", case.dir.join("memory").display()))?;
-    }
-    // Devices for the case (network cards, disks): `qemu-args`, one
-    // argument per line.
-    machine.allow_reboot = case.dir.join("reboots").exists();
-    machine.extra_args = places
+    let memory =
+        match read("memory")? {
+            Some(memory) => Some(memory.trim().parse::<u32>().map_err(|_| {
+                format!("{}: not a number of MiB", case.dir.join("memory").display())
+            })?),
+            None => None,
+        };
+    let qemu_args: Vec<std::ffi::OsString> = places
         .fill(&qemu_args_text)
         .lines()
         .map(str::trim)
@@ -836,10 +940,53 @@ fn run_case(
         std::process::id(),
         label.replace('/', "-")
     ));
-    if expect.iter().any(|line| line.starts_with("> ")) {
-        let _ = fs::remove_file(&monitor);
-        machine = machine.monitor(&monitor);
-    }
+    let mut server = None;
+    let launch = match boot {
+        Some(boot) if boot.artifact == Artifact::Pxe => {
+            let _ = fs::remove_file(&monitor);
+            let (launch, serving) = pxe_launch(
+                berth, qemu, accel, boot, &case.name, built, &results, &monitor,
+            )?;
+            server = Some(serving);
+            launch
+        }
+        Some(boot) => {
+            if !qemu_args.is_empty() {
+                return Err(format!(
+                    "{}: qemu-args do not apply to the boots of `media`",
+                    case.dir.display()
+                )
+                .into());
+            }
+            let run_args = qemu_tests::parse_expect(&read("run-args")?.unwrap_or_default());
+            media_launch(berth, accel, boot, case, built, &results, memory, &run_args)?
+        }
+        None => {
+            let mut machine = Machine::new(qemu, accel)
+                .kernel(Kernel::new(&built.kernel, &built.cmdline).initrd(&built.initrd));
+            if let Some(image) = &built.squashfs {
+                machine = machine.drive(
+                    qemu::Drive::disk(image, qemu::Format::Raw, qemu::Interface::Virtio)
+                        .read_only(),
+                );
+            }
+            if let Some(memory) = memory {
+                machine.memory_mib = memory;
+            }
+            // Devices for the case (network cards, disks): `qemu-args`, one
+            // argument per line.
+            machine.allow_reboot = case.dir.join("reboots").exists();
+            machine.extra_args = qemu_args;
+            if expect
+                .iter()
+                .any(|line| line.starts_with("> ") || line == "^C")
+            {
+                let _ = fs::remove_file(&monitor);
+                machine = machine.monitor(&monitor);
+            }
+            qemu_tests::Launch::machine(&machine)
+        }
+    };
     // A case that runs long checks says how long it may take: `timeout`,
     // in seconds under TCG (half of it with KVM).
     let timeout_file = case.dir.join("timeout");
@@ -856,9 +1003,14 @@ fn run_case(
         }
         Err(_) => qemu_tests::boot_timeout(accel),
     };
-    let report = qemu_tests::boot(&machine, &expect, timeout).map_err(|e| format!("{e:#}"));
+    let report = qemu_tests::boot_launch(launch, &expect, timeout).map_err(|e| format!("{e:#}"));
     let _ = fs::remove_file(&monitor);
     let report = report?;
+    // A network boot: what the server's access log says was fetched.
+    let served = match (server, boot) {
+        (Some(server), Some(boot)) => server.check(&case.name, boot.uefi),
+        _ => Ok(()),
+    };
     let saved = report
         .save(&results)
         .map_err(|e| format!("saving the transcript: {e:#}"))?;
@@ -887,6 +1039,10 @@ fn run_case(
             report.elapsed.as_secs_f64()
         ));
     }
+    let verdict = match (verdict, served) {
+        (Ok(()), Err(log)) => Err(format!("{log}\n(the boot itself succeeded)")),
+        (verdict, _) => verdict,
+    };
     match (built.inspection.clone(), verdict) {
         (Ok(()), Ok(())) => Ok(Completion::Completed),
         (Err(inspection), Ok(())) => {
@@ -897,36 +1053,239 @@ fn run_case(
     }
 }
 
-/// The machine that boots `boot`'s artifact: the file is never changed
-/// (writes go to a throw-away overlay), and OVMF gets its own variable
-/// store in the boot's results.
-fn media_machine(
+/// `berth run qemu` booting `boot`'s artifact, as a user would: the
+/// artifact is never changed (berth attaches it with a throw-away
+/// overlay), and the machine's state (OVMF's variables) is kept in the
+/// boot's results, made anew for each boot.
+#[allow(clippy::too_many_arguments)]
+fn media_launch(
+    berth: &Path,
+    accel: Accel,
+    boot: &MediaBoot,
+    case: &Case,
+    built: &Built,
+    results: &Path,
+    memory: Option<u32>,
+    run_args: &[String],
+) -> Result<qemu_tests::Launch, Failed> {
+    let name = &case.name;
+    let file = match boot.artifact {
+        Artifact::Build => built.out.join(name),
+        artifact => built.out.join(artifact.file(name)),
+    };
+    let state = results.join("state");
+    if state.exists() {
+        fs::remove_dir_all(&state).map_err(|e| format!("clearing {}: {e}", state.display()))?;
+    }
+    // The build boots with berth's own choice of accelerator (on a host
+    // whose KVM hangs Linux, its probe must fall back to TCG); the others
+    // with the harness's, to spare each boot the probe.
+    let accel = match boot.artifact {
+        Artifact::Build => "auto",
+        _ => accel.name(),
+    };
+    let mut command = Command::new(berth);
+    command
+        .args(["run", "qemu", "--accel", accel, "--networking", "none"])
+        .arg("--mem")
+        .arg(memory.unwrap_or(512).to_string())
+        .arg("--state")
+        .arg(&state);
+    if boot.uefi {
+        command.arg("--uefi");
+    }
+    if boot.medium == Medium::Usb {
+        command.arg("--usb");
+    }
+    // The case's own arguments (`run-args`), relative to its directory.
+    command.args(run_args).current_dir(&case.dir);
+    command.arg(&file);
+    Ok(match boot.medium {
+        Medium::Terminal => qemu_tests::Launch::berth_run_on_terminal(&command),
+        _ => qemu_tests::Launch::berth_run(command),
+    })
+}
+
+/// `berth serve` for a network boot, running until dropped; its access
+/// log goes to a file in the boot's results.
+struct Serving {
+    child: std::process::Child,
+    log: PathBuf,
+    /// The registry of `--from`, kept until the boot is over.
+    _registry: Option<fixtures::registry::Registry>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serving {
+    /// Starts `berth ARGS --addr 127.0.0.1:0` and reads the port it
+    /// listens on from the line it prints first.
+    fn start(
+        berth: &Path,
+        args: &[std::ffi::OsString],
+        log: PathBuf,
+        registry: Option<fixtures::registry::Registry>,
+    ) -> Result<(Serving, u16), String> {
+        let mut command = Command::new(berth);
+        command.args(args).args(["--addr", "127.0.0.1:0"]);
+        let shown = qemu::shell_line(&command);
+        let log_file = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("starting {shown}: {e}"))?;
+        let mut serving = Serving {
+            child,
+            log,
+            _registry: registry,
+        };
+        let stdout = serving.child.stdout.take().ok_or("no stdout")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let port = first
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|digits| digits.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{shown} printed no address first: {first:?}; its log: {}",
+                    fs::read_to_string(&serving.log).unwrap_or_default()
+                )
+            })?;
+        // The rest of stdout is drained, so berth never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok((serving, port))
+    }
+
+    /// The access log shows the files of a network boot fetched whole:
+    /// the kernel and the initrd, or under UEFI the UKI.
+    fn check(self, name: &str, uefi: bool) -> Result<(), String> {
+        let log_path = self.log.clone();
+        drop(self);
+        let log = fs::read_to_string(&log_path)
+            .map_err(|e| format!("reading {}: {e}", log_path.display()))?;
+        let wanted = if uefi {
+            vec![format!("{name}.efi")]
+        } else {
+            vec![format!("{name}-kernel"), format!("{name}-initrd.img")]
+        };
+        for file in wanted {
+            let fetched = log
+                .lines()
+                .any(|line| line.contains(&format!("GET /{file} ")) && line.contains(" 200 "));
+            if !fetched {
+                return Err(format!(
+                    "berth serve's access log ({}) shows no GET /{file} answered 200:\n{log}",
+                    log_path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A network boot, BIOS or UEFI, as a bare-metal machine does it: QEMU
+/// with a virtio card and Debian's iPXE ROM, `-boot n`, QEMU's user
+/// network handing iPXE (over DHCP and TFTP) a two-line script that
+/// chains to `berth serve`'s `/boot.ipxe` on the host's loopback
+/// (10.0.2.2 to the guest). `berth serve` serves the build's directory,
+/// or (`registry`) the build pushed to a registry with `berth push`,
+/// through a cache of its own.
+#[allow(clippy::too_many_arguments)]
+fn pxe_launch(
+    berth: &Path,
     qemu: &Path,
     accel: Accel,
     boot: &MediaBoot,
     name: &str,
     built: &Built,
     results: &Path,
-) -> Result<Machine, Failed> {
-    let file = built.out.join(boot.artifact.file(name));
+    monitor: &Path,
+) -> Result<(qemu_tests::Launch, Serving), Failed> {
+    let log = results.join("berth-serve.log");
+    let (serving, port) = match boot.medium {
+        Medium::Http => Serving::start(
+            berth,
+            &["serve".into(), built.out.clone().into()],
+            log,
+            None,
+        )?,
+        Medium::Registry => {
+            let registry = fixtures::registry::Registry::start()
+                .map_err(|e| format!("starting a registry: {e:#}"))?;
+            // Only what a network boot needs: the kernel, initrd,
+            // command line and UKI of the build.
+            let dir = results.join("pushed");
+            if dir.exists() {
+                fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for file in [
+                format!("{name}-kernel"),
+                format!("{name}-initrd.img"),
+                format!("{name}-cmdline"),
+                format!("{name}.efi"),
+            ] {
+                fs::copy(built.out.join(&file), dir.join(&file))
+                    .map_err(|e| format!("copying {file}: {e}"))?;
+            }
+            let reference = format!("{}/pxe/{name}:1", registry.host());
+            let cache = results.join("serve-cache");
+            let _ = fs::remove_dir_all(&cache);
+            let mut push = Command::new(berth);
+            push.arg("push").arg(&dir).arg(&reference);
+            let shown = qemu::shell_line(&push);
+            let output = qemu::output_with_timeout(&mut push, BUILD_TIMEOUT).map_err(chain)?;
+            if !output.status.success() {
+                return Err(format!(
+                    "{shown} failed ({}): {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                )
+                .into());
+            }
+            let args: Vec<std::ffi::OsString> = vec![
+                "serve".into(),
+                "--from".into(),
+                reference.into(),
+                "--cache".into(),
+                cache.into(),
+            ];
+            Serving::start(berth, &args, log, Some(registry))?
+        }
+        other => return Err(format!("a pxe boot is over http or registry, not {other:?}").into()),
+    };
+    let tftp = results.join("tftp");
+    fs::create_dir_all(&tftp).map_err(|e| format!("{}: {e}", tftp.display()))?;
+    fs::write(
+        tftp.join("chain.ipxe"),
+        format!("#!ipxe\nchain http://10.0.2.2:{port}/boot.ipxe\n"),
+    )
+    .map_err(|e| format!("{}: {e}", tftp.display()))?;
     let mut machine = Machine::new(qemu, accel);
+    machine.defaults = false;
+    machine.network_boot = true;
     if boot.uefi {
         let vars = results.join("OVMF_VARS.fd");
         let _ = fs::remove_file(&vars);
-        let ovmf = qemu::Ovmf::debian(&vars).map_err(chain)?;
-        machine = machine.firmware(qemu::Firmware::Uefi(ovmf));
+        machine.firmware = qemu::Firmware::Uefi(qemu::Ovmf::debian(&vars).map_err(chain)?);
     }
-    let format = boot.artifact.drive_format();
-    Ok(match boot.medium {
-        Medium::Kernel => machine.kernel(Kernel::new(&file, "")),
-        Medium::Cdrom => machine.drive(qemu::Drive::cdrom(&file)),
-        Medium::Usb => {
-            machine.drive(qemu::Drive::disk(&file, format, qemu::Interface::Usb).snapshot())
-        }
-        Medium::Disk => {
-            machine.drive(qemu::Drive::disk(&file, format, qemu::Interface::Virtio).snapshot())
-        }
-    })
+    let machine = machine
+        .nic(qemu::Nic {
+            tftp: Some(tftp),
+            bootfile: Some("chain.ipxe".into()),
+            ..qemu::Nic::default()
+        })
+        .monitor(monitor);
+    Ok((qemu_tests::Launch::machine(&machine), serving))
 }
 
 /// Builds the images a definition names as `"@pkg:DIR"`, and berth's boot
@@ -1019,7 +1378,16 @@ fn build_case(
     // The fixture images exist only in the local cache.
     command.env("BERTH_OFFLINE", "1").env("HOME", &places.home);
     command.args(["build", "-f", &format]);
-    let mut formats: Vec<&str> = case.media.iter().map(|b| b.artifact.format()).collect();
+    let mut formats: Vec<&str> = case
+        .media
+        .iter()
+        .filter_map(|b| match b.artifact {
+            Artifact::Build => None,
+            // The UKI, for UEFI network boots.
+            Artifact::Pxe => Some("uki"),
+            other => Some(other.format()),
+        })
+        .collect();
     formats.sort();
     formats.dedup();
     for format in formats {
