@@ -187,24 +187,19 @@ fn example() -> Result<()> {
         .arg(&cache)
         .arg("examples/minimal.yml"))?;
     eprintln!(
-        "built in {:.1} s (cache {}); boot it with:",
+        "built in {:.1} s (cache {}); boot it with (Ctrl-C powers it off):",
         started.elapsed().as_secs_f64(),
         cache.display()
     );
-    println!("{}", boot_command("out/minimal"));
+    let berth = berth
+        .strip_prefix(root())
+        .unwrap_or(&berth)
+        .display()
+        .to_string();
+    println!("{berth} run qemu out/minimal");
     eprintln!("or boot the hybrid ISO (BIOS or UEFI, CD or USB stick) with:");
-    println!(
-        "qemu-system-x86_64 -m 512 -nographic -cdrom out/minimal.iso -nic user,model=virtio-net-pci"
-    );
+    println!("{berth} run qemu out/minimal.iso    # --uefi, --usb");
     Ok(())
-}
-
-/// The QEMU command that boots the kernel+initrd artifacts `base-*`, with
-/// a user-mode network card.
-fn boot_command(base: &str) -> String {
-    format!(
-        "qemu-system-x86_64 -m 512 -nographic -kernel {base}-kernel -initrd {base}-initrd.img -append \"$(cat {base}-cmdline)\" -nic user,model=virtio-net-pci"
-    )
 }
 
 /// The benchmark of shared/bench: LinuxKit's figures are for bench.yml to
