@@ -5,6 +5,8 @@
 pub mod build;
 pub mod cache;
 pub mod pkg;
+pub mod pull;
+pub mod push;
 pub mod validate;
 
 use std::io::Read;
