@@ -499,3 +499,31 @@ pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
     File::open(path)?.read_to_end(&mut bytes)?;
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_belongs_to_the_build_its_longest_known_ending_leaves() {
+        assert_eq!(
+            build_of("x-initrd.tar"),
+            Some(("x", "application/vnd.berth.kernel-initrd.tar"))
+        );
+        assert_eq!(build_of("x-initrd.img").map(|b| b.0), Some("x"));
+        assert_eq!(
+            build_of("web.img.tar.gz"),
+            Some(("web", "application/vnd.berth.disk.gcp.tar+gzip"))
+        );
+        assert_eq!(build_of("a.b.iso").map(|b| b.0), Some("a.b"));
+        assert_eq!(build_of(".iso"), None);
+        assert_eq!(build_of("notes.txt"), None);
+        let names: Vec<String> = build_files("x").into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"x-squashfs.img".to_string()));
+        assert!(
+            names
+                .iter()
+                .all(|n| build_of(n).is_some_and(|b| b.0 == "x"))
+        );
+    }
+}
