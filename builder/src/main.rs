@@ -11,6 +11,8 @@ use commands::Sources;
 use commands::build::BuildArgs;
 use commands::cache::CacheCommand;
 use commands::pkg::PkgCommand;
+use commands::pull::PullArgs;
+use commands::push::PushArgs;
 use commands::run::RunCommand;
 
 /// Build minimal, immutable Linux hosts that run containers, from
@@ -28,6 +30,9 @@ Examples:
   berth build examples/minimal.yml                     # minimal-kernel, minimal-initrd.img, minimal-cmdline
   berth build -f tar -f kernel+initrd -o out base.yml extra.yml
   cat image.yml | berth build --name image -
+  berth build host.yml -o out --push registry.example/builds/host:1
+  berth push out registry.example/builds/host:1      # a finished build, as one OCI artifact
+  berth pull registry.example/builds/host:1 -o host  # and back, verified
 
 Exit status: 0 on success, 1 when the definition or the build fails, 2 on a usage error.
 Images are taken from the cache, and pulled into it from their registry when missing;
@@ -45,6 +50,14 @@ enum Command {
     /// Build a definition into bootable artifacts.
     #[command(after_help = EXAMPLES)]
     Build(BuildArgs),
+    /// Push a finished build (its files in DIR) to a registry as one OCI artifact.
+    #[command(
+        after_help = "Example:\n  berth push out registry.example/builds/host:1 --name host\n\nPrints REF@sha256:DIGEST. See docs/distribution.md for the artifact's format."
+    )]
+    Push(PushArgs),
+    /// Fetch a build pushed as an OCI artifact into DIR, verified.
+    #[command(after_help = "Example:\n  berth pull registry.example/builds/host:1 -o host")]
+    Pull(PullArgs),
     /// Look after the image cache.
     Cache {
         #[command(flatten)]
@@ -81,6 +94,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let done = match cli.command {
         Command::Validate { files } => commands::validate::run(&files),
         Command::Build(args) => commands::build::run(args),
+        Command::Push(args) => commands::push::run(args),
+        Command::Pull(args) => commands::pull::run(args),
         Command::Cache { sources, command } => commands::cache::run(&sources, command),
         Command::Pkg { sources, command } => commands::pkg::run(&sources, command),
         Command::Run { command } => return commands::run::run(command),

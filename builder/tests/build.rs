@@ -145,6 +145,18 @@ fn every_format_is_reproducible() {
         "image.lock",
         "image.tar",
     ];
+    for name in expected {
+        // What `berth push` takes for this build's files.
+        assert!(
+            builder::outputs::build_of(name).is_some_and(|(build, _)| build == "image"),
+            "{name}"
+        );
+        assert!(
+            builder::outputs::build_files("image")
+                .iter()
+                .any(|(n, _)| n == name)
+        );
+    }
     for pair in [(0, 1), (2, 3)] {
         assert_eq!(files(&builds[pair.0]), expected);
         for name in expected {

@@ -67,20 +67,8 @@ fn definition(host: &str) -> String {
         .replace("test/service:1", &format!("{host}/test/service:1"))
 }
 
-/// `berth ARGS` in `dir` with the network allowed, a private cache and
-/// Docker configuration, and a short read timeout.
 fn berth(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .arg("--cache")
-        .arg(dir.join("cache"))
-        .current_dir(dir)
-        .env_remove("BERTH_OFFLINE")
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env("DOCKER_CONFIG", dir.join("docker"))
-        .env("BERTH_READ_TIMEOUT", "3")
-        .output()
-        .unwrap()
+    common::berth_online(dir, args).output().unwrap()
 }
 
 fn build(dir: &Path, yaml: &str, out: &str, extra: &[&str]) -> Output {

@@ -29,6 +29,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("htpasswd", "apache2-utils"),
+    // Reads blobs straight from the test registry's API (builder/tests/artifact.rs).
+    ("curl", "curl"),
     // ssh and ssh-keygen, for the boot tests of the sshd and host examples.
     ("ssh", "openssh-client"),
     // The independent checkers of bootable media (crates/media).

@@ -49,6 +49,9 @@ pub struct BuildArgs {
     /// Compression of the initrd.
     #[arg(long, default_value = "gzip")]
     pub compress: Compression,
+    /// Push the artifacts, once written, to this registry reference (REGISTRY/REPOSITORY:TAG) as one OCI artifact.
+    #[arg(long, value_name = "REF")]
+    pub push: Option<String>,
     /// YAML files, merged in order; `-` reads standard input.
     #[arg(required = true)]
     pub files: Vec<String>,
@@ -69,7 +72,11 @@ pub fn run(args: BuildArgs) -> Result<()> {
         files,
         size,
         label,
+        push,
     } = args;
+    let push = push
+        .map(|reference| super::push::destination(&reference, &sources))
+        .transpose()?;
     formats.sort();
     formats.dedup();
     if let Some(size) = size.filter(|size| size % (1 << 20) != 0) {
@@ -127,6 +134,9 @@ pub fn run(args: BuildArgs) -> Result<()> {
     }
     for artifact in &built.artifacts {
         println!("{}", artifact.display());
+    }
+    if let Some(destination) = push {
+        super::push::push(&sources, &built.artifacts, &destination)?;
     }
     Ok(())
 }

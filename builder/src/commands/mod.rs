@@ -5,6 +5,8 @@
 pub mod build;
 pub mod cache;
 pub mod pkg;
+pub mod pull;
+pub mod push;
 pub mod run;
 mod seed;
 pub mod validate;

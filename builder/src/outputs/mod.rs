@@ -137,6 +137,51 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// Every file a build named NAME may write, by what follows NAME in its
+/// name, with the media type the file has as a layer of a berth artifact
+/// (`docs/distribution.md`): the formats' files (as [`Writers`] and
+/// `media.rs` name them) and the lock file every build writes.
+const BUILD_FILES: &[(&str, &str)] = &[
+    ("-kernel", "application/vnd.berth.kernel"),
+    ("-initrd.img", "application/vnd.berth.initrd"),
+    ("-cmdline", "application/vnd.berth.cmdline"),
+    ("-initrd.tar", "application/vnd.berth.kernel-initrd.tar"),
+    ("-squashfs.img", "application/vnd.berth.squashfs"),
+    (".tar", "application/vnd.berth.rootfs.tar"),
+    (".efi", "application/vnd.berth.uki"),
+    (".iso", "application/vnd.berth.iso"),
+    (".raw", "application/vnd.berth.disk.raw"),
+    (".qcow2", "application/vnd.berth.disk.qcow2"),
+    (".vhd", "application/vnd.berth.disk.vhd"),
+    (".vmdk", "application/vnd.berth.disk.vmdk"),
+    (".img.tar.gz", "application/vnd.berth.disk.gcp.tar+gzip"),
+    (".lock", "application/vnd.berth.lock"),
+];
+
+/// The names of every file a build named `name` may write, each with its
+/// media type as an artifact's layer.
+pub fn build_files(name: &str) -> Vec<(String, &'static str)> {
+    BUILD_FILES
+        .iter()
+        .map(|(suffix, media_type)| (format!("{name}{suffix}"), *media_type))
+        .collect()
+}
+
+/// The build a file of that name belongs to and its media type as an
+/// artifact's layer, by the longest of [`build_files`]' endings it has
+/// (`x-initrd.tar` is build `x`'s kernel+initrd tar, not build `x-initrd`'s
+/// tar; `--name` says otherwise); `None` for a file no build writes.
+pub fn build_of(file_name: &str) -> Option<(&str, &'static str)> {
+    BUILD_FILES
+        .iter()
+        .filter_map(|(suffix, media_type)| {
+            let name = file_name.strip_suffix(suffix)?;
+            (!name.is_empty()).then_some((suffix.len(), name, *media_type))
+        })
+        .max_by_key(|(length, _, _)| *length)
+        .map(|(_, name, media_type)| (name, media_type))
+}
+
 /// The sinks for the requested formats, fed by one stream.
 pub struct Writers {
     sinks: Vec<Box<dyn Sink>>,
@@ -453,4 +498,32 @@ pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_belongs_to_the_build_its_longest_known_ending_leaves() {
+        assert_eq!(
+            build_of("x-initrd.tar"),
+            Some(("x", "application/vnd.berth.kernel-initrd.tar"))
+        );
+        assert_eq!(build_of("x-initrd.img").map(|b| b.0), Some("x"));
+        assert_eq!(
+            build_of("web.img.tar.gz"),
+            Some(("web", "application/vnd.berth.disk.gcp.tar+gzip"))
+        );
+        assert_eq!(build_of("a.b.iso").map(|b| b.0), Some("a.b"));
+        assert_eq!(build_of(".iso"), None);
+        assert_eq!(build_of("notes.txt"), None);
+        let names: Vec<String> = build_files("x").into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"x-squashfs.img".to_string()));
+        assert!(
+            names
+                .iter()
+                .all(|n| build_of(n).is_some_and(|b| b.0 == "x"))
+        );
+    }
 }

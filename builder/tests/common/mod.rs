@@ -121,6 +121,23 @@ pub fn berth_env(args: &[&str], dir: &Path, epoch: Option<&str>) -> Output {
     command.output().unwrap()
 }
 
+/// `berth ARGS` in `dir` with the network allowed, the private cache
+/// `dir/cache` and Docker configuration `dir/docker`, a short read timeout
+/// and `SOURCE_DATE_EPOCH` unset.
+pub fn berth_online(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .args(args)
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .current_dir(dir)
+        .env_remove("BERTH_OFFLINE")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("DOCKER_CONFIG", dir.join("docker"))
+        .env("BERTH_READ_TIMEOUT", "3");
+    command
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

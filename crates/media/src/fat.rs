@@ -1103,32 +1103,11 @@ fn fat_date_time(mtime: u64) -> (u16, u16) {
     let mtime = mtime.clamp(315_532_800, 4_354_819_198);
     let days = mtime / 86_400;
     let seconds = mtime % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = archive::clock::civil_from_days(days);
     let date = (((year - 1980) << 9) | (month << 5) | day) as u16;
     let time =
         (((seconds / 3600) << 11) | ((seconds / 60 % 60) << 5) | ((seconds % 60) / 2)) as u16;
     (date, time)
-}
-
-/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01,
-/// by the proleptic Gregorian calendar (days since 0000-03-01 split into
-/// 400-year eras of 146097 days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 fn put16(bytes: &mut [u8], at: usize, value: u16) {

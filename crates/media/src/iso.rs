@@ -338,22 +338,7 @@ impl Date {
     fn of(mtime: u64) -> Result<Date, IsoError> {
         let days = mtime / 86400;
         let seconds = mtime % 86400;
-        // Days since 1970-01-01 to a civil date: shift the epoch to
-        // 0000-03-01 so that leap days end each 400-year era.
-        let shifted = days + 719_468;
-        let era = shifted / 146_097;
-        let day_of_era = shifted % 146_097;
-        let year_of_era =
-            (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146_096) / 365;
-        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-        let month_from_march = (5 * day_of_year + 2) / 153;
-        let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-        let month = if month_from_march < 10 {
-            month_from_march + 3
-        } else {
-            month_from_march - 9
-        };
-        let year = era * 400 + year_of_era + u64::from(month <= 2);
+        let (year, month, day) = archive::clock::civil_from_days(days);
         if year > LAST_YEAR {
             return Err(IsoError::Mtime { mtime });
         }

@@ -5,10 +5,13 @@
 //! The modules depend on each other in one direction: [`digest`] and
 //! [`reference`] at the bottom, then [`layout`] (reads and writes the cache),
 //! [`registry`] (pulls into and pushes from a layout; the only network
-//! code), and [`source`] (the cache, then the registry). [`lockfile`] stands
-//! alone, and [`chain`] writes any error with its causes. This crate knows nothing of definitions or of what a build does
-//! with an image.
+//! code), then [`source`] (the cache, then the registry) and [`artifact`]
+//! (a build's files as one OCI artifact, pushed and pulled through the
+//! registry and the cache). [`lockfile`] stands alone, and [`chain`] writes
+//! any error with its causes. This crate knows nothing of definitions or of
+//! what a build does with an image.
 
+pub mod artifact;
 pub mod chain;
 pub mod digest;
 pub mod layout;

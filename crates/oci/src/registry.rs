@@ -76,6 +76,17 @@ pub enum Problem {
     Cache(Box<LayoutError>),
 }
 
+impl RegistryError {
+    /// Makes a problem with `reference` an error naming it and its registry.
+    fn at(reference: &RegistryRef) -> impl Fn(Problem) -> RegistryError + '_ {
+        |problem| RegistryError {
+            reference: reference.to_string(),
+            registry: reference.registry.clone(),
+            problem,
+        }
+    }
+}
+
 impl From<LayoutError> for Problem {
     fn from(error: LayoutError) -> Problem {
         Problem::Cache(Box::new(error))
@@ -292,11 +303,7 @@ impl Remote {
         reference: &RegistryRef,
         arch: &str,
     ) -> Result<String, RegistryError> {
-        let fail = |problem: Problem| RegistryError {
-            reference: reference.to_string(),
-            registry: reference.registry.clone(),
-            problem,
-        };
+        let fail = RegistryError::at(reference);
         self.runtime
             .block_on(self.pull_async(cache, reference, arch))
             .map_err(fail)
@@ -309,35 +316,11 @@ impl Remote {
         arch: &str,
     ) -> Result<String, Problem> {
         let auth = Self::auth(&reference.registry);
-        let target = match (&reference.digest, reference.tag_or_default()) {
-            (Some(digest), _) => oci_client::Reference::with_digest(
-                reference.registry.clone(),
-                reference.repository.clone(),
-                digest.clone(),
-            ),
-            (None, tag) => oci_client::Reference::with_tag(
-                reference.registry.clone(),
-                reference.repository.clone(),
-                tag.unwrap_or("latest").to_string(),
-            ),
-        };
+        let target = target(reference);
         let client = self.client(&reference.registry, &target, &auth).await;
         let progress = Progress::new(reference.to_string());
         let accepted: Vec<&str> = INDEX_TYPES.iter().chain(MANIFEST_TYPES).copied().collect();
-        let (top, top_digest) = retry("manifest", || async {
-            client.pull_manifest_raw(&target, &auth, &accepted).await
-        })
-        .await?;
-        let actual = digest::sha256(&top);
-        if let Some(expected) = &reference.digest
-            && *expected != actual
-        {
-            return Err(Problem::WrongDigest {
-                expected: expected.clone(),
-                actual,
-            });
-        }
-        let _ = top_digest;
+        let (top, actual) = fetch_manifest(&client, &target, &auth, &accepted, reference).await?;
         let top_json: Value = serde_json::from_slice(&top)
             .map_err(|e| Problem::Invalid(format!("manifest is not JSON: {e}")))?;
         let top_type = media_type(&top_json);
@@ -377,39 +360,7 @@ impl Remote {
         };
         let manifest: Value = serde_json::from_slice(&manifest)
             .map_err(|e| Problem::Invalid(format!("manifest is not JSON: {e}")))?;
-        let mut blobs: Vec<OciDescriptor> = Vec::new();
-        for descriptor in std::iter::once(&manifest["config"])
-            .chain(manifest["layers"].as_array().into_iter().flatten())
-        {
-            let digest = descriptor["digest"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let size = descriptor["size"].as_i64().unwrap_or(-1);
-            if cache.blob_path(&digest).is_none() || size < 0 {
-                return Err(Problem::Invalid(format!(
-                    "manifest names a blob without a sha256 digest and size: {descriptor}"
-                )));
-            }
-            if !cache.has_blob(&digest) {
-                blobs.push(OciDescriptor {
-                    media_type: media_type(descriptor),
-                    digest,
-                    size,
-                    urls: None,
-                    annotations: None,
-                    artifact_type: None,
-                });
-            }
-        }
-        stream::iter(blobs)
-            .map(|blob| {
-                let (client, target, progress) = (&client, &target, &progress);
-                async move { fetch_blob(client, target, cache, &blob, progress).await }
-            })
-            .buffer_unordered(PARALLEL)
-            .try_collect::<Vec<()>>()
-            .await?;
+        fetch_blobs(&client, &target, cache, &manifest, &progress).await?;
         cache.tag(&Named {
             name: reference.to_string(),
             digest: actual.clone(),
@@ -421,32 +372,76 @@ impl Remote {
     }
 }
 
+/// OCI artifacts: one manifest whose layers are files ([`crate::artifact`]
+/// says what they mean).
 impl Remote {
-    /// Pushes the cached image named `name` (with every platform of an
-    /// index) to `destination`.
-    pub fn push(
+    /// Fetches the manifest `reference` names and, if `check` accepts it,
+    /// every blob it lists that `cache` lacks; then names it in `cache`.
+    /// Returns the manifest's digest. Nothing but the manifest is fetched
+    /// when `check` refuses it, and only a verified manifest is checked.
+    pub fn pull_artifact(
         &self,
         cache: &Layout,
-        name: &str,
-        destination: &RegistryRef,
+        reference: &RegistryRef,
+        check: impl Fn(&[u8]) -> Result<(), String>,
     ) -> Result<String, RegistryError> {
-        let fail = |problem: Problem| RegistryError {
-            reference: destination.to_string(),
-            registry: destination.registry.clone(),
-            problem,
-        };
-        let named = cache.named(name).map_err(|e| fail(e.into()))?;
+        let fail = RegistryError::at(reference);
         self.runtime
-            .block_on(self.push_async(cache, &named, destination))
+            .block_on(async {
+                let auth = Self::auth(&reference.registry);
+                let target = target(reference);
+                let client = self.client(&reference.registry, &target, &auth).await;
+                let accepted: Vec<&str> =
+                    MANIFEST_TYPES.iter().chain(INDEX_TYPES).copied().collect();
+                let (bytes, digest) =
+                    fetch_manifest(&client, &target, &auth, &accepted, reference).await?;
+                check(&bytes).map_err(Problem::Invalid)?;
+                let manifest: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| Problem::Invalid(format!("manifest is not JSON: {e}")))?;
+                let progress = Progress::new(reference.to_string());
+                fetch_blobs(&client, &target, cache, &manifest, &progress).await?;
+                cache.write_blob(&digest, &bytes)?;
+                cache.tag(&Named {
+                    name: reference.to_string(),
+                    digest: digest.clone(),
+                    media_type: media_type(&manifest),
+                    size: bytes.len() as u64,
+                })?;
+                progress.done();
+                Ok(digest)
+            })
             .map_err(fail)
     }
 
-    async fn push_async(
+    /// Uploads `blobs` that the registry lacks, then `manifest` (of
+    /// `media_type`) under `destination`'s tag. Returns the manifest's
+    /// digest.
+    pub fn push_manifest(
         &self,
-        cache: &Layout,
-        named: &Named,
         destination: &RegistryRef,
-    ) -> Result<String, Problem> {
+        blobs: &[Upload],
+        manifest: &[u8],
+        media_type: &str,
+    ) -> Result<String, RegistryError> {
+        let fail = RegistryError::at(destination);
+        self.runtime
+            .block_on(async {
+                let (client, target) = self.push_client(destination).await?;
+                for blob in blobs {
+                    upload(&client, &target, blob).await?;
+                }
+                push_manifest(&client, &target, manifest, media_type).await?;
+                Ok(digest::sha256(manifest))
+            })
+            .map_err(fail)
+    }
+
+    /// A client that has authenticated for pushing to `destination`, and
+    /// the tag pushed to.
+    async fn push_client(
+        &self,
+        destination: &RegistryRef,
+    ) -> Result<(oci_client::Client, oci_client::Reference), Problem> {
         let auth = Self::auth(&destination.registry);
         let target = oci_client::Reference::with_tag(
             destination.registry.clone(),
@@ -461,6 +456,181 @@ impl Remote {
                 .map(drop)
         })
         .await?;
+        Ok((client, target))
+    }
+}
+
+/// A blob to upload: its digest and size, and where its bytes are.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub digest: String,
+    pub size: u64,
+    pub bytes: UploadBytes,
+}
+
+#[derive(Debug, Clone)]
+pub enum UploadBytes {
+    /// A small blob made in memory (a manifest's config).
+    Memory(Vec<u8>),
+    /// A file, streamed from disk.
+    File(PathBuf),
+}
+
+/// Uploads `blob` unless the registry has it; a file is streamed, never
+/// held whole. The registry checks the bytes against the digest.
+async fn upload(
+    client: &oci_client::Client,
+    target: &oci_client::Reference,
+    blob: &Upload,
+) -> Result<(), Problem> {
+    if client
+        .blob_exists(target, &blob.digest)
+        .await
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    retry(&format!("blob {}", blob.digest), || async {
+        match &blob.bytes {
+            UploadBytes::Memory(bytes) => {
+                client.push_blob(target, bytes.clone(), &blob.digest).await
+            }
+            UploadBytes::File(path) => {
+                let file = std::fs::File::open(path)?;
+                client
+                    .push_blob_stream(target, file_stream(file), &blob.digest, Some(blob.size))
+                    .await
+            }
+        }
+    })
+    .await
+    .map(drop)
+}
+
+async fn push_manifest(
+    client: &oci_client::Client,
+    reference: &oci_client::Reference,
+    bytes: &[u8],
+    kind: &str,
+) -> Result<(), Problem> {
+    let content_type = http::HeaderValue::from_str(kind)
+        .map_err(|e| Problem::Invalid(format!("media type {kind}: {e}")))?;
+    let digest = digest::sha256(bytes);
+    retry(&format!("manifest {digest}"), || async {
+        client
+            .push_manifest_raw(reference, bytes.to_vec(), content_type.clone())
+            .await
+    })
+    .await
+    .map(drop)
+}
+
+/// The reference as oci-client names it: by digest when pinned, else by tag.
+fn target(reference: &RegistryRef) -> oci_client::Reference {
+    match (&reference.digest, reference.tag_or_default()) {
+        (Some(digest), _) => oci_client::Reference::with_digest(
+            reference.registry.clone(),
+            reference.repository.clone(),
+            digest.clone(),
+        ),
+        (None, tag) => oci_client::Reference::with_tag(
+            reference.registry.clone(),
+            reference.repository.clone(),
+            tag.unwrap_or("latest").to_string(),
+        ),
+    }
+}
+
+/// The manifest (or index) `target` names and its digest, checked against
+/// the digest `reference` pins, if any.
+async fn fetch_manifest(
+    client: &oci_client::Client,
+    target: &oci_client::Reference,
+    auth: &RegistryAuth,
+    accepted: &[&str],
+    reference: &RegistryRef,
+) -> Result<(bytes::Bytes, String), Problem> {
+    let (bytes, _) = retry("manifest", || async {
+        client.pull_manifest_raw(target, auth, accepted).await
+    })
+    .await?;
+    let actual = digest::sha256(&bytes);
+    if let Some(expected) = &reference.digest
+        && *expected != actual
+    {
+        return Err(Problem::WrongDigest {
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    Ok((bytes, actual))
+}
+
+/// Fetches the config and layers of `manifest` that `cache` lacks, in
+/// parallel, each verified on its way in.
+async fn fetch_blobs(
+    client: &oci_client::Client,
+    target: &oci_client::Reference,
+    cache: &Layout,
+    manifest: &Value,
+    progress: &Progress,
+) -> Result<(), Problem> {
+    let mut blobs: Vec<OciDescriptor> = Vec::new();
+    for descriptor in std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().into_iter().flatten())
+    {
+        let digest = descriptor["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let size = descriptor["size"].as_i64().unwrap_or(-1);
+        if cache.blob_path(&digest).is_none() || size < 0 {
+            return Err(Problem::Invalid(format!(
+                "manifest names a blob without a sha256 digest and size: {descriptor}"
+            )));
+        }
+        if !cache.has_blob(&digest) {
+            blobs.push(OciDescriptor {
+                media_type: media_type(descriptor),
+                digest,
+                size,
+                urls: None,
+                annotations: None,
+                artifact_type: None,
+            });
+        }
+    }
+    stream::iter(blobs)
+        .map(|blob| async move { fetch_blob(client, target, cache, &blob, progress).await })
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+impl Remote {
+    /// Pushes the cached image named `name` (with every platform of an
+    /// index) to `destination`.
+    pub fn push(
+        &self,
+        cache: &Layout,
+        name: &str,
+        destination: &RegistryRef,
+    ) -> Result<String, RegistryError> {
+        let fail = RegistryError::at(destination);
+        let named = cache.named(name).map_err(|e| fail(e.into()))?;
+        self.runtime
+            .block_on(self.push_async(cache, &named, destination))
+            .map_err(fail)
+    }
+
+    async fn push_async(
+        &self,
+        cache: &Layout,
+        named: &Named,
+        destination: &RegistryRef,
+    ) -> Result<String, Problem> {
+        let (client, target) = self.push_client(destination).await?;
         let read = |digest: &str| -> Result<Vec<u8>, Problem> {
             let path = cache
                 .blob_path(digest)
@@ -489,36 +659,25 @@ impl Remote {
                 let Some(blob) = blob["digest"].as_str() else {
                     continue;
                 };
-                let exists = client.blob_exists(&target, blob).await.unwrap_or(false);
-                if !exists {
-                    let path = cache
-                        .blob_path(blob)
-                        .ok_or_else(|| Problem::Invalid(format!("bad digest {blob}")))?;
-                    let size = std::fs::metadata(&path)
-                        .map_err(|e| Problem::Invalid(format!("blob {blob}: {e}")))?
-                        .len();
-                    retry(&format!("blob {blob}"), || async {
-                        let file = std::fs::File::open(&path)?;
-                        client
-                            .push_blob_stream(&target, file_stream(file), blob, Some(size))
-                            .await
-                    })
-                    .await?;
-                }
+                let path = cache
+                    .blob_path(blob)
+                    .ok_or_else(|| Problem::Invalid(format!("bad digest {blob}")))?;
+                let size = std::fs::metadata(&path)
+                    .map_err(|e| Problem::Invalid(format!("blob {blob}: {e}")))?
+                    .len();
+                let upload_blob = Upload {
+                    digest: blob.to_string(),
+                    size,
+                    bytes: UploadBytes::File(path),
+                };
+                upload(&client, &target, &upload_blob).await?;
             }
             let reference = if *digest == named.digest {
                 target.clone()
             } else {
                 target.clone_with_digest(digest.clone())
             };
-            let content_type = http::HeaderValue::from_str(kind)
-                .map_err(|e| Problem::Invalid(format!("media type {kind}: {e}")))?;
-            retry(&format!("manifest {digest}"), || async {
-                client
-                    .push_manifest_raw(&reference, bytes.clone(), content_type.clone())
-                    .await
-            })
-            .await?;
+            push_manifest(&client, &reference, bytes, kind).await?;
         }
         Ok(named.digest.clone())
     }

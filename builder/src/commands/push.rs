@@ -1,0 +1,116 @@
+//! `berth push DIR REF`: a finished build's files as one OCI artifact
+//! (`oci::artifact`, `docs/distribution.md`); `berth build --push` comes
+//! through here too.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use archive::Clock;
+use builder::outputs::{build_files, build_of};
+use clap::Args;
+use oci::artifact::{self, ArtifactFile, GENERIC_TYPE};
+use oci::{Reference, RegistryRef};
+
+use super::Sources;
+
+#[derive(Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub sources: Sources,
+    /// The build to push (default: the only build in DIR).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The directory the build was written to.
+    pub dir: PathBuf,
+    /// Where to push it: REGISTRY/REPOSITORY:TAG.
+    pub reference: String,
+}
+
+pub fn run(args: PushArgs) -> Result<()> {
+    let destination = destination(&args.reference, &args.sources)?;
+    let files = files_of_build(&args.dir, args.name.as_deref())?;
+    push(&args.sources, &files, &destination)
+}
+
+/// `REF` as a registry reference to push to; an error when offline.
+pub fn destination(reference: &str, sources: &Sources) -> Result<RegistryRef> {
+    let Reference::Registry(destination) = Reference::parse(reference)? else {
+        bail!("{reference}: not a reference to a registry");
+    };
+    if sources.offline() {
+        bail!("pushing {destination} needs the network, but berth is offline");
+    }
+    Ok(destination)
+}
+
+/// Pushes `files` as one artifact and prints `REF@DIGEST`.
+pub fn push(sources: &Sources, files: &[PathBuf], destination: &RegistryRef) -> Result<()> {
+    let files: Vec<ArtifactFile> = files.iter().map(|path| artifact_file(path)).collect();
+    let created = Clock::from_env()?.epoch();
+    let digest = artifact::push(&sources.remote()?, &files, created, destination)?;
+    let pushed = RegistryRef {
+        digest: Some(digest),
+        ..destination.clone()
+    };
+    println!("{pushed}");
+    Ok(())
+}
+
+fn artifact_file(path: &Path) -> ArtifactFile {
+    let title = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let media_type = build_of(&title).map_or(GENERIC_TYPE, |(_, media_type)| media_type);
+    ArtifactFile {
+        media_type: media_type.to_string(),
+        path: path.to_path_buf(),
+        title,
+    }
+}
+
+/// The files of the build `name` in `dir`; without a name, every file of
+/// `dir` (not hidden ones) when it holds exactly one build.
+fn files_of_build(dir: &Path, name: Option<&str>) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let regular = entry.file_type().is_ok_and(|t| t.is_file());
+        if regular && !file_name.starts_with('.') {
+            files.push(file_name);
+        }
+    }
+    files.sort();
+    let chosen: Vec<String> = match name {
+        Some(name) => {
+            let wanted: Vec<String> = build_files(name).into_iter().map(|(n, _)| n).collect();
+            files.retain(|file| wanted.contains(file));
+            if files.is_empty() {
+                bail!("{} holds no build named {name}", dir.display());
+            }
+            files
+        }
+        None => {
+            let mut builds: Vec<&str> = files
+                .iter()
+                .filter_map(|file| build_of(file).map(|(name, _)| name))
+                .collect();
+            builds.sort();
+            builds.dedup();
+            match builds.len() {
+                0 => bail!(
+                    "{} holds no build (no NAME-kernel, NAME.iso, NAME.raw, NAME.lock, ... file)",
+                    dir.display()
+                ),
+                1 => files.clone(),
+                _ => bail!(
+                    "{} holds several builds ({}): choose one with --name",
+                    dir.display(),
+                    builds.join(", ")
+                ),
+            }
+        }
+    };
+    Ok(chosen.into_iter().map(|file| dir.join(file)).collect())
+}
