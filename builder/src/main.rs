@@ -11,6 +11,7 @@ use commands::Sources;
 use commands::build::BuildArgs;
 use commands::cache::CacheCommand;
 use commands::pkg::PkgCommand;
+use commands::serve::ServeArgs;
 
 /// Build minimal, immutable Linux hosts that run containers, from
 /// LinuxKit-style YAML files.
@@ -27,6 +28,7 @@ Examples:
   berth build examples/minimal.yml                     # minimal-kernel, minimal-initrd.img, minimal-cmdline
   berth build -f tar -f kernel+initrd -o out base.yml extra.yml
   cat image.yml | berth build --name image -
+  berth serve out --addr 0.0.0.0:8080                  # HTTP and iPXE boot scripts (docs/pxe.md)
 
 Exit status: 0 on success, 1 when the definition or the build fails, 2 on a usage error.
 Images are taken from the cache, and pulled into it from their registry when missing;
@@ -58,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: PkgCommand,
     },
+    /// Serve build artifacts over HTTP, with iPXE boot scripts for PXE (docs/pxe.md).
+    #[command(
+        after_help = "Examples:\n  berth serve out\n  berth serve out --addr 127.0.0.1:8080 --name host"
+    )]
+    Serve(ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,5 +84,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => commands::build::run(args),
         Command::Cache { sources, command } => commands::cache::run(&sources, command),
         Command::Pkg { sources, command } => commands::pkg::run(&sources, command),
+        Command::Serve(args) => commands::serve::run(args),
     }
 }

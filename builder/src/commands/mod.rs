@@ -5,6 +5,7 @@
 pub mod build;
 pub mod cache;
 pub mod pkg;
+pub mod serve;
 pub mod validate;
 
 use std::io::Read;
