@@ -208,15 +208,18 @@ fn start_nginx(scratch: &Path, dir: &Path) -> Result<(Stopped, String)> {
     Ok((child, address))
 }
 
-/// One round: every client fetches every file; MB/s over all of them.
+/// One round: every client fetches every file; MB/s over all of them, from
+/// the first client's start to the last one's end (each client times
+/// itself: on a busy machine the thread that releases them may run late).
 fn load(address: &str, files: &Arc<Files>) -> Result<f64> {
-    let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+    let barrier = Arc::new(Barrier::new(CLIENTS));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
             let (barrier, files, address) =
                 (Arc::clone(&barrier), Arc::clone(files), address.to_string());
-            std::thread::spawn(move || -> Result<u64> {
+            std::thread::spawn(move || -> Result<(u64, Instant, Instant)> {
                 barrier.wait();
+                let started = Instant::now();
                 let stream = TcpStream::connect(&address)
                     .with_context(|| format!("client {client}: connecting to {address}"))?;
                 let mut reader = BufReader::with_capacity(256 * 1024, stream);
@@ -225,19 +228,26 @@ fn load(address: &str, files: &Arc<Files>) -> Result<f64> {
                     received += fetch(&mut reader, &address, name, bytes)
                         .with_context(|| format!("client {client}: /{name} from {address}"))?;
                 }
-                Ok(received)
+                Ok((received, started, Instant::now()))
             })
         })
         .collect();
-    barrier.wait();
-    let started = Instant::now();
     let mut total = 0;
+    let mut first: Option<Instant> = None;
+    let mut last: Option<Instant> = None;
     for client in clients {
-        total += client
+        let (received, started, ended) = client
             .join()
             .map_err(|_| anyhow::anyhow!("a client panicked"))??;
+        total += received;
+        first = Some(first.map_or(started, |f| f.min(started)));
+        last = Some(last.map_or(ended, |l| l.max(ended)));
     }
-    Ok(total as f64 / 1e6 / started.elapsed().as_secs_f64())
+    let seconds = match (first, last) {
+        (Some(first), Some(last)) => (last - first).as_secs_f64(),
+        _ => bail!("no client ran"),
+    };
+    Ok(total as f64 / 1e6 / seconds)
 }
 
 /// GET /name on a keep-alive connection; the body compared byte for byte
