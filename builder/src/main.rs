@@ -14,6 +14,7 @@ use commands::pkg::PkgCommand;
 use commands::pull::PullArgs;
 use commands::push::PushArgs;
 use commands::run::RunCommand;
+use commands::serve::ServeArgs;
 
 /// Build minimal, immutable Linux hosts that run containers, from
 /// LinuxKit-style YAML files.
@@ -33,6 +34,7 @@ Examples:
   berth build host.yml -o out --push registry.example/builds/host:1
   berth push out registry.example/builds/host:1      # a finished build, as one OCI artifact
   berth pull registry.example/builds/host:1 -o host  # and back, verified
+  berth serve out --addr 0.0.0.0:8080                  # HTTP and iPXE boot scripts (docs/pxe.md)
 
 Exit status: 0 on success, 1 when the definition or the build fails, 2 on a usage error.
 Images are taken from the cache, and pulled into it from their registry when missing;
@@ -72,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: PkgCommand,
     },
+    /// Serve build artifacts over HTTP, with iPXE boot scripts for PXE (docs/pxe.md).
+    #[command(
+        after_help = "Examples:\n  berth serve out\n  berth serve out --addr 127.0.0.1:8080 --name host"
+    )]
+    Serve(ServeArgs),
     /// Boot a build or an artifact in a virtual machine.
     Run {
         #[command(subcommand)]
@@ -98,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => commands::pull::run(args),
         Command::Cache { sources, command } => commands::cache::run(&sources, command),
         Command::Pkg { sources, command } => commands::pkg::run(&sources, command),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Run { command } => return commands::run::run(command),
     };
     done.map(|()| ExitCode::SUCCESS)

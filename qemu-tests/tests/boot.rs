@@ -1124,7 +1124,8 @@ impl Drop for Serving {
 
 impl Serving {
     /// Starts `berth ARGS --addr 127.0.0.1:0` and reads the port it
-    /// listens on from the line it prints first.
+    /// listens on from the line it prints first on standard error; the
+    /// rest (the access log) is copied into `log`.
     fn start(
         berth: &Path,
         args: &[std::ffi::OsString],
@@ -1134,11 +1135,11 @@ impl Serving {
         let mut command = Command::new(berth);
         command.args(args).args(["--addr", "127.0.0.1:0"]);
         let shown = qemu::shell_line(&command);
-        let log_file = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut log_file = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let child = command
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(log_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("starting {shown}: {e}"))?;
         let mut serving = Serving {
@@ -1146,22 +1147,23 @@ impl Serving {
             log,
             _registry: registry,
         };
-        let stdout = serving.child.stdout.take().ok_or("no stdout")?;
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let stderr = serving.child.stderr.take().ok_or("no stderr")?;
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut first = String::new();
+        let _ = std::io::BufRead::read_line(&mut reader, &mut first);
+        let _ = std::io::Write::write_all(&mut log_file, first.as_bytes());
+        // The rest goes on into the log while berth serves.
+        let copier = std::thread::spawn(move || std::io::copy(&mut reader, &mut log_file));
         let port = first
             .split("http://127.0.0.1:")
             .nth(1)
             .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|digits| digits.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "{shown} printed no address first: {first:?}; its log: {}",
-                    fs::read_to_string(&serving.log).unwrap_or_default()
-                )
-            })?;
-        // The rest of stdout is drained, so berth never blocks on it.
-        std::thread::spawn(move || lines.for_each(drop));
+            .and_then(|digits| digits.parse().ok());
+        let Some(port) = port else {
+            drop(serving);
+            let _ = copier.join();
+            return Err(format!("{shown} printed no address first: {first:?}"));
+        };
         Ok((serving, port))
     }
 

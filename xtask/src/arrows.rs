@@ -1,10 +1,10 @@
 //! The crate arrows ARCHITECTURE.md promises never to draw, checked against
 //! what cargo resolves (`cargo metadata`, the data `cargo tree` prints).
 //!
-//! - init depends on none of builder, oci, archive, media, qemu (not even
-//!   through another crate): PID 1 shares only the on-image contract.
-//! - oci, archive, media and qemu never depend on builder: libraries point
-//!   downstream.
+//! - init depends on none of builder, oci, archive, media, qemu, serve (not
+//!   even through another crate): PID 1 shares only the on-image contract.
+//! - oci, archive, media, qemu and serve never depend on builder: libraries
+//!   point downstream.
 //! - Within builder, only the `run` command uses qemu.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,11 +15,15 @@ use anyhow::{Context, Result, bail};
 
 /// Crate → crates it must never reach, directly or through others.
 const NEVER: &[(&str, &[&str])] = &[
-    ("init", &["builder", "oci", "archive", "media", "qemu"]),
+    (
+        "init",
+        &["builder", "oci", "archive", "media", "qemu", "serve"],
+    ),
     ("oci", &["builder"]),
     ("archive", &["builder"]),
     ("qemu", &["builder"]),
     ("media", &["builder"]),
+    ("serve", &["builder"]),
 ];
 
 /// The one place in builder that may name the qemu crate.

@@ -10,10 +10,14 @@
 //!   prints wall time and peak memory of berth building it; then the same
 //!   for berth's own images: a warm build of `examples/minimal.yml` and
 //!   `berth pkg build images/kernel`.
+//! - `bench [RUNS] serve [DIR]`: `berth serve` under load (100 clients
+//!   fetching kernel and initrd at once, every byte checked), and nginx
+//!   serving the same directory in the same run (bench_serve.rs).
 //! - `arrows`: checks that no crate depends on one ARCHITECTURE.md says it
 //!   never does (also a test of this crate, so `cargo test` checks it).
 
 mod arrows;
+mod bench_serve;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +47,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("unsquashfs", "squashfs-tools"),
     ("objdump", "binutils"),
     ("qemu-img", "qemu-utils"),
+    // The independent HTTP client of berth serve's tests, and the server
+    // its benchmark compares with.
+    ("curl", "curl"),
+    ("nginx", "nginx-light"),
 ];
 
 fn main() -> Result<()> {
@@ -58,7 +66,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | example | bench [RUNS [media]] | arrows"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | example | bench [RUNS [media | serve [DIR]]] | arrows"
             );
             std::process::exit(2);
         }
@@ -158,7 +166,9 @@ fn release_berth() -> Result<PathBuf> {
         "--bin",
         "berth",
     ]))?;
-    Ok(root().join("target/release/berth"))
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    Ok(target.join("release/berth"))
 }
 
 /// The cache and work directories of the example and the benchmark.
@@ -209,9 +219,17 @@ fn example() -> Result<()> {
 /// and from a warm one. Prints, for `runs` runs of each, wall time and peak
 /// memory, and the pull throughput from the registry.
 fn bench(args: &[String]) -> Result<()> {
-    let runs: usize = args.first().map_or(Ok(3), |r| r.parse()).context("RUNS")?;
+    // `bench serve [DIR]`, `bench RUNS serve [DIR]`: berth serve against nginx.
+    let (runs, rest) = match args.first().map(String::as_str) {
+        Some("serve") => (3, args),
+        Some(runs) => (runs.parse().context("RUNS")?, &args[1..]),
+        None => (3, args),
+    };
+    if rest.first().map(String::as_str) == Some("serve") {
+        return bench_serve::bench_serve(&release_berth()?, runs, rest.get(1).map(PathBuf::from));
+    }
     // `bench RUNS media`: the bootable-media figures alone.
-    if args.get(1).map(String::as_str) == Some("media") {
+    if rest.first().map(String::as_str) == Some("media") {
         return bench_media(&release_berth()?, runs);
     }
     let shared = root().join("../shared/bench");

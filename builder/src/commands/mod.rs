@@ -9,6 +9,7 @@ pub mod pull;
 pub mod push;
 pub mod run;
 mod seed;
+pub mod serve;
 pub mod validate;
 
 use std::io::Read;
