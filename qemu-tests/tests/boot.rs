@@ -1124,8 +1124,8 @@ impl Drop for Serving {
 
 impl Serving {
     /// Starts `berth ARGS --addr 127.0.0.1:0` and reads the port it
-    /// listens on from the line it prints first on standard error; the
-    /// rest (the access log) is copied into `log`.
+    /// listens on from its line `berth serve: serving … on URL` on standard
+    /// error; that and the rest (the access log) are copied into `log`.
     fn start(
         berth: &Path,
         args: &[std::ffi::OsString],
@@ -1149,9 +1149,20 @@ impl Serving {
         };
         let stderr = serving.child.stderr.take().ok_or("no stderr")?;
         let mut reader = std::io::BufReader::new(stderr);
+        // Lines before it say what --from pulls.
         let mut first = String::new();
-        let _ = std::io::BufRead::read_line(&mut reader, &mut first);
-        let _ = std::io::Write::write_all(&mut log_file, first.as_bytes());
+        loop {
+            let mut line = String::new();
+            match std::io::BufRead::read_line(&mut reader, &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let _ = std::io::Write::write_all(&mut log_file, line.as_bytes());
+            if line.starts_with("berth serve: serving") {
+                first = line;
+                break;
+            }
+        }
         // The rest goes on into the log while berth serves.
         let copier = std::thread::spawn(move || std::io::copy(&mut reader, &mut log_file));
         let port = first
@@ -1160,9 +1171,13 @@ impl Serving {
             .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|digits| digits.parse().ok());
         let Some(port) = port else {
+            let serving_log = serving.log.clone();
             drop(serving);
             let _ = copier.join();
-            return Err(format!("{shown} printed no address first: {first:?}"));
+            return Err(format!(
+                "{shown} printed no address to serve on; its standard error is in {}",
+                serving_log.display()
+            ));
         };
         Ok((serving, port))
     }
