@@ -188,6 +188,10 @@ struct MediaBoot {
     artifact: Artifact,
     uefi: bool,
     medium: Medium,
+    /// `berth run --accel auto` (a fourth word, `auto`): berth's own probe
+    /// chooses, instead of the harness's choice given to spare each boot
+    /// the probe.
+    auto_accel: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,8 +256,14 @@ impl Artifact {
 impl MediaBoot {
     fn parse(line: &str) -> Result<MediaBoot, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let [artifact, firmware, medium] = words[..] else {
-            return Err(format!("{line:?}: expected ARTIFACT FIRMWARE MEDIUM"));
+        let (artifact, firmware, medium, auto_accel) = match words[..] {
+            [artifact, firmware, medium] => (artifact, firmware, medium, false),
+            [artifact, firmware, medium, "auto"] => (artifact, firmware, medium, true),
+            _ => {
+                return Err(format!(
+                    "{line:?}: expected ARTIFACT FIRMWARE MEDIUM [auto]"
+                ));
+            }
         };
         let artifact = Artifact::ALL
             .iter()
@@ -283,6 +293,7 @@ impl MediaBoot {
             artifact,
             uefi,
             medium,
+            auto_accel,
         })
     }
 
@@ -906,7 +917,11 @@ fn run_case(
     let read = |name: &str| case.read(name);
     let expect_text = read("expect")?.unwrap_or_default();
     let qemu_args_text = read("qemu-args")?.unwrap_or_default();
-    let places = match Places::make(&results, &format!("{expect_text}{qemu_args_text}")) {
+    let run_args_text = read("run-args")?.unwrap_or_default();
+    let places = match Places::make(
+        &results,
+        &format!("{expect_text}{qemu_args_text}{run_args_text}"),
+    ) {
         Ok(places) => places,
         Err(Missing::Tool(tool)) => return skip(format!("{tool} is not installed")),
         Err(Missing::Failed(e)) => return Err(e.into()),
@@ -958,7 +973,7 @@ fn run_case(
                 )
                 .into());
             }
-            let run_args = qemu_tests::parse_expect(&read("run-args")?.unwrap_or_default());
+            let run_args = qemu_tests::parse_expect(&places.fill(&run_args_text));
             media_launch(berth, accel, boot, case, built, &results, memory, &run_args)?
         }
         None => {
@@ -1077,16 +1092,21 @@ fn media_launch(
     if state.exists() {
         fs::remove_dir_all(&state).map_err(|e| format!("clearing {}: {e}", state.display()))?;
     }
-    // The build boots with berth's own choice of accelerator (on a host
-    // whose KVM hangs Linux, its probe must fall back to TCG); the others
-    // with the harness's, to spare each boot the probe.
-    let accel = match boot.artifact {
-        Artifact::Build => "auto",
-        _ => accel.name(),
+    let accel = if boot.auto_accel {
+        "auto"
+    } else {
+        accel.name()
     };
     let mut command = Command::new(berth);
+    command.args(["run", "qemu", "--accel", accel]);
+    // No network unless the case's run-args ask for one.
+    if !run_args
+        .iter()
+        .any(|arg| ["-p", "--publish", "--networking"].contains(&arg.as_str()))
+    {
+        command.args(["--networking", "none"]);
+    }
     command
-        .args(["run", "qemu", "--accel", accel, "--networking", "none"])
         .arg("--mem")
         .arg(memory.unwrap_or(512).to_string())
         .arg("--state")
