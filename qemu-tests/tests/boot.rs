@@ -61,7 +61,11 @@ fn main() {
     let mut trials: Vec<Trial> = trials;
     // Checks that need the fixtures and QEMU, but no image of a case.
     type Check = fn(&Paths, &Path) -> Result<(), Failed>;
-    let checks: [(&str, Check); 5] = [
+    let checks: [(&str, Check); 6] = [
+        (
+            "berth_run_networking_tap_sends_the_guests_packets_to_the_tap",
+            berth_run_on_a_tap,
+        ),
         (
             "berth_run_refuses_bad_input_in_one_line",
             berth_run_refuses_bad_input,
@@ -599,6 +603,116 @@ fn berth_run_refuses_bad_input(paths: &Paths, qemu: &Path) -> Result<(), Failed>
         }
         Err(e) => return Err(e),
     }
+    Ok(())
+}
+
+/// `berth run qemu --networking tap,IF`: the machine's card is on a tap
+/// interface of the host, here in a network namespace of the test's own
+/// (nothing reaches the host's network): the minimal example's DHCP client
+/// asks on it, and the tap counts the guest's packets. Needs root (CI is).
+fn berth_run_on_a_tap(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
+    let ip = match qemu::find_program("ip") {
+        Some(ip) => ip,
+        None if qemu_tests::ci() => return Err("ip (iproute2) is not installed".into()),
+        None => {
+            qemu_tests::note("skipped: ip (iproute2) is not installed");
+            return Ok(());
+        }
+    };
+    let namespace = format!("berth-tap-{}", std::process::id());
+    let run_ip = |args: &[&str]| -> Result<String, String> {
+        let mut command = Command::new(&ip);
+        command.args(args);
+        let output =
+            qemu::output_with_timeout(&mut command, Duration::from_secs(30)).map_err(chain)?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{}: {}",
+                qemu::shell_line(&command),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    };
+    if let Err(e) = run_ip(&["netns", "add", &namespace]) {
+        if qemu_tests::ci() {
+            return Err(e.into());
+        }
+        qemu_tests::note(&format!("skipped: no network namespace of our own: {e}"));
+        return Ok(());
+    }
+    struct Namespace<'a>(&'a str, &'a Path);
+    impl Drop for Namespace<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new(self.1)
+                .args(["netns", "delete", self.0])
+                .status();
+        }
+    }
+    let _namespace = Namespace(&namespace, &ip);
+    run_ip(&[
+        "-n", &namespace, "tuntap", "add", "dev", "tap0", "mode", "tap",
+    ])?;
+    run_ip(&["-n", &namespace, "link", "set", "tap0", "up"])?;
+
+    let example = paths.workspace.join("examples");
+    let yaml = fs::read_to_string(example.join("minimal.yml")).map_err(|e| e.to_string())?;
+    build_packages(paths, &paths.berth(), &example, &yaml, false)?;
+    let out = paths.case_dir("tap").join("out");
+    let _ = fs::remove_dir_all(&out);
+    let mut build = Command::new(paths.berth());
+    build
+        .env("BERTH_OFFLINE", "1")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg("--cache")
+        .arg(paths.fixtures_cache())
+        .arg(example.join("minimal.yml"));
+    let output = qemu::output_with_timeout(&mut build, BUILD_TIMEOUT).map_err(chain)?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned().into());
+    }
+
+    let mut command = Command::new(&ip);
+    command
+        .args(["netns", "exec", &namespace])
+        .arg(paths.berth())
+        .args(["run", "qemu", "--accel", "tcg", "--mem", "512"])
+        .args(["--networking", "tap,tap0"])
+        .arg(out.join("minimal"));
+    let expect: Vec<String> = [
+        "berth-init: all services started",
+        "login:",
+        "^C",
+        "reboot: Power down",
+    ]
+    .map(String::from)
+    .to_vec();
+    let report = qemu_tests::boot_launch(
+        qemu_tests::Launch::berth_run(command),
+        &expect,
+        qemu_tests::TCG_TIMEOUT,
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let saved = report
+        .save(&paths.case_dir("tap"))
+        .map_err(|e| format!("{e:#}"))?;
+    report
+        .verdict
+        .clone()
+        .map_err(|reason| format!("{reason}\nserial transcript: {}", saved.serial.display()))?;
+    // The tap's receive counter: what the guest sent (DHCP, IPv6).
+    let statistics = run_ip(&["-n", &namespace, "-s", "-j", "link", "show", "tap0"])?;
+    let links: serde_json::Value =
+        serde_json::from_str(&statistics).map_err(|e| format!("{e}: {statistics}"))?;
+    let received = links[0]["stats64"]["rx"]["packets"].as_u64().unwrap_or(0);
+    if received == 0 {
+        return Err(format!("the tap received nothing from the guest: {statistics}").into());
+    }
+    qemu_tests::note(&format!(
+        "the tap received {received} packets from the guest"
+    ));
     Ok(())
 }
 

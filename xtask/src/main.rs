@@ -33,8 +33,6 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("htpasswd", "apache2-utils"),
-    // Reads blobs straight from the test registry's API (builder/tests/artifact.rs).
-    ("curl", "curl"),
     // ssh and ssh-keygen, for the boot tests of the sshd and host examples.
     ("ssh", "openssh-client"),
     // The independent checkers of bootable media (crates/media).
@@ -47,10 +45,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("unsquashfs", "squashfs-tools"),
     ("objdump", "binutils"),
     ("qemu-img", "qemu-utils"),
-    // The independent HTTP client of berth serve's tests, and the server
-    // its benchmark compares with.
+    // The independent HTTP client of berth serve's tests and of the
+    // artifact tests (blobs read straight from the registry's API), and
+    // the server serve's benchmark compares with.
     ("curl", "curl"),
     ("nginx", "nginx-light"),
+    // A tap interface in a network namespace, for berth run --networking tap;
+    // `script`, a terminal for berth run.
+    ("ip", "iproute2"),
+    ("script", "bsdutils"),
 ];
 
 fn main() -> Result<()> {
