@@ -184,13 +184,16 @@ struct Case {
 
 /// One line of a case's `media` file: `ARTIFACT FIRMWARE MEDIUM`, e.g.
 /// `iso uefi usb`: which artifact of the build to boot, with SeaBIOS
-/// (`bios`) or OVMF (`uefi`), as a CD-ROM, a USB stick, a virtio disk or
+/// (`bios`) or OVMF (`uefi`, or `fw`: Debian's one-file `OVMF.fd` given
+/// with `--fw`), as a CD-ROM, a USB stick, a virtio disk or
 /// QEMU's `-kernel` (a UKI, or the kernel+initrd build itself: `build`).
 /// Each is booted by `berth run qemu`, as a user would.
 #[derive(Clone, Debug)]
 struct MediaBoot {
     artifact: Artifact,
     uefi: bool,
+    /// `--fw` with Debian's combined OVMF image, rather than `--uefi`.
+    firmware_image: bool,
     medium: Medium,
     /// `berth run --accel auto` (a fourth word, `auto`): berth's own probe
     /// chooses, instead of the harness's choice given to spare each boot
@@ -274,12 +277,13 @@ impl MediaBoot {
             .find(|(n, _)| *n == artifact)
             .map(|(_, a)| *a)
             .ok_or_else(|| format!("{line:?}: unknown artifact {artifact:?}"))?;
-        let uefi = match firmware {
-            "bios" => false,
-            "uefi" => true,
+        let (uefi, firmware_image) = match firmware {
+            "bios" => (false, false),
+            "uefi" => (true, false),
+            "fw" => (true, true),
             other => {
                 return Err(format!(
-                    "{line:?}: unknown firmware {other:?}: bios or uefi"
+                    "{line:?}: unknown firmware {other:?}: bios, uefi or fw"
                 ));
             }
         };
@@ -296,6 +300,7 @@ impl MediaBoot {
         Ok(MediaBoot {
             artifact,
             uefi,
+            firmware_image,
             medium,
             auto_accel,
         })
@@ -311,7 +316,11 @@ impl MediaBoot {
             Medium::Http => "http",
             Medium::Registry => "registry",
         };
-        let firmware = if self.uefi { "uefi" } else { "bios" };
+        let firmware = match (self.uefi, self.firmware_image) {
+            (_, true) => "fw",
+            (true, false) => "uefi",
+            (false, false) => "bios",
+        };
         format!("{}-{firmware}-{medium}", self.artifact.format())
     }
 }
@@ -715,6 +724,9 @@ fn berth_run_on_a_tap(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
     ));
     Ok(())
 }
+
+/// Debian's OVMF in one file (`ovmf`), for `berth run --fw`.
+const DEBIAN_OVMF_IMAGE: &str = "/usr/share/ovmf/OVMF.fd";
 
 /// The definition the media checks build: the one the media boot case
 /// boots.
@@ -1225,7 +1237,9 @@ fn media_launch(
         .arg(memory.unwrap_or(512).to_string())
         .arg("--state")
         .arg(&state);
-    if boot.uefi {
+    if boot.firmware_image {
+        command.args(["--fw", DEBIAN_OVMF_IMAGE]);
+    } else if boot.uefi {
         command.arg("--uefi");
     }
     if boot.medium == Medium::Usb {
