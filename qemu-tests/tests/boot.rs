@@ -61,7 +61,11 @@ fn main() {
     let mut trials: Vec<Trial> = trials;
     // Checks that need the fixtures and QEMU, but no image of a case.
     type Check = fn(&Paths, &Path) -> Result<(), Failed>;
-    let checks: [(&str, Check); 6] = [
+    let checks: [(&str, Check); 7] = [
+        (
+            "berth_run_killed_outright_takes_its_qemu_along",
+            berth_run_killed,
+        ),
         (
             "berth_run_networking_tap_sends_the_guests_packets_to_the_tap",
             berth_run_on_a_tap,
@@ -613,6 +617,70 @@ fn berth_run_refuses_bad_input(paths: &Paths, qemu: &Path) -> Result<(), Failed>
         Err(e) => return Err(e),
     }
     Ok(())
+}
+
+/// The processes whose command line mentions `text`.
+fn processes_mentioning(text: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(text)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// `berth run qemu` killed outright (SIGKILL: nothing of berth runs) takes
+/// its QEMU along, although QEMU runs in a process group of its own.
+fn berth_run_killed(paths: &Paths, _qemu: &Path) -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let kernel = unpacked_kernel_entry(&paths.fixtures_work(), "boot", "vmlinuz-")?;
+    let vm_kernel = dir.path().join("killed-kernel");
+    fs::copy(&kernel, &vm_kernel).map_err(|e| e.to_string())?;
+    let mut berth = Command::new(paths.berth())
+        .args(["run", "qemu", "--accel", "tcg", "--networking", "none"])
+        .arg(dir.path().join("killed"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let marker = vm_kernel.display().to_string();
+    let started = std::time::Instant::now();
+    let qemus = loop {
+        let qemus: Vec<u32> = processes_mentioning(&marker)
+            .into_iter()
+            .filter(|&pid| pid != berth.id())
+            .collect();
+        if !qemus.is_empty() || started.elapsed() > Duration::from_secs(30) {
+            break qemus;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = berth.kill();
+    let _ = berth.wait();
+    if qemus.is_empty() {
+        return Err("berth run qemu started no QEMU within 30 s".into());
+    }
+    let killed = std::time::Instant::now();
+    while killed.elapsed() < Duration::from_secs(10) {
+        if processes_mentioning(&marker).is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for pid in &qemus {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    Err(format!("QEMU (pid {qemus:?}) still ran 10 s after its berth run was killed").into())
 }
 
 /// `berth run qemu --networking tap,IF`: the machine's card is on a tap

@@ -49,7 +49,7 @@ Examples:
 
 Ctrl-C presses the machine's power button; a second Ctrl-C stops QEMU at once.
 Exit status: 0 when the machine powered off, 1 on an error or a QEMU failure,
-130 when it was stopped by a second Ctrl-C (or a SIGTERM or SIGHUP).";
+130 when it was stopped by a second Ctrl-C (or a SIGTERM, SIGHUP or SIGQUIT: Ctrl-\\).";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AccelArg {
@@ -304,19 +304,33 @@ fn parse_disk(text: &str) -> Result<DiskSpec> {
     Ok(spec)
 }
 
+/// The format of a disk: `format=`, else the file name's extension
+/// (`.qcow2`, `.vhd`, `.vmdk`), else raw. Never the file's contents: a
+/// guest writes those, and a raw disk made to look like a qcow2 image with
+/// a backing file would hand the guest a file of the host.
+fn disk_format(spec: &DiskSpec, path: &Path) -> qemu::Format {
+    spec.format
+        .unwrap_or_else(|| match path.extension().and_then(|e| e.to_str()) {
+            Some("qcow2") => qemu::Format::Qcow2,
+            Some("vhd") | Some("vpc") => qemu::Format::Vhd,
+            Some("vmdk") => qemu::Format::Vmdk,
+            _ => qemu::Format::Raw,
+        })
+}
+
 /// The disk of `spec`, its path and format, created if it is missing.
 fn prepare_disk(spec: &DiskSpec, index: usize, state: &Path) -> Result<(PathBuf, qemu::Format)> {
-    let format = spec.format;
     let path = match &spec.path {
         Some(path) => path.clone(),
         None => state.join(format!(
             "disk{index}.{}",
-            match format.unwrap_or(qemu::Format::Raw) {
+            match spec.format.unwrap_or(qemu::Format::Raw) {
                 qemu::Format::Qcow2 => "qcow2",
                 _ => "img",
             }
         )),
     };
+    let format = disk_format(spec, &path);
     if path.exists() {
         // An existing disk is never resized: size= is for creating one.
         OpenOptions::new()
@@ -324,25 +338,19 @@ fn prepare_disk(spec: &DiskSpec, index: usize, state: &Path) -> Result<(PathBuf,
             .write(true)
             .open(&path)
             .with_context(|| format!("disk {} cannot be opened for writing", path.display()))?;
-        let found = match identify(&path) {
-            Ok(Some(Kind::Disk(found))) => found,
-            Ok(_) => qemu::Format::Raw,
-            Err(e) => return Err(e).with_context(|| format!("reading disk {}", path.display())),
-        };
-        if let Some(format) = format
-            && format != found
-            && found != qemu::Format::Raw
-        {
-            bail!(
-                "disk {} is {}, not format={}",
-                path.display(),
-                found.name(),
-                format.name()
-            );
+        if format != qemu::Format::Raw {
+            let found =
+                identify(&path).with_context(|| format!("reading disk {}", path.display()))?;
+            if found != Some(Kind::Disk(format)) {
+                bail!(
+                    "disk {} is not a {} image (format=raw attaches it as it is)",
+                    path.display(),
+                    format.name()
+                );
+            }
         }
-        return Ok((path, format.unwrap_or(found)));
+        return Ok((path, format));
     }
-    let format = format.unwrap_or(qemu::Format::Raw);
     let size = spec.size.unwrap_or(1 << 30);
     if size == 0 || !size.is_multiple_of(512) {
         bail!(
@@ -350,34 +358,33 @@ fn prepare_disk(spec: &DiskSpec, index: usize, state: &Path) -> Result<(PathBuf,
             path.display()
         );
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            parent.to_path_buf()
+        }
+        None => PathBuf::from("."),
+    };
+    // Written under a temporary name and renamed: a failure leaves nothing
+    // that a later run would take for the disk.
+    let mut out = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("creating {}", path.display()))?;
     match format {
-        qemu::Format::Raw => create_raw(&path, size)?,
+        qemu::Format::Raw => out
+            .as_file()
+            .set_len(size)
+            .with_context(|| format!("sizing disk {}", path.display()))?,
         qemu::Format::Qcow2 => {
             // An empty disk in qcow2: a sparse raw file of the size,
             // converted by berth's own writer (it reads no holes).
-            let sparse = tempfile::NamedTempFile::new_in(
-                path.parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new(".")),
-            )
-            .with_context(|| format!("creating a scratch file beside {}", path.display()))?;
+            let sparse = tempfile::NamedTempFile::new_in(&dir)
+                .with_context(|| format!("creating a scratch file beside {}", path.display()))?;
             sparse
                 .as_file()
                 .set_len(size)
-                .with_context(|| format!("sizing a scratch file beside {}", path.display()))?;
-            let mut out = tempfile::NamedTempFile::new_in(
-                path.parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new(".")),
-            )
-            .with_context(|| format!("creating {}", path.display()))?;
+                .with_context(|| format!("sizing disk {}", path.display()))?;
             media::qcow2::write(sparse.path(), out.as_file_mut())
                 .with_context(|| format!("writing {}", path.display()))?;
-            out.persist_noclobber(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
         }
         other => bail!(
             "disk {} is missing, and berth creates raw and qcow2 disks, not {}",
@@ -385,6 +392,8 @@ fn prepare_disk(spec: &DiskSpec, index: usize, state: &Path) -> Result<(PathBuf,
             other.name()
         ),
     }
+    out.persist_noclobber(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
     eprintln!(
         "berth run: created disk {} ({} MiB, {})",
         path.display(),
@@ -392,16 +401,6 @@ fn prepare_disk(spec: &DiskSpec, index: usize, state: &Path) -> Result<(PathBuf,
         format.name()
     );
     Ok((path, format))
-}
-
-fn create_raw(path: &Path, size: u64) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("creating disk {}", path.display()))?;
-    file.set_len(size)
-        .with_context(|| format!("sizing disk {}", path.display()))
 }
 
 /// `--networking`.
@@ -578,6 +577,20 @@ fn run_qemu(args: QemuArgs) -> Result<ExitCode> {
         check_port_free(forward)?;
     }
 
+    if let Some(dir) = &args.state
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        bail!("--state {}: not a directory", dir.display());
+    }
+    let kernel_to_probe = match &boot {
+        Boot::Kernel { kernel, .. } => Some(kernel.as_path()),
+        _ => None,
+    };
+    // Every error in the arguments comes before the probe's seconds, and
+    // the probe before anything is written.
+    let accel = choose_accel(&qemu_program, args.accel, kernel_to_probe)?;
+
     // The state: kept in --state, or thrown away at the end.
     let scratch = tempfile::Builder::new()
         .prefix("berth-run-")
@@ -590,15 +603,12 @@ fn run_qemu(args: QemuArgs) -> Result<ExitCode> {
         }
         None => scratch.path().to_path_buf(),
     };
-
-    // The accelerator is chosen last: every error in the arguments comes
-    // before the probe's seconds.
     let mut machine = Machine {
         memory_mib,
         cpus: args.cpus,
         defaults: false,
         allow_reboot: true,
-        ..Machine::new(&qemu_program, Accel::Tcg)
+        ..Machine::new(&qemu_program, accel)
     };
     let uefi = args.uefi || matches!(boot, Boot::Uki(_));
     machine.firmware = match &args.fw {
@@ -613,7 +623,6 @@ fn run_qemu(args: QemuArgs) -> Result<ExitCode> {
     } else {
         Interface::Virtio
     };
-    let mut kernel_to_probe = None;
     match &boot {
         Boot::Kernel {
             kernel,
@@ -621,7 +630,6 @@ fn run_qemu(args: QemuArgs) -> Result<ExitCode> {
             cmdline,
             squashfs,
         } => {
-            kernel_to_probe = Some(kernel.as_path());
             let mut cmdline = cmdline.clone();
             for extra in &args.append {
                 if !cmdline.is_empty() {
@@ -668,7 +676,6 @@ fn run_qemu(args: QemuArgs) -> Result<ExitCode> {
     }
     let monitor = scratch.path().join("monitor.sock");
     machine = machine.monitor(&monitor);
-    machine.accel = choose_accel(&qemu_program, args.accel, kernel_to_probe)?;
 
     eprintln!(
         "berth run: booting {} ({}, {}); Ctrl-C powers it off",
@@ -762,7 +769,7 @@ impl Drop for RawTerminal {
 /// Starts QEMU and waits for it, turning signals into power-button presses
 /// and stops.
 fn launch(machine: &Machine, monitor: &Path) -> Result<Ended> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
     // One socket pair for Ctrl-C, one for the signals that stop at once:
     // the handler writes a byte, which says nothing of the signal.
     let catch = |signals: &[i32]| -> Result<UnixStream> {
@@ -777,12 +784,13 @@ fn launch(machine: &Machine, monitor: &Path) -> Result<Ended> {
         Ok(receiver)
     };
     let mut interrupt = catch(&[SIGINT])?;
-    let mut terminate = catch(&[SIGTERM, SIGHUP])?;
+    let mut terminate = catch(&[SIGTERM, SIGHUP, SIGQUIT])?;
     let caught = |receiver: &mut UnixStream| {
         let mut bytes = [0u8; 16];
         receiver.read(&mut bytes).unwrap_or(0)
     };
-    let mut command = machine.command();
+    // QEMU dies with berth, even when berth is killed outright.
+    let mut command = machine.command_tied_to_parent();
     command
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
@@ -805,7 +813,7 @@ fn launch(machine: &Machine, monitor: &Path) -> Result<Ended> {
         }
         let interrupts = caught(&mut interrupt);
         if caught(&mut terminate) > 0 {
-            stopped = Some("SIGTERM or SIGHUP");
+            stopped = Some("SIGTERM, SIGHUP or SIGQUIT");
         } else if interrupts > 1 || (interrupts > 0 && pressed) {
             stopped = Some("a second Ctrl-C");
         } else if interrupts == 1 {
@@ -998,6 +1006,53 @@ mod tests {
             assert_eq!(again, path);
             assert_eq!(found.name(), format);
             assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), before);
+        }
+    }
+
+    /// A guest writes its disk's first bytes: they never decide the
+    /// format a disk is attached with (a qcow2 header with a backing file
+    /// would hand the guest a host file). format= and the file name do.
+    #[test]
+    fn a_disks_contents_never_choose_its_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk0.img");
+        let mut bytes = b"QFI\xfb\0\0\0\x02".to_vec();
+        bytes.resize(1 << 20, 0);
+        fs::write(&disk, &bytes).unwrap();
+        let spec = parse_disk(&disk.display().to_string()).unwrap();
+        let (_, format) = prepare_disk(&spec, 0, dir.path()).unwrap();
+        assert_eq!(format, qemu::Format::Raw);
+
+        // Asked for qcow2, it must be one; by its name too.
+        let named = dir.path().join("data.qcow2");
+        fs::write(&named, vec![0u8; 4096]).unwrap();
+        let error = prepare_disk(
+            &parse_disk(&named.display().to_string()).unwrap(),
+            0,
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("is not a qcow2 image"), "{error}");
+        let spec = parse_disk(&format!("{},format=vhd", disk.display())).unwrap();
+        let error = prepare_disk(&spec, 0, dir.path()).unwrap_err().to_string();
+        assert!(error.contains("is not a vpc image"), "{error}");
+    }
+
+    /// A disk that cannot be made leaves nothing a later run would take
+    /// for it.
+    #[test]
+    fn a_failed_disk_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = parse_disk(&format!("{}/huge.img,size=64T", dir.path().display())).unwrap();
+        // ext4 refuses files over 16 TiB; a file system that takes it
+        // holds the one whole disk.
+        match prepare_disk(&spec, 0, dir.path()) {
+            Err(_) => assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0),
+            Ok((path, _)) => {
+                assert_eq!(fs::metadata(&path).unwrap().len(), 64 << 40);
+                assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+            }
         }
     }
 

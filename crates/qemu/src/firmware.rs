@@ -57,12 +57,33 @@ impl Ovmf {
                 return Err(Error::FirmwareMissing { path: file.clone() });
             }
         }
-        if !vars.exists() {
-            fs::copy(&template, vars).map_err(|source| Error::FirmwareCopy {
-                from: template.clone(),
-                to: vars.to_path_buf(),
-                source,
-            })?;
+        let copy_error = |source| Error::FirmwareCopy {
+            from: template.clone(),
+            to: vars.to_path_buf(),
+            source,
+        };
+        let template_size = fs::metadata(&template).map_err(copy_error)?.len();
+        match fs::metadata(vars) {
+            // A machine's saved variables: kept, if they can be.
+            Ok(saved) if saved.len() == template_size => {}
+            Ok(saved) => {
+                return Err(Error::FirmwareVars {
+                    path: vars.to_path_buf(),
+                    size: saved.len(),
+                    expected: template_size,
+                });
+            }
+            // Copied under a temporary name and renamed: an interrupted
+            // copy leaves no store of the wrong size behind.
+            Err(_) => {
+                let dir = vars
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let copy = tempfile::NamedTempFile::new_in(dir).map_err(copy_error)?;
+                fs::copy(&template, copy.path()).map_err(copy_error)?;
+                copy.persist(vars).map_err(|e| copy_error(e.error))?;
+            }
         }
         Ok(Ovmf {
             code,
@@ -130,9 +151,23 @@ mod tests {
         assert_eq!(fs::read(&vars).unwrap(), b"template");
 
         // A second start of the same machine keeps what the guest wrote.
-        fs::write(&vars, b"written by the guest").unwrap();
+        fs::write(&vars, b"by guest").unwrap();
         Ovmf::from_dir(dir.path(), &vars).unwrap();
-        assert_eq!(fs::read(&vars).unwrap(), b"written by the guest");
+        assert_eq!(fs::read(&vars).unwrap(), b"by guest");
+
+        // A store of another size (a truncated copy) is refused, named,
+        // and left for the user to remove.
+        fs::write(&vars, b"").unwrap();
+        let error = Ovmf::from_dir(dir.path(), &vars).unwrap_err();
+        assert!(
+            matches!(&error, Error::FirmwareVars { path, size: 0, expected: 8 } if path == &vars),
+            "{error:?}"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            3,
+            "no scratch file left"
+        );
     }
 
     /// Debian's OVMF, as the machine description passes it, starts: its

@@ -63,6 +63,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "UEFI variable store {} has {size} bytes, not the {expected} of OVMF's template: remove it for a fresh one",
+        path.display()
+    )]
+    FirmwareVars {
+        path: PathBuf,
+        size: u64,
+        expected: u64,
+    },
     #[error("starting {command}")]
     Start {
         command: String,

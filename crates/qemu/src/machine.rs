@@ -451,6 +451,22 @@ impl Machine {
         command
     }
 
+    /// [`Machine::command`], but QEMU is killed when the thread that
+    /// starts it ends, however its process ends (SIGKILL included): the
+    /// parent-death signal, which util-linux's `setpriv` sets before it
+    /// becomes QEMU. Without `setpriv`, the plain command.
+    pub fn command_tied_to_parent(&self) -> Command {
+        let Some(setpriv) = crate::find_program("setpriv") else {
+            return self.command();
+        };
+        let mut command = Command::new(setpriv);
+        command
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&self.qemu)
+            .args(self.args());
+        command
+    }
+
     /// The command line, quoted for a POSIX shell, to rerun a boot by hand.
     pub fn command_line(&self) -> String {
         shell_line(&self.command())
