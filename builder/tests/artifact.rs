@@ -155,6 +155,14 @@ fn a_pushed_build_is_an_oras_artifact_and_comes_back_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let files = fake_build(dir);
+    // Beside the build, files that are none of its own: never pushed.
+    std::fs::write(dir.join("out/notes.txt"), "secret").unwrap();
+    std::fs::write(dir.join("out/other-kernel.bak"), "x").unwrap();
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"img-\xff");
+        std::fs::write(dir.join("out").join(name), "not UTF-8").unwrap();
+    }
     let host = registry.host();
     let reference = format!("{host}/builds/img:1");
 

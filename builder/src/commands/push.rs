@@ -69,28 +69,25 @@ fn artifact_file(path: &Path) -> ArtifactFile {
     }
 }
 
-/// The files of the build `name` in `dir`; without a name, every file of
-/// `dir` (not hidden ones) when it holds exactly one build.
+/// The files of the build `name` in `dir`, or of the only build in `dir`
+/// without a name; other files of `dir` (notes, other builds, names that are
+/// not UTF-8) are never pushed.
 fn files_of_build(dir: &Path, name: Option<&str>) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-        let file_name = entry.file_name().to_string_lossy().into_owned();
+        // A name that is not UTF-8 belongs to no build: skipped.
+        let Ok(file_name) = entry.file_name().into_string() else {
+            continue;
+        };
         let regular = entry.file_type().is_ok_and(|t| t.is_file());
         if regular && !file_name.starts_with('.') {
             files.push(file_name);
         }
     }
     files.sort();
-    let chosen: Vec<String> = match name {
-        Some(name) => {
-            let wanted: Vec<String> = build_files(name).into_iter().map(|(n, _)| n).collect();
-            files.retain(|file| wanted.contains(file));
-            if files.is_empty() {
-                bail!("{} holds no build named {name}", dir.display());
-            }
-            files
-        }
+    let name = match name {
+        Some(name) => name.to_string(),
         None => {
             let mut builds: Vec<&str> = files
                 .iter()
@@ -103,7 +100,7 @@ fn files_of_build(dir: &Path, name: Option<&str>) -> Result<Vec<PathBuf>> {
                     "{} holds no build (no NAME-kernel, NAME.iso, NAME.raw, NAME.lock, ... file)",
                     dir.display()
                 ),
-                1 => files.clone(),
+                1 => builds[0].to_string(),
                 _ => bail!(
                     "{} holds several builds ({}): choose one with --name",
                     dir.display(),
@@ -112,5 +109,10 @@ fn files_of_build(dir: &Path, name: Option<&str>) -> Result<Vec<PathBuf>> {
             }
         }
     };
-    Ok(chosen.into_iter().map(|file| dir.join(file)).collect())
+    let wanted: Vec<String> = build_files(&name).into_iter().map(|(n, _)| n).collect();
+    files.retain(|file| wanted.contains(file));
+    if files.is_empty() {
+        bail!("{} holds no build named {name}", dir.display());
+    }
+    Ok(files.into_iter().map(|file| dir.join(file)).collect())
 }
