@@ -778,6 +778,17 @@ async fn fetch_blob(
                 .write_all(&chunk)
                 .map_err(|e| Failure::local(e, false))?;
             progress.bytes(chunk.len() as u64);
+            // More than the manifest declares is wrong already: the rest is
+            // not read (a flaky proxy may alter a body, so it is retried).
+            if writer.written() > size {
+                return Err(Failure::local(
+                    std::io::Error::other(format!(
+                        "blob {}: the registry sent more than the {size} bytes the manifest declares",
+                        blob.digest
+                    )),
+                    true,
+                ));
+            }
         }
         // A short or altered body fails here and is fetched again.
         writer.commit().map_err(|e| {
