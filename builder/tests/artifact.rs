@@ -264,17 +264,7 @@ fn hostile_titles_and_container_images_are_refused_and_nothing_is_written() {
     // The same artifact with one title made hostile, pushed with curl.
     let mut manifest: Value = serde_json::from_slice(&skopeo_raw(&good)).unwrap();
     manifest["layers"][1]["annotations"]["org.opencontainers.image.title"] = "../evil".into();
-    let hostile = dir.join("hostile.json");
-    std::fs::write(&hostile, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    curl(&[
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/vnd.oci.image.manifest.v1+json",
-        "--data-binary",
-        &format!("@{}", hostile.display()),
-        &format!("http://{host}/v2/builds/img/manifests/evil"),
-    ]);
+    put_manifest(dir, &host, "evil", &manifest);
     let evil = format!("{host}/builds/img:evil");
     fails(
         dir,
@@ -390,4 +380,113 @@ fn push_names_a_missing_directory_or_one_without_a_build() {
         std::fs::write(dir.join("two").join(name), "x").unwrap();
     }
     fails(dir, &["push", "two", reference], &["two", "a, b", "--name"]);
+}
+
+/// Puts `manifest` under `tag` of `host`'s `builds/img`, with curl.
+fn put_manifest(dir: &Path, host: &str, tag: &str, manifest: &Value) {
+    let path = dir.join(format!("{tag}.json"));
+    std::fs::write(&path, serde_json::to_vec(manifest).unwrap()).unwrap();
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &format!("@{}", path.display()),
+        &format!("http://{host}/v2/builds/img/manifests/{tag}"),
+    ]);
+}
+
+#[test]
+fn a_failed_pull_changes_no_file_and_a_corrupt_cache_is_fetched_again() {
+    let Some(registry) = registry() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let files = fake_build(dir);
+    let host = registry.host();
+    let reference = format!("{host}/builds/img:1");
+    let pushed = berth(dir, &["push", "out", &reference]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+
+    let pulled = berth(dir, &["pull", &reference, "-o", "first"]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+
+    // A directory where a file goes: refused before any file is replaced.
+    std::fs::create_dir_all(dir.join("busy/img-kernel")).unwrap();
+    std::fs::write(dir.join("busy/img-cmdline"), "mine").unwrap();
+    fails(
+        dir,
+        &["pull", "--offline", &reference, "-o", "busy"],
+        &["busy/img-kernel", "directory"],
+    );
+    assert_eq!(
+        std::fs::read(dir.join("busy/img-cmdline")).unwrap(),
+        b"mine"
+    );
+    assert!(!dir.join("busy/img-initrd.img").exists());
+    assert_eq!(
+        common::files(&dir.join("busy")).len(),
+        2,
+        "no temp file left"
+    );
+
+    // A blob altered in the cache (same size) is never handed out: offline
+    // it is an error naming it, online it is fetched again.
+    let (_, _, kernel) = &files[2];
+    let blob = dir.join("cache/blobs/sha256").join(&sha256(kernel)[7..]);
+    std::fs::write(&blob, b"NOT REALLY A KERNEL").unwrap();
+    fails(
+        dir,
+        &["pull", "--offline", &reference, "-o", "offline"],
+        &[&sha256(kernel), "img-kernel", "berth cache verify"],
+    );
+    assert!(!dir.join("offline").exists());
+    let pulled = berth(dir, &["pull", &reference, "-o", "again"]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    assert_same_files(&dir.join("again"), &files);
+    assert!(std::fs::read(&blob).unwrap() == *kernel, "the cache healed");
+
+    // More files than the process may have open at once.
+    let mut manifest: Value = serde_json::from_slice(&skopeo_raw(&reference)).unwrap();
+    let layer = manifest["layers"][0].clone();
+    manifest["layers"] = (0..200)
+        .map(|i| {
+            let mut layer = layer.clone();
+            layer["annotations"]["org.opencontainers.image.title"] =
+                format!("f{i:03}-cmdline").into();
+            layer
+        })
+        .collect();
+    put_manifest(dir, &host, "many", &manifest);
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["pull", &format!("{host}/builds/img:many"), "-o", "many"])
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .current_dir(dir)
+        .env_remove("BERTH_OFFLINE")
+        .env("DOCKER_CONFIG", dir.join("docker"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(common::files(&dir.join("many")).len(), 200);
+
+    // A blob longer than its manifest says: refused, and never read whole.
+    let (_, _, initrd) = &files[1];
+    let mut manifest: Value = serde_json::from_slice(&skopeo_raw(&reference)).unwrap();
+    manifest["layers"][1]["size"] = 1000.into();
+    put_manifest(dir, &host, "long", &manifest);
+    std::fs::remove_dir_all(dir.join("cache")).unwrap();
+    let long = format!("{host}/builds/img:long");
+    let out = berth(dir, &["pull", &long, "-o", "long"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = stderr(&out);
+    let last = error.trim_end().lines().last().unwrap_or_default();
+    for needle in [&long, &sha256(initrd), "more than the 1000 bytes"] {
+        assert!(last.contains(needle), "{needle:?} in {error}");
+    }
+    assert!(!dir.join("long").exists(), "{error}");
 }

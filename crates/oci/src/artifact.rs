@@ -50,6 +50,11 @@ pub const CREATED: &str = "org.opencontainers.image.created";
 /// A file of no kind berth knows.
 pub const GENERIC_TYPE: &str = "application/octet-stream";
 
+/// The largest manifest berth reads as an artifact.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// The most layers (files) an artifact may have.
+pub const MAX_LAYERS: usize = 10_000;
+
 /// Container images' configs: a manifest with one of these is an image,
 /// not an artifact.
 const IMAGE_CONFIG_TYPES: &[&str] = &[
@@ -116,9 +121,26 @@ pub enum ArtifactError {
         title: String,
         cache: PathBuf,
     },
+    #[error(
+        "artifact {reference}: blob {digest} ({title}) in the cache at {} does not match its digest (run `berth cache verify`)",
+        cache.display()
+    )]
+    CorruptBlob {
+        reference: String,
+        digest: String,
+        title: String,
+        cache: PathBuf,
+        path: PathBuf,
+    },
     #[error("output directory {}", dir.display())]
     Output {
         dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("output file {}", path.display())]
+    OutputFile {
+        path: PathBuf,
         #[source]
         source: io::Error,
     },
@@ -151,6 +173,10 @@ pub enum Refusal {
     Untitled { digest: String },
     #[error("manifest is not valid: {0}")]
     Invalid(String),
+    #[error("the manifest has {size} bytes, more than the {MAX_MANIFEST_BYTES} berth reads")]
+    TooLarge { size: usize },
+    #[error("the manifest has {layers} layers, more than the {MAX_LAYERS} berth takes")]
+    TooManyLayers { layers: usize },
 }
 
 /// The manifest, as written and as read. Fields are in the order they are
@@ -216,6 +242,9 @@ pub fn check_title(title: &str) -> Result<(), Refusal> {
 /// Reads a manifest and checks it is an artifact of files with safe,
 /// distinct titles.
 fn parse(bytes: &[u8]) -> Result<Manifest, Refusal> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(Refusal::TooLarge { size: bytes.len() });
+    }
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| Refusal::Invalid(e.to_string()))?;
     if value.get("manifests").is_some() {
@@ -228,6 +257,11 @@ fn parse(bytes: &[u8]) -> Result<Manifest, Refusal> {
     if !berths && IMAGE_CONFIG_TYPES.contains(&manifest.config.media_type.as_str()) {
         return Err(Refusal::ContainerImage {
             config: manifest.config.media_type,
+        });
+    }
+    if manifest.layers.len() > MAX_LAYERS {
+        return Err(Refusal::TooManyLayers {
+            layers: manifest.layers.len(),
         });
     }
     let mut seen = BTreeSet::new();
@@ -360,12 +394,49 @@ pub fn push(
 
 /// The artifact `reference` names, in `layout`: fetched first with
 /// `remote` (only what the cache lacks), unless `remote` is `None`
-/// (offline) or the reference pins a digest the cache has.
+/// (offline) or the reference pins a digest the cache has. Every blob is
+/// checked against its digest; one that fails is dropped from the cache and
+/// fetched again with `remote`, and is an error offline.
 pub fn fetch(
     layout: &Layout,
     remote: Option<&Remote>,
     reference: &RegistryRef,
 ) -> Result<Artifact, ArtifactError> {
+    let name = reference.to_string();
+    let digest = manifest_digest(layout, remote, reference)?;
+    let (digest, files) = match (
+        verified_files(layout, &name, &digest, remote.is_some()),
+        remote,
+    ) {
+        (
+            Err(ArtifactError::MissingBlob { .. } | ArtifactError::CorruptBlob { .. }),
+            Some(remote),
+        ) => {
+            let digest = remote.pull_artifact(layout, reference, check)?;
+            let files = verified_files(layout, &name, &digest, false)?;
+            (digest, files)
+        }
+        (files, _) => (digest, files?),
+    };
+    Ok(Artifact {
+        reference: name,
+        digest,
+        files,
+    })
+}
+
+/// `parse` as [`Remote::pull_artifact`] checks a manifest.
+fn check(bytes: &[u8]) -> Result<(), String> {
+    parse(bytes).map(drop).map_err(|e| e.to_string())
+}
+
+/// The digest of the artifact's manifest, fetched into `layout` with
+/// `remote` unless it is pinned and cached.
+fn manifest_digest(
+    layout: &Layout,
+    remote: Option<&Remote>,
+    reference: &RegistryRef,
+) -> Result<String, ArtifactError> {
     let name = reference.to_string();
     let cached = reference
         .digest
@@ -374,9 +445,7 @@ pub fn fetch(
         .cloned();
     let digest = match (cached, remote) {
         (Some(digest), _) => digest,
-        (None, Some(remote)) => remote.pull_artifact(layout, reference, |bytes| {
-            parse(bytes).map(drop).map_err(|e| e.to_string())
-        })?,
+        (None, Some(remote)) => remote.pull_artifact(layout, reference, check)?,
         (None, None) => match layout.named(&name) {
             Ok(named) => named.digest,
             Err(LayoutError::NoSuchImage(_)) => {
@@ -388,37 +457,80 @@ pub fn fetch(
             Err(e) => return Err(e.into()),
         },
     };
-    let bytes = layout.read_small_blob(&name, &digest)?;
+    Ok(digest)
+}
+
+/// The files of the artifact `name` whose manifest is `digest`, each blob
+/// checked against its size and digest; the first that fails is the error.
+/// With `drop_corrupt`, every blob that fails its digest is removed from
+/// the cache, so that a pull fetches it again.
+fn verified_files(
+    layout: &Layout,
+    name: &str,
+    digest: &str,
+    drop_corrupt: bool,
+) -> Result<Vec<CachedFile>, ArtifactError> {
+    let bytes = layout.read_small_blob(name, digest)?;
     let manifest = parse(&bytes).map_err(|refusal| ArtifactError::Refused {
-        reference: name.clone(),
+        reference: name.to_string(),
         refusal,
     })?;
     let mut files = Vec::new();
+    let mut first_error = None;
     for layer in manifest.layers {
         let title = layer.title().unwrap_or_default().to_string();
-        let path = layout
-            .blob_path(&layer.digest)
-            .filter(|path| fs::metadata(path).is_ok_and(|m| m.len() == layer.size))
-            .ok_or_else(|| ArtifactError::MissingBlob {
-                reference: name.clone(),
-                digest: layer.digest.clone(),
-                title: title.clone(),
-                cache: layout.root().to_path_buf(),
-            })?;
-        files.push(CachedFile {
-            title,
-            media_type: layer.media_type,
-            digest: layer.digest,
-            size: layer.size,
+        match verified_blob(layout, name, &layer, &title) {
+            Ok(path) => files.push(CachedFile {
+                title,
+                media_type: layer.media_type,
+                digest: layer.digest,
+                size: layer.size,
+                path,
+            }),
+            Err(error) => {
+                if let (true, ArtifactError::CorruptBlob { path, .. }) = (drop_corrupt, &error) {
+                    let _ = fs::remove_file(path);
+                }
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    files.sort_by(|a, b| a.title.cmp(&b.title));
+    Ok(files)
+}
+
+/// The path of `layer`'s blob in `layout`, once its size and digest are
+/// those the manifest names.
+fn verified_blob(
+    layout: &Layout,
+    name: &str,
+    layer: &Descriptor,
+    title: &str,
+) -> Result<PathBuf, ArtifactError> {
+    let missing = || ArtifactError::MissingBlob {
+        reference: name.to_string(),
+        digest: layer.digest.clone(),
+        title: title.to_string(),
+        cache: layout.root().to_path_buf(),
+    };
+    let path = layout
+        .blob_path(&layer.digest)
+        .filter(|path| fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == layer.size))
+        .ok_or_else(missing)?;
+    let (actual, _) = hash_file(&path)?;
+    if actual != layer.digest {
+        return Err(ArtifactError::CorruptBlob {
+            reference: name.to_string(),
+            digest: layer.digest.clone(),
+            title: title.to_string(),
+            cache: layout.root().to_path_buf(),
             path,
         });
     }
-    files.sort_by(|a, b| a.title.cmp(&b.title));
-    Ok(Artifact {
-        reference: name,
-        digest,
-        files,
-    })
+    Ok(path)
 }
 
 /// For a server: the artifact `reference` names, pulled into the cache
@@ -467,12 +579,15 @@ fn write_files(
     output: &Path,
 ) -> Result<Vec<PathBuf>, ArtifactError> {
     use std::os::unix::fs::PermissionsExt;
-    let failed = |source| ArtifactError::Output {
-        dir: output.to_path_buf(),
-        source,
-    };
+    // Closed once written (paths, not open files), so that any number of
+    // files can be pending.
     let mut pending = Vec::new();
     for file in &artifact.files {
+        let path = output.join(&file.title);
+        let failed = |source| ArtifactError::OutputFile {
+            path: path.clone(),
+            source,
+        };
         let mut temp = tempfile::Builder::new()
             .prefix(".berth-")
             .tempfile_in(output)
@@ -488,14 +603,42 @@ fn write_files(
         temp.as_file()
             .set_permissions(fs::Permissions::from_mode(0o644))
             .map_err(failed)?;
-        pending.push((temp, output.join(&file.title)));
+        pending.push((temp.into_temp_path(), path));
+    }
+    // Nothing is replaced unless everything can be.
+    for (_, path) in &pending {
+        replaceable(path)?;
     }
     let mut written = Vec::new();
     for (temp, path) in pending {
-        temp.persist(&path).map_err(|e| failed(e.error))?;
+        temp.persist(&path).map_err(|e| ArtifactError::OutputFile {
+            path: path.clone(),
+            source: e.error,
+        })?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// Whether a file may be written at `path`: nothing is there, or a regular
+/// file (not a directory, a link, a device).
+fn replaceable(path: &Path) -> Result<(), ArtifactError> {
+    let refused = |source| ArtifactError::OutputFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    match fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.is_file() => Ok(()),
+        Ok(metadata) if metadata.is_dir() => Err(refused(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "a directory is in the way",
+        ))),
+        Ok(_) => Err(refused(io::Error::other(
+            "something other than a regular file is in the way",
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(refused(e)),
+    }
 }
 
 #[cfg(test)]
@@ -583,6 +726,36 @@ mod tests {
     }
 
     #[test]
+    fn huge_manifests_are_refused() {
+        let layer = r#"{"mediaType":"application/octet-stream","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"annotations":{"org.opencontainers.image.title":"f"}}"#;
+        let manifest = |layers: usize, padding: usize| {
+            let layers: Vec<String> = (0..layers)
+                .map(|i| layer.replace("\"f\"", &format!("\"f{i}\"")))
+                .collect();
+            format!(
+                r#"{{"schemaVersion":2,"artifactType":"{ARTIFACT_TYPE}","config":{{"mediaType":"{EMPTY_TYPE}","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}},"layers":[{}]{}}}"#,
+                layers.join(","),
+                " ".repeat(padding)
+            )
+        };
+        assert!(parse(manifest(MAX_LAYERS, 0).as_bytes()).is_ok());
+        assert_eq!(
+            parse(manifest(MAX_LAYERS + 1, 0).as_bytes()).unwrap_err(),
+            Refusal::TooManyLayers {
+                layers: MAX_LAYERS + 1
+            }
+        );
+        let big = manifest(1, MAX_MANIFEST_BYTES);
+        assert_eq!(
+            parse(big.as_bytes()).unwrap_err().to_string(),
+            format!(
+                "the manifest has {} bytes, more than the 4194304 berth reads",
+                big.len()
+            )
+        );
+    }
+
+    #[test]
     fn an_artifact_in_the_cache_is_written_out_verified_and_all_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::open(dir.path().join("cache")).unwrap();
@@ -615,8 +788,34 @@ mod tests {
         assert_eq!(written, [out.join("x-cmdline"), out.join("x-kernel")]);
         assert_eq!(fs::read(out.join("x-cmdline")).unwrap(), b"quiet");
 
-        // A corrupt blob in the cache fails the pull, and nothing appears.
+        // A directory or a link in the way: refused before any file is
+        // replaced, and no temporary file is left.
+        for (title, in_the_way) in [("x-kernel", "dir"), ("x-kernel", "link")] {
+            let busy = dir.path().join(format!("busy-{in_the_way}"));
+            fs::create_dir(&busy).unwrap();
+            fs::write(busy.join("x-cmdline"), b"mine").unwrap();
+            if in_the_way == "dir" {
+                fs::create_dir(busy.join(title)).unwrap();
+            } else {
+                std::os::unix::fs::symlink("x-cmdline", busy.join(title)).unwrap();
+            }
+            let error = crate::chain::render(&pull(&layout, None, &reference, &busy).unwrap_err());
+            assert!(
+                error.starts_with(&format!("output file {}: ", busy.join(title).display())),
+                "{error}"
+            );
+            assert_eq!(fs::read(busy.join("x-cmdline")).unwrap(), b"mine");
+            assert_eq!(fs::read_dir(&busy).unwrap().count(), 2, "{error}");
+        }
+
+        // A corrupt blob in the cache is handed out neither to a server nor
+        // to a pull, and nothing appears.
         fs::write(&cached[1].1, b"KERNEL").unwrap();
+        let error = crate::chain::render(&cached_artifact(&layout, None, &reference).unwrap_err());
+        assert!(
+            error.contains("(x-kernel) in the cache") && error.contains("berth cache verify"),
+            "{error}"
+        );
         let fresh = dir.path().join("fresh");
         let error = crate::chain::render(&pull(&layout, None, &reference, &fresh).unwrap_err());
         assert!(error.contains("does not match its digest"), "{error}");
