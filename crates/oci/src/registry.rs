@@ -783,8 +783,7 @@ async fn fetch_blob(
             if writer.written() > size {
                 return Err(Failure::local(
                     std::io::Error::other(format!(
-                        "blob {}: the registry sent more than the {size} bytes the manifest declares",
-                        blob.digest
+                        "the registry sent more than the {size} bytes the manifest declares"
                     )),
                     true,
                 ));
