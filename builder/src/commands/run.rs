@@ -310,12 +310,8 @@ fn parse_disk(text: &str) -> Result<DiskSpec> {
 /// a backing file would hand the guest a file of the host.
 fn disk_format(spec: &DiskSpec, path: &Path) -> qemu::Format {
     spec.format
-        .unwrap_or_else(|| match path.extension().and_then(|e| e.to_str()) {
-            Some("qcow2") => qemu::Format::Qcow2,
-            Some("vhd") | Some("vpc") => qemu::Format::Vhd,
-            Some("vmdk") => qemu::Format::Vmdk,
-            _ => qemu::Format::Raw,
-        })
+        .or_else(|| parse_format(path.extension()?.to_str()?))
+        .unwrap_or(qemu::Format::Raw)
 }
 
 /// The disk of `spec`, its path and format, created if it is missing.
@@ -521,10 +517,8 @@ fn choose_accel(qemu: &Path, arg: AccelArg, kernel: Option<&Path>) -> Result<Acc
 
 fn run_qemu(args: QemuArgs) -> Result<ExitCode> {
     let qemu_program = qemu::locate()?;
+    // An artifact file that cannot be read fails here: resolving reads it.
     let boot = resolve(&args.path)?;
-    if let Boot::Iso(file) | Boot::Disk(file, _) | Boot::Uki(file) = &boot {
-        File::open(file).with_context(|| format!("{} cannot be read", file.display()))?;
-    }
     if args.usb && !matches!(boot, Boot::Iso(_) | Boot::Disk(..)) {
         bail!(
             "--usb attaches an ISO or a disk image, and {} is neither",
