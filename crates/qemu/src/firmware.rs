@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::Error;
-use crate::machine::option_path;
+use crate::machine::option_value;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Firmware {
@@ -101,7 +101,7 @@ impl Firmware {
                 let flash = |unit: &str, writable: &str, file: &Path| {
                     let mut value =
                         OsString::from(format!("if=pflash,format=raw,unit={unit}{writable},file="));
-                    value.push(option_path(file));
+                    value.push(option_value(file));
                     ["-drive".into(), value]
                 };
                 let mut args = flash("0", ",readonly=on", &ovmf.code).to_vec();

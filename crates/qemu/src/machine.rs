@@ -145,7 +145,7 @@ impl Drive {
     /// `if=none,id=ID` for a drive that a `-device` attaches.
     fn option(&self, attachment: &str) -> OsString {
         let mut value = OsString::from("file=");
-        value.push(option_path(&self.file));
+        value.push(option_value(&self.file));
         value.push(format!(",format={},{attachment}", self.format.name()));
         if self.media == Media::Cdrom {
             value.push(",media=cdrom");
@@ -239,16 +239,23 @@ pub struct Nic {
 
 impl Nic {
     fn option(&self) -> OsString {
-        let mut value = OsString::from(match &self.backend {
-            NetBackend::User => "user".to_string(),
+        let mut value = OsString::new();
+        match &self.backend {
+            NetBackend::User => value.push("user"),
             NetBackend::Tap { interface } => {
-                format!("tap,ifname={},script=no,downscript=no", escape(interface))
+                value.push("tap,ifname=");
+                value.push(option_value(interface));
+                value.push(",script=no,downscript=no");
             }
-            NetBackend::Bridge { bridge } => format!("bridge,br={}", escape(bridge)),
-        });
+            NetBackend::Bridge { bridge } => {
+                value.push("bridge,br=");
+                value.push(option_value(bridge));
+            }
+        }
         value.push(format!(",model={}", self.model.name()));
         if let Some(mac) = &self.mac {
-            value.push(format!(",mac={}", escape(mac)));
+            value.push(",mac=");
+            value.push(option_value(mac));
         }
         if self.backend != NetBackend::User {
             return value;
@@ -268,18 +275,14 @@ impl Nic {
         }
         if let Some(dir) = &self.tftp {
             value.push(",tftp=");
-            value.push(option_path(dir));
+            value.push(option_value(dir));
         }
         if let Some(file) = &self.bootfile {
-            value.push(format!(",bootfile={}", escape(file)));
+            value.push(",bootfile=");
+            value.push(option_value(file));
         }
         value
     }
-}
-
-/// `text` as a value inside a QEMU option list.
-fn escape(text: &str) -> String {
-    text.replace(',', ",,")
 }
 
 /// A virtual machine: its console is the first serial port, connected to
@@ -390,7 +393,7 @@ impl Machine {
         args.push(match &self.monitor {
             Some(path) => {
                 let mut value = OsString::from("unix:");
-                value.push(option_path(path));
+                value.push(option_value(path));
                 value.push(",server,nowait");
                 value
             }
@@ -473,11 +476,11 @@ impl Machine {
     }
 }
 
-/// `path` as a value inside a QEMU option list, where a comma separates
-/// options and `,,` stands for a comma.
-pub(crate) fn option_path(path: &Path) -> OsString {
+/// `value` (a path, a name) as a value inside a QEMU option list, where a
+/// comma separates options and `,,` stands for a comma.
+pub(crate) fn option_value(value: impl AsRef<OsStr>) -> OsString {
     let mut escaped = Vec::new();
-    for &byte in OsStr::new(path).as_bytes() {
+    for &byte in value.as_ref().as_bytes() {
         escaped.push(byte);
         if byte == b',' {
             escaped.push(b',');
