@@ -181,6 +181,11 @@ impl Launch {
             &inner,
             "/dev/null",
         ]);
+        // The shell line carries the program and its arguments; where it
+        // runs is the command's too (a case's run-args are relative to it).
+        if let Some(dir) = command.get_current_dir() {
+            outer.current_dir(dir);
+        }
         Launch {
             terminal: true,
             ..Launch::berth_run(outer)
