@@ -171,7 +171,10 @@ impl Launch {
     /// `script` runs it on a new pseudo-terminal whose input is what the
     /// harness types, so berth sees a terminal as a user's shell gives it.
     pub fn berth_run_on_terminal(command: &Command) -> Launch {
-        let inner = qemu::shell_line(command);
+        // `exec`: the shell `script` starts (dash does not exec a lone
+        // command) would get the Ctrl-C too and die of it after berth
+        // exited, so its status, not berth's, would be the one returned.
+        let inner = format!("exec {}", qemu::shell_line(command));
         let mut outer = Command::new("script");
         outer.args([
             "--quiet",
