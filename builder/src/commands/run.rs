@@ -82,7 +82,8 @@ pub struct QemuArgs {
     /// 1G unless given). Without a path, STATE/diskN.FORMAT.
     #[arg(long = "disk", value_name = "PATH[,size=S][,format=F]")]
     disks: Vec<String>,
-    /// user (QEMU's user network), tap,IF, bridge,BR or none.
+    /// user (QEMU's user network), user,restrict (the guest reaches
+    /// nothing but its published ports), tap,IF, bridge,BR or none.
     #[arg(long, default_value = "user")]
     networking: String,
     /// Forward a host port to the guest (user networking): [ADDR:]HOST:GUEST[/udp].
@@ -399,22 +400,30 @@ fn prepare_disk(spec: &DiskSpec, index: usize, state: &Path) -> Result<(PathBuf,
     Ok((path, format))
 }
 
-/// `--networking`.
-fn parse_networking(text: &str) -> Result<Option<NetBackend>> {
+/// `--networking`: the backend, and whether the user network is
+/// restricted (`restrict=on`).
+fn parse_networking(text: &str) -> Result<Option<(NetBackend, bool)>> {
     let (kind, name) = match text.split_once(',') {
         Some((kind, name)) => (kind, Some(name)),
         None => (text, None),
     };
     Ok(match (kind, name) {
-        ("user", None) => Some(NetBackend::User),
+        ("user", None) => Some((NetBackend::User, false)),
+        ("user", Some("restrict")) => Some((NetBackend::User, true)),
         ("none", None) => None,
-        ("tap", Some(interface)) if !interface.is_empty() => Some(NetBackend::Tap {
-            interface: interface.to_string(),
-        }),
-        ("bridge", Some(bridge)) if !bridge.is_empty() => Some(NetBackend::Bridge {
-            bridge: bridge.to_string(),
-        }),
-        _ => bail!("--networking {text}: expected user, tap,IF, bridge,BR or none"),
+        ("tap", Some(interface)) if !interface.is_empty() => Some((
+            NetBackend::Tap {
+                interface: interface.to_string(),
+            },
+            false,
+        )),
+        ("bridge", Some(bridge)) if !bridge.is_empty() => Some((
+            NetBackend::Bridge {
+                bridge: bridge.to_string(),
+            },
+            false,
+        )),
+        _ => bail!("--networking {text}: expected user, user,restrict, tap,IF, bridge,BR or none"),
     })
 }
 
@@ -547,7 +556,7 @@ fn run_qemu(args: QemuArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| parse_publish(p))
         .collect::<Result<Vec<_>>>()?;
-    if !forwards.is_empty() && network != Some(NetBackend::User) {
+    if !forwards.is_empty() && !matches!(network, Some((NetBackend::User, _))) {
         bail!("--publish needs --networking user");
     }
     let disks = args
@@ -658,10 +667,11 @@ fn run_qemu(args: QemuArgs) -> Result<ExitCode> {
             machine.drive(Drive::disk(&file, qemu::Format::Raw, Interface::Virtio).read_only());
     }
     match network {
-        Some(backend) => {
+        Some((backend, restrict)) => {
             machine = machine.nic(Nic {
                 backend,
                 mac: Some(mac_address(&state)?),
+                restrict,
                 forwards,
                 ..Nic::default()
             })
@@ -919,15 +929,26 @@ mod tests {
 
     #[test]
     fn networking_and_ports() {
-        assert_eq!(parse_networking("user").unwrap(), Some(NetBackend::User));
+        assert_eq!(
+            parse_networking("user").unwrap(),
+            Some((NetBackend::User, false))
+        );
+        assert_eq!(
+            parse_networking("user,restrict").unwrap(),
+            Some((NetBackend::User, true))
+        );
         assert_eq!(parse_networking("none").unwrap(), None);
         assert_eq!(
             parse_networking("tap,tap0").unwrap(),
-            Some(NetBackend::Tap {
-                interface: "tap0".into()
-            })
+            Some((
+                NetBackend::Tap {
+                    interface: "tap0".into()
+                },
+                false
+            ))
         );
         assert!(parse_networking("tap").is_err());
+        assert!(parse_networking("user,open").is_err());
         assert!(parse_networking("vde").is_err());
         let forward = parse_publish("2222:22").unwrap();
         assert_eq!(forward.host.to_string(), "127.0.0.1:2222");

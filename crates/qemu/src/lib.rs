@@ -35,8 +35,8 @@ pub use accel::{
 };
 pub use firmware::{Firmware, Ovmf};
 pub use machine::{
-    Drive, Format, Interface, Kernel, Machine, MachineType, Media, NetBackend, Nic, NicModel,
-    PortForward, Protocol,
+    Drive, Format, GuestForward, Interface, Kernel, Machine, MachineType, Media, NetBackend, Nic,
+    NicModel, PortForward, Protocol,
 };
 pub use process::{find_program, output_with_timeout, shell_line, wait_timeout};
 

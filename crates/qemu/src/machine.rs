@@ -235,6 +235,23 @@ pub struct Nic {
     pub tftp: Option<PathBuf>,
     /// The boot file name its DHCP server hands out (for network boots).
     pub bootfile: Option<String>,
+    /// The user network's IPv4 network (`net=`, e.g. `169.254.0.0/16`)
+    /// instead of 10.0.2.0/24; a guest forward's address must lie in it.
+    pub network: Option<String>,
+    /// Guest connections to an address of the user network, each handed
+    /// to a command of the host (`guestfwd`).
+    pub guest_forwards: Vec<GuestForward>,
+}
+
+/// TCP connections of the guest to `address:port` on the user network,
+/// each connected to a new `command` on the host, its standard input and
+/// output being the connection (`guestfwd=tcp:ADDRESS:PORT-cmd:COMMAND`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestForward {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    /// A shell command line.
+    pub command: String,
 }
 
 impl Nic {
@@ -280,6 +297,17 @@ impl Nic {
         if let Some(file) = &self.bootfile {
             value.push(",bootfile=");
             value.push(option_value(file));
+        }
+        if let Some(network) = &self.network {
+            value.push(",net=");
+            value.push(option_value(network));
+        }
+        for forward in &self.guest_forwards {
+            value.push(format!(
+                ",guestfwd=tcp:{}:{}-cmd:",
+                forward.address, forward.port
+            ));
+            value.push(option_value(&forward.command));
         }
         value
     }
@@ -655,6 +683,21 @@ mod tests {
              bootfile=boot.ipxe \
              -nic tap,ifname=tap0,script=no,downscript=no,model=virtio-net-pci \
              -nic bridge,br=br0,model=e1000 -boot n",
+        );
+        check(
+            "a user network of the caller's, with a guest forward to a host command",
+            machine().nic(Nic {
+                network: Some("169.254.0.0/16".into()),
+                guest_forwards: vec![GuestForward {
+                    address: Ipv4Addr::new(169, 254, 169, 254),
+                    port: 80,
+                    command: "socat STDIO TCP:127.0.0.1:8080,nodelay".into(),
+                }],
+                ..Nic::default()
+            }),
+            "qemu-system-x86_64 -machine q35 -accel tcg -m 512 -nographic -serial stdio \
+             -no-reboot -monitor none -nic 'user,model=virtio-net-pci,net=169.254.0.0/16,\
+             guestfwd=tcp:169.254.169.254:80-cmd:socat STDIO TCP:127.0.0.1:8080,,nodelay'",
         );
         check(
             "no network at all",
