@@ -19,6 +19,12 @@ const NEVER: &[(&str, &[&str])] = &[
         "init",
         &["builder", "oci", "archive", "media", "qemu", "serve"],
     ),
+    (
+        "metadata",
+        &[
+            "builder", "oci", "archive", "media", "qemu", "serve", "init",
+        ],
+    ),
     ("oci", &["builder"]),
     ("archive", &["builder"]),
     ("qemu", &["builder"]),
