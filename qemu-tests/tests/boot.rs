@@ -203,6 +203,11 @@ struct MediaBoot {
     /// chooses, instead of the harness's choice given to spare each boot
     /// the probe.
     auto_accel: bool,
+    /// `@NAME`, a last word: the boot has files of its own in the case,
+    /// `NAME.expect`, `NAME.run-args`, `NAME.setup` (host commands run
+    /// before it, one per line) and `NAME.server` (a metadata server),
+    /// instead of the case's `expect` and `run-args`.
+    scenario: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,7 +271,16 @@ impl Artifact {
 
 impl MediaBoot {
     fn parse(line: &str) -> Result<MediaBoot, String> {
-        let words: Vec<&str> = line.split_whitespace().collect();
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        let scenario = match words.last().and_then(|w| w.strip_prefix('@')) {
+            Some(name) if !name.is_empty() && !name.contains('/') => {
+                let name = name.to_string();
+                words.pop();
+                Some(name)
+            }
+            Some(_) => return Err(format!("{line:?}: a scenario is @NAME")),
+            None => None,
+        };
         let (artifact, firmware, medium, auto_accel) = match words[..] {
             [artifact, firmware, medium] => (artifact, firmware, medium, false),
             [artifact, firmware, medium, "auto"] => (artifact, firmware, medium, true),
@@ -307,7 +321,16 @@ impl MediaBoot {
             firmware_image,
             medium,
             auto_accel,
+            scenario,
         })
+    }
+
+    /// The case's file `base`, or the scenario's own (`NAME.base`).
+    fn file(&self, base: &str) -> String {
+        match &self.scenario {
+            Some(name) => format!("{name}.{base}"),
+            None => base.to_string(),
+        }
     }
 
     fn label(&self) -> String {
@@ -325,7 +348,11 @@ impl MediaBoot {
             (true, false) => "uefi",
             (false, false) => "bios",
         };
-        format!("{}-{firmware}-{medium}", self.artifact.format())
+        let label = format!("{}-{firmware}-{medium}", self.artifact.format());
+        match &self.scenario {
+            Some(name) => format!("{label}-{name}"),
+            None => label,
+        }
     }
 }
 
@@ -338,9 +365,6 @@ fn cases(root: &Path) -> Result<Vec<Case>, String> {
         if !dir.join("image.yml").is_file() {
             continue;
         }
-        if !dir.join("expect").is_file() {
-            return Err(format!("{} has image.yml but no expect", dir.display()));
-        }
         let media = match fs::read_to_string(dir.join("media")) {
             Ok(text) => qemu_tests::parse_expect(&text)
                 .iter()
@@ -349,6 +373,14 @@ fn cases(root: &Path) -> Result<Vec<Case>, String> {
                 .map_err(|e| format!("{}: {e}", dir.join("media").display()))?,
             Err(_) => Vec::new(),
         };
+        // Each boot's expected lines: the case's, or its scenario's own.
+        let mut expected: Vec<String> = media.iter().map(|boot| boot.file("expect")).collect();
+        if expected.is_empty() {
+            expected.push("expect".into());
+        }
+        if let Some(missing) = expected.iter().find(|name| !dir.join(name).is_file()) {
+            return Err(format!("{} has image.yml but no {missing}", dir.display()));
+        }
         cases.push(Case {
             name: entry.file_name().to_string_lossy().into_owned(),
             dir,
@@ -1109,12 +1141,24 @@ fn run_case(
     fs::create_dir_all(&results).map_err(|e| format!("creating {}: {e}", results.display()))?;
 
     let read = |name: &str| case.read(name);
-    let expect_text = read("expect")?.unwrap_or_default();
+    let own = |base: &str| boot.map_or(base.to_string(), |boot| boot.file(base));
+    let expect_text = read(&own("expect"))?.unwrap_or_default();
+    if expect_text.trim().is_empty() {
+        return Err(format!(
+            "{}: nothing expected",
+            case.dir.join(own("expect")).display()
+        )
+        .into());
+    }
     let qemu_args_text = read("qemu-args")?.unwrap_or_default();
-    let run_args_text = read("run-args")?.unwrap_or_default();
+    let run_args_text = read(&own("run-args"))?.unwrap_or_default();
+    let setup_text = match boot {
+        Some(boot) if boot.scenario.is_some() => read(&boot.file("setup"))?.unwrap_or_default(),
+        _ => String::new(),
+    };
     let places = match Places::make(
         &results,
-        &format!("{expect_text}{qemu_args_text}{run_args_text}"),
+        &format!("{expect_text}{qemu_args_text}{run_args_text}{setup_text}"),
     ) {
         Ok(places) => places,
         Err(Missing::Tool(tool)) => return skip(format!("{tool} is not installed")),
@@ -1126,6 +1170,11 @@ fn run_case(
         .get_or_init(|| build_case(case, paths, berth, &places, &checks))
         .as_ref()
         .map_err(|e| e.clone())?;
+
+    // The scenario's host commands, before its boot.
+    for line in qemu_tests::parse_expect(&places.fill(&setup_text)) {
+        host_setup(&line, &case.dir, &results)?;
+    }
 
     // Boot.
     let accel = *accel.get_or_init(|| qemu_tests::accel(qemu, &built.kernel));
@@ -1150,7 +1199,20 @@ fn run_case(
         label.replace('/', "-")
     ));
     let mut server = None;
+    let mut metadata_server = None;
     let launch = match boot {
+        Some(boot) if case.dir.join(boot.file("server")).exists() => {
+            let (launch, imds) = server_launch(qemu, accel, boot, case, built, &places, &results)?;
+            let needs_monitor = expect.iter().any(|l| l.starts_with("> ") || l == "^C");
+            let launch = if needs_monitor {
+                let _ = fs::remove_file(&monitor);
+                qemu_tests::Launch::machine(&launch.monitor(&monitor))
+            } else {
+                qemu_tests::Launch::machine(&launch)
+            };
+            metadata_server = Some(imds);
+            launch
+        }
         Some(boot) if boot.artifact == Artifact::Pxe => {
             let _ = fs::remove_file(&monitor);
             let (launch, serving) = pxe_launch(
@@ -1220,6 +1282,15 @@ fn run_case(
         (Some(server), Some(boot)) => server.check(&case.name, boot.uefi),
         _ => Ok(()),
     };
+    // A metadata server: its log, and what the guest's requests must show.
+    let served = match metadata_server {
+        Some(imds) => {
+            let lines = imds.server.log_lines();
+            let _ = fs::write(results.join("imds.log"), lines.join("\n") + "\n");
+            served.and(check_imds_log(&imds, &lines))
+        }
+        None => served,
+    };
     let saved = report
         .save(&results)
         .map_err(|e| format!("saving the transcript: {e:#}"))?;
@@ -1259,6 +1330,207 @@ fn run_case(
         }
         (Ok(()), Err(boot)) => Err(boot.into()),
         (Err(inspection), Err(boot)) => Err(format!("{inspection}\n\n{boot}").into()),
+    }
+}
+
+/// A scenario's metadata server (`NAME.server`) and what its log must
+/// show.
+struct MetadataServer {
+    server: fixtures::imds::Imds,
+    /// EC2 with tokens: the first EC2 request (after those of sources
+    /// probed before EC2) is for a token, and no request without a valid
+    /// token gets anything.
+    tokens: bool,
+    /// Tokens wear out during the boot: a 401 is followed by a new token
+    /// and a request that succeeds.
+    renewals: bool,
+}
+
+/// The server a scenario describes, one `KEY VALUE` per line:
+/// `service ec2|openstack`, `instance-id ID`, `hostname NAME`,
+/// `public-key FILE`, `user-data FILE`, `token-uses N`,
+/// `token-lifetime SECONDS`, `token-endpoint forbidden|not-found`,
+/// `silent`; and the boot: its disk (the artifact, changes thrown away) on
+/// SeaBIOS or OVMF, a user network on 169.254.0.0/16 where
+/// 169.254.169.254:80 is the server and the guest's port 22 is `{port}`.
+fn server_launch(
+    qemu: &Path,
+    accel: Accel,
+    boot: &MediaBoot,
+    case: &Case,
+    built: &Built,
+    places: &Places,
+    results: &Path,
+) -> Result<(Machine, MetadataServer), Failed> {
+    use fixtures::imds::{Config, Imds, Instance, TokenEndpoint};
+    let file = case.dir.join(boot.file("server"));
+    let text =
+        places.fill(&fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?);
+    let bad = |line: &str, why: &str| format!("{}: {line:?}: {why}", file.display());
+    let read = |name: &str| {
+        let path = case.dir.join(name);
+        fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    // The guest's address on the user network below (QEMU's DHCP hands
+    // out .2.15 of a /16, its router .2.2, its name server .2.3).
+    let mut instance = Instance {
+        local_ipv4: "169.254.2.15".into(),
+        prefix_len: 16,
+        gateway: "169.254.2.2".into(),
+        nameserver: "169.254.2.3".into(),
+        ..Instance::new("i-0berth0test0000001")
+    };
+    let mut service = None;
+    let mut settings = Vec::new();
+    for line in qemu_tests::parse_expect(&text) {
+        let (key, value) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        match key {
+            "service" => service = Some(value.to_string()),
+            "instance-id" => instance.instance_id = value.to_string(),
+            "hostname" => instance.hostname = value.to_string(),
+            "public-key" => {
+                let key = String::from_utf8_lossy(&read(value)?).trim().to_string();
+                instance.public_keys.push(("berth-test".into(), key));
+            }
+            "user-data" => instance.user_data = Some(read(value)?),
+            "token-uses" | "token-lifetime" | "token-endpoint" | "silent" => {
+                settings.push((key.to_string(), value.to_string()))
+            }
+            _ => return Err(bad(&line, "unknown key").into()),
+        }
+    }
+    let mut config = match service.as_deref() {
+        Some("ec2") => Config::ec2(instance),
+        Some("openstack") => Config::openstack(instance),
+        _ => return Err(format!("{}: service ec2 or openstack", file.display()).into()),
+    };
+    for (key, value) in settings {
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| bad(&value, "not a number"))
+        };
+        match key.as_str() {
+            "token-uses" => config.token_uses = Some(number()? as usize),
+            "token-lifetime" => config.token_lifetime_cap = Some(Duration::from_secs(number()?)),
+            "token-endpoint" => {
+                config.token_endpoint = match value.as_str() {
+                    "forbidden" => TokenEndpoint::Forbidden,
+                    "not-found" => TokenEndpoint::NotFound,
+                    _ => return Err(bad(&value, "forbidden or not-found").into()),
+                }
+            }
+            _ => config.silent = true,
+        }
+    }
+    let tokens = config.ec2
+        && !config.openstack
+        && config.token_endpoint == TokenEndpoint::Issue
+        && !config.silent;
+    let renewals = tokens && (config.token_uses.is_some() || config.token_lifetime_cap.is_some());
+    let server = Imds::start(config).map_err(|e| format!("starting the metadata server: {e:#}"))?;
+    let socat = qemu::find_program("socat").ok_or("socat is not installed")?;
+    let artifact = built.out.join(boot.artifact.file(&case.name));
+    let format = match boot.artifact {
+        Artifact::Qcow2 => qemu::Format::Qcow2,
+        Artifact::Vhd => qemu::Format::Vhd,
+        Artifact::Vmdk => qemu::Format::Vmdk,
+        _ => qemu::Format::Raw,
+    };
+    let mut machine = Machine::new(qemu, accel)
+        .drive(qemu::Drive::disk(&artifact, format, qemu::Interface::Virtio).snapshot())
+        .nic(qemu::Nic {
+            restrict: true,
+            network: Some("169.254.0.0/16".into()),
+            forwards: vec![qemu::PortForward::tcp(places.port, 22)],
+            guest_forwards: vec![qemu::GuestForward {
+                address: std::net::Ipv4Addr::new(169, 254, 169, 254),
+                port: 80,
+                command: format!("{} STDIO TCP:{}", socat.display(), server.address()),
+            }],
+            ..qemu::Nic::default()
+        });
+    if boot.uefi {
+        let vars = results.join("OVMF_VARS.fd");
+        let _ = fs::remove_file(&vars);
+        machine.firmware = qemu::Firmware::Uefi(qemu::Ovmf::debian(&vars).map_err(chain)?);
+    }
+    Ok((
+        machine,
+        MetadataServer {
+            server,
+            tokens,
+            renewals,
+        },
+    ))
+}
+
+/// What a metadata server's log must show of the guest's requests.
+fn check_imds_log(imds: &MetadataServer, lines: &[String]) -> Result<(), String> {
+    let log = imds.server.log();
+    let fail = |why: &str| {
+        Err(format!(
+            "{why}; the metadata server's log:\n{}",
+            lines.join("\n")
+        ))
+    };
+    if log.is_empty() {
+        return fail("the guest asked the metadata server nothing");
+    }
+    if imds.tokens {
+        use fixtures::imds::Token;
+        let first = log.iter().find(|r| r.path.starts_with("/latest/"));
+        if !first.is_some_and(|r| r.method == "PUT" && r.path == "/latest/api/token") {
+            return fail("the guest's first EC2 request was not for a token");
+        }
+        if log
+            .iter()
+            .any(|r| r.token != Token::Valid && r.method == "GET" && r.status == Some(200))
+        {
+            return fail("a request without a valid token was answered");
+        }
+    }
+    if imds.renewals {
+        let renewed = log.iter().enumerate().any(|(i, r)| {
+            r.status == Some(401)
+                && log[i + 1..]
+                    .iter()
+                    .position(|n| n.method == "PUT" && n.status == Some(200))
+                    .is_some_and(|p| {
+                        log[i + 1 + p + 1..]
+                            .iter()
+                            .any(|n| n.method == "GET" && n.status == Some(200))
+                    })
+        });
+        if !renewed {
+            return fail("no 401 was followed by a new token and a request that got an answer");
+        }
+    }
+    Ok(())
+}
+
+/// Runs one line of a scenario's `setup` with `sh -c` in the case's
+/// directory; its output goes to `setup.log` in the boot's results.
+fn host_setup(line: &str, dir: &Path, results: &Path) -> Result<(), String> {
+    let mut command = Command::new("sh");
+    command.args(["-c", line]).current_dir(dir);
+    let output =
+        qemu::output_with_timeout(&mut command, Duration::from_secs(120)).map_err(chain)?;
+    let log = results.join("setup.log");
+    let mut text = fs::read(&log).unwrap_or_default();
+    text.extend_from_slice(format!("$ {line}\n").as_bytes());
+    text.extend_from_slice(&output.stdout);
+    text.extend_from_slice(&output.stderr);
+    let _ = fs::write(&log, text);
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "setup command {line:?} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
     }
 }
 

@@ -46,14 +46,30 @@ const PACKAGES: &[(&str, &str)] = &[
     ("objdump", "binutils"),
     ("qemu-img", "qemu-utils"),
     // The independent HTTP client of berth serve's tests and of the
-    // artifact tests (blobs read straight from the registry's API), and
-    // the server serve's benchmark compares with.
+    // artifact tests (blobs read straight from the registry's API) and of
+    // the test metadata server's tests, and the server serve's benchmark
+    // compares with.
     ("curl", "curl"),
     ("nginx", "nginx-light"),
     // A tap interface in a network namespace, for berth run --networking tap;
     // `script`, a terminal for berth run.
     ("ip", "iproute2"),
     ("script", "bsdutils"),
+    // The metadata agent's tests: seeds made by cloud-init's own tool and
+    // by genisoimage, loop devices to find and mount them, a plain HTTP
+    // server.
+    ("cloud-localds", "cloud-image-utils"),
+    ("genisoimage", "genisoimage"),
+    ("losetup", "mount"),
+    ("mkfs.ext2", "e2fsprogs"),
+    ("python3", "python3"),
+    // pwck/grpck read the accounts files the agent writes.
+    ("pwck", "passwd"),
+    // The busybox the metadata image runs commands with, for its applets.
+    ("busybox", "busybox-static"),
+    // The boot tests' metadata server: QEMU hands each guest connection to
+    // 169.254.169.254 to a socat of its own.
+    ("socat", "socat"),
 ];
 
 fn main() -> Result<()> {
