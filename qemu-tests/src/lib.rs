@@ -238,6 +238,7 @@ pub fn boot_launch(launch: Launch, expect: &[String], timeout: Duration) -> Resu
 
     let deadline = started + timeout;
     let mut matched = 0;
+    let mut once = OnceALine::default();
     // The last monitor command, sent again until the line after it shows:
     // a guest may not be listening yet (a key press before its keyboard
     // driver is up is lost).
@@ -316,13 +317,17 @@ pub fn boot_launch(launch: Launch, expect: &[String], timeout: Duration) -> Resu
             continue;
         }
         match received {
-            Ok(line) => {
+            Ok(ConsoleLine {
+                text: line,
+                finished,
+                continues,
+            }) => {
                 if let Some(marker) = FATAL_MARKERS.iter().find(|m| line.contains(*m)) {
                     break Err(format!(
                         "the console showed {marker:?} while waiting for {expected:?}: {line}"
                     ));
                 }
-                if line.contains(expected.as_str()) {
+                if once.matches(&line, finished, continues, expected) {
                     matched += 1;
                     // Only the line the command was waiting for stops the
                     // resending; any other output (a kernel echo) does not.
@@ -456,15 +461,58 @@ fn send_monitor(socket: Option<&Path>, command: &str) -> Result<()> {
     Ok(qemu::monitor::send(socket, command)?)
 }
 
-/// Copies the console into `serial` and hands each complete line (without
-/// its `\r\n`) to `lines`. A line still unterminated when the guest stops
-/// writing (a prompt such as `login: `) is handed over as it is too, and
-/// again once it is complete.
-fn read_console(mut stdout: impl Read, serial: &Mutex<Vec<u8>>, lines: &mpsc::Sender<String>) {
+/// One line of the console as the reader hands it over.
+#[derive(Debug, PartialEq, Eq)]
+struct ConsoleLine {
+    text: String,
+    /// It ended with a newline; otherwise the guest stopped writing in the
+    /// middle of it (a prompt such as `login: `).
+    finished: bool,
+    /// An unfinished start of this same line was handed over before.
+    continues: bool,
+}
+
+/// A console line matches one expected line at most, however many reads
+/// it took to arrive: once its unfinished start has matched, the rest of
+/// it is not matched again.
+#[derive(Default)]
+struct OnceALine {
+    /// The last line that matched was unfinished.
+    unfinished_matched: bool,
+}
+
+impl OnceALine {
+    fn matches(&mut self, text: &str, finished: bool, continues: bool, expected: &str) -> bool {
+        let already = continues && self.unfinished_matched;
+        self.unfinished_matched = already && !finished;
+        if already || !text.contains(expected) {
+            return false;
+        }
+        self.unfinished_matched = !finished;
+        true
+    }
+}
+
+/// Copies the console into `serial` and hands each line (without its
+/// `\r\n`) to `lines`. A line still unfinished when the guest stops
+/// writing is handed over as it is too, and again once it grows, marked
+/// as continuing the earlier one: a console line is one line however many
+/// reads it took to arrive.
+fn read_console(mut stdout: impl Read, serial: &Mutex<Vec<u8>>, lines: &mpsc::Sender<ConsoleLine>) {
     let mut pending = Vec::new();
-    // How much of `pending` was last handed over unterminated.
+    // How much of `pending` was last handed over unfinished.
     let mut shown = 0;
     let mut buffer = [0u8; 8192];
+    let send = |bytes: &[u8], finished: bool, continues: bool| {
+        // The receiver is gone once the verdict is in; keep copying.
+        let _ = lines.send(ConsoleLine {
+            text: String::from_utf8_lossy(bytes)
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            finished,
+            continues,
+        });
+    };
     loop {
         let n = match stdout.read(&mut buffer) {
             Ok(0) | Err(_) => break,
@@ -478,24 +526,17 @@ fn read_console(mut stdout: impl Read, serial: &Mutex<Vec<u8>>, lines: &mpsc::Se
         pending.extend_from_slice(chunk);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            // The receiver is gone once the verdict is in; keep copying.
-            let _ = lines.send(console_line(&line));
+            send(&line, true, shown > 0);
             shown = 0;
         }
         if pending.len() > shown && pending.iter().any(|b| !b.is_ascii_whitespace()) {
-            let _ = lines.send(console_line(&pending));
+            send(&pending, false, shown > 0);
             shown = pending.len();
         }
     }
     if pending.len() > shown {
-        let _ = lines.send(console_line(&pending));
+        send(&pending, true, shown > 0);
     }
-}
-
-fn console_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .trim_end_matches(['\r', '\n'])
-        .to_string()
 }
 
 /// Writes `text` to standard error in one call, so lines of parallel tests
@@ -522,8 +563,71 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         read_console(&b"one\r\ntwo\nthree"[..], &serial, &tx);
         drop(tx);
-        assert_eq!(rx.iter().collect::<Vec<_>>(), ["one", "two", "three"]);
+        let texts: Vec<String> = rx.iter().map(|line| line.text).collect();
+        assert_eq!(texts, ["one", "two", "three"]);
         assert_eq!(serial.into_inner().unwrap(), b"one\r\ntwo\nthree");
+    }
+
+    /// Hands out `chunks` one read at a time, as a serial port does.
+    struct Chunks(Vec<&'static [u8]>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let chunk = self.0.remove(0);
+            buffer[..chunk.len()].copy_from_slice(chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    #[test]
+    fn a_line_in_several_reads_is_one_line_matched_once() {
+        let serial = Mutex::new(Vec::new());
+        let (tx, rx) = mpsc::channel();
+        let reads = vec![
+            &b"metadata: nocloud: "[..],
+            b"no meta-data\r\nlogin: ",
+            b"root\r\n",
+        ];
+        read_console(Chunks(reads), &serial, &tx);
+        drop(tx);
+        let lines: Vec<ConsoleLine> = rx.iter().collect();
+        let line = |text: &str, finished, continues| ConsoleLine {
+            text: text.to_string(),
+            finished,
+            continues,
+        };
+        assert_eq!(
+            lines,
+            [
+                line("metadata: nocloud: ", false, false),
+                line("metadata: nocloud: no meta-data", true, true),
+                line("login: ", false, false),
+                line("login: root", true, true),
+            ]
+        );
+        let count = |expected: &[&str]| {
+            let mut once = OnceALine::default();
+            let mut matched = 0;
+            for l in &lines {
+                if let Some(wanted) = expected.get(matched)
+                    && once.matches(&l.text, l.finished, l.continues, wanted)
+                {
+                    matched += 1;
+                }
+            }
+            matched
+        };
+        // Two expected lines cannot both be found in one console line...
+        assert_eq!(count(&["nocloud", "meta-data"]), 1);
+        assert_eq!(count(&["nocloud", "meta-data", "login:"]), 1);
+        // ...but the whole line matches once it has arrived, and the next
+        // line is a line of its own.
+        assert_eq!(count(&["no meta-data", "login:", "root"]), 2);
+        assert_eq!(count(&["nocloud", "login:"]), 2);
+        assert_eq!(count(&["login: root"]), 1);
     }
 
     /// A multiboot guest that prints `ok` on the first serial port, then
