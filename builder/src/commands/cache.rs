@@ -1,11 +1,12 @@
 //! `berth cache`: list, remove, clean, verify, pull, push, export and
-//! import the images of the cache.
+//! import the images of the cache; a pull brings the image's cosign
+//! signatures along, for offline verification.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use oci::{Layout, Reference};
+use oci::{Layout, Reference, signature};
 
 use super::{Sources, host_arch};
 
@@ -32,7 +33,7 @@ pub enum CacheCommand {
     },
     /// Add the images of an OCI archive to the cache.
     Import { archive: PathBuf },
-    /// Pull an image into the cache (the latest one, even if cached).
+    /// Pull an image into the cache (the latest one, even if cached), with its signatures.
     Pull {
         reference: String,
         #[arg(long, default_value = host_arch(), value_parser = ["amd64", "arm64"])]
@@ -113,8 +114,12 @@ pub fn run(sources: &Sources, command: CacheCommand) -> Result<()> {
                 bail!("{reference}: not an image in a registry");
             };
             let _in_use = cache.use_lock()?;
-            let digest = sources.remote()?.pull(&cache, &parsed, &arch)?;
+            let remote = sources.remote()?;
+            let digest = remote.pull(&cache, &parsed, &arch)?;
             println!("{parsed} {digest}");
+            if let Some(signatures) = signature::pull(&cache, &remote, &parsed, &digest)? {
+                eprintln!("signatures {signatures}");
+            }
         }
     }
     Ok(())

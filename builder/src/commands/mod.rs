@@ -1,15 +1,17 @@
 //! The `berth` subcommands, one file each, over the builder library; what
-//! they share: where images come from ([`Sources`]) and reading definition
-//! files ([`load`]).
+//! they share: where images come from ([`Sources`], [`registry_ref`]) and
+//! reading definition files ([`load`]).
 
 pub mod build;
 pub mod cache;
+pub mod key;
 pub mod pkg;
 pub mod pull;
 pub mod push;
 pub mod run;
 mod seed;
 pub mod serve;
+pub mod sign;
 pub mod validate;
 
 use std::io::Read;
@@ -20,7 +22,7 @@ use builder::spec::{self, Definition, Origin};
 use clap::Args;
 use oci::layout::default_cache;
 use oci::registry::{RegistryOptions, Remote};
-use oci::{CacheThenRegistry, Layout};
+use oci::{CacheThenRegistry, Layout, Reference, RegistryRef};
 
 /// Where images come from and how registries are reached.
 #[derive(Args)]
@@ -59,6 +61,14 @@ impl Sources {
         })?)
     }
 
+    /// The registry client, or `None` when offline.
+    pub fn remote_unless_offline(&self) -> Result<Option<Remote>> {
+        match self.offline() {
+            true => Ok(None),
+            false => self.remote().map(Some),
+        }
+    }
+
     /// The image source of a build: the cache, then (unless offline) the registry.
     pub fn source(&self, pull: bool) -> Result<CacheThenRegistry> {
         let cache = Layout::open(self.cache_dir())?;
@@ -75,6 +85,14 @@ impl Sources {
             remote,
             pull,
         })
+    }
+}
+
+/// `text` as a reference to an image in a registry.
+pub fn registry_ref(text: &str) -> Result<RegistryRef> {
+    match Reference::parse(text)? {
+        Reference::Registry(reference) => Ok(reference),
+        Reference::Package(_) => bail!("{text}: not an image in a registry"),
     }
 }
 
