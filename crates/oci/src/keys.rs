@@ -13,7 +13,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
+};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use pkcs8::LineEnding;
 
@@ -92,9 +94,15 @@ pub fn write_pair(
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
+    // PKCS#8 version 1, the private key alone: OpenSSL and Go read no
+    // other form of an ed25519 key.
+    let bytes = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
     let private_pem = match password {
-        Some(password) => key.to_pkcs8_encrypted_pem(password, LineEnding::LF),
-        None => key.to_pkcs8_pem(LineEnding::LF),
+        Some(password) => bytes.to_pkcs8_encrypted_pem(password, LineEnding::LF),
+        None => bytes.to_pkcs8_pem(LineEnding::LF),
     }
     .map_err(|e| invalid(&private, &e))?;
     let public_pem = key
@@ -220,11 +228,10 @@ mod tests {
         assert_eq!(private, dir.path().join("k.key"));
         let mode = fs::metadata(&private).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(
-            fs::read_to_string(&private)
-                .unwrap()
-                .starts_with("-----BEGIN PRIVATE KEY-----\n")
-        );
+        let text = fs::read_to_string(&private).unwrap();
+        assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{text}");
+        // Version 1 without the public key: 48 bytes of DER, 64 of base64.
+        assert_eq!(text.lines().nth(1).unwrap().len(), 64, "{text}");
         assert!(
             fs::read_to_string(&public)
                 .unwrap()
