@@ -63,6 +63,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("losetup", "mount"),
     ("mkfs.ext2", "e2fsprogs"),
     ("python3", "python3"),
+    // The independent reader and writer of cosign's signature format in
+    // the signature tests (ed25519, PKCS#8 and SPKI through OpenSSL).
+    ("python3:cryptography", "python3-cryptography"),
     // pwck/grpck read the accounts files the agent writes.
     ("pwck", "passwd"),
     // The busybox the metadata image runs commands with, for its applets.
@@ -110,9 +113,15 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Whether `program` is on the PATH; `python3:MODULE`: whether python3
+/// imports MODULE.
 fn have(program: &str) -> bool {
+    let check = match program.strip_prefix("python3:") {
+        Some(module) => format!("python3 -c 'import {module}' 2>/dev/null"),
+        None => format!("command -v {program} >/dev/null"),
+    };
     Command::new("sh")
-        .args(["-c", &format!("command -v {program} >/dev/null")])
+        .args(["-c", &check])
         .status()
         .is_ok_and(|s| s.success())
 }
