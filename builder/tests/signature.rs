@@ -460,3 +460,61 @@ fn keys_are_never_overwritten_private_ones_are_0600_and_encrypted_ones_need_the_
         &[KERNEL, "k.pub", "none of the keys"],
     );
 }
+
+#[test]
+fn pkg_build_signs_what_it_builds_in_the_cache_and_with_push_in_the_registry() {
+    let Some((registry, _source)) = registry() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let host = registry.host();
+    key(dir, "a");
+    std::fs::create_dir(dir.join("hello")).unwrap();
+    std::fs::write(
+        dir.join("hello/build.yml"),
+        format!(
+            "image: {host}/test/hello\nfiles:\n  - path: /etc/motd\n    contents: \"hello\\n\"\n"
+        ),
+    )
+    .unwrap();
+
+    // Without --push: signed in the cache, verified offline.
+    let built = succeeds(
+        dir,
+        &["pkg", "build", "hello", "--sign", "a.key", "--offline"],
+    );
+    let (reference, digest) = built.lines().next().unwrap().split_once(' ').unwrap();
+    assert!(
+        built.contains(&format!("signed {reference}@{digest}")),
+        "{built}"
+    );
+    succeeds(dir, &["verify", "--offline", reference, "--key", "a.pub"]);
+
+    // With --push: the registry has the image and its signature, which
+    // the independent reader verifies.
+    let built = succeeds(dir, &["pkg", "build", "hello", "--push", "--sign", "a.key"]);
+    assert!(
+        built.contains(&format!("signed {reference}@{digest}")),
+        "{built}"
+    );
+    let tag = reference.rsplit_once(':').unwrap().1;
+    let checked = helper(dir, &["verify", &host, "test/hello", tag, "a.pub"]);
+    assert_eq!(checked, format!("verified 1 {digest}\n"));
+    succeeds(dir, &["verify", reference, "--key", "a.pub"]);
+
+    // A key that cannot be read stops the build before anything is made.
+    let error = refused(
+        dir,
+        &[
+            "pkg",
+            "build",
+            "hello",
+            "--sign",
+            "missing.key",
+            "--offline",
+        ],
+        &["missing.key"],
+    );
+    assert!(error.contains("No such file"), "{error}");
+}
