@@ -362,3 +362,98 @@ fn an_sbom_an_image_carries_as_an_attestation_is_merged_in() {
         });
     assert!(contains, "{document:#}");
 }
+
+/// examples/host.yml built as the boot tests build it: its `@pkg:` images
+/// made online into the fixture cache they share (Debian's packages come
+/// from the archive, init is compiled), the build itself to a tar. Every
+/// image of its lock file is in the SBOM with its digest, and every Debian
+/// package skopeo reads from an image's label is in it with its version.
+#[test]
+fn the_sbom_of_the_host_example_lists_its_images_and_debian_packages() {
+    if !fixtures::program_or_skip("skopeo", "skopeo") {
+        return;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // The berth binary is TARGET/PROFILE/berth.
+    let target = Path::new(env!("CARGO_BIN_EXE_berth"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap();
+    let cache = target.join("berth-fixtures/cache");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let built = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["build", "-f", "tar", "--name", "host", "-o"])
+        .arg(&out)
+        .arg("--cache")
+        .arg(&cache)
+        .arg(workspace.join("examples/host.yml"))
+        .current_dir(dir.path())
+        // No key of whoever runs the test goes into the image.
+        .env("HOME", dir.path())
+        .env_remove("BERTH_OFFLINE")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    let sbom = out.join("host.spdx.json");
+    if let Some(program) = pyspdxtools() {
+        validate(&program, &sbom);
+    }
+    let document = json(&sbom);
+    let packages = document["packages"].as_array().unwrap();
+    let lock = std::fs::read_to_string(out.join("host.lock")).unwrap();
+    let mut images = 0;
+    let mut debian = 0;
+    for line in lock.lines().filter(|l| l.contains("sha256:")) {
+        let mut words = line.split_whitespace();
+        let (reference, digest) = (words.next().unwrap(), words.next().unwrap());
+        let (repository, tag) = reference.rsplit_once(':').unwrap();
+        let image = packages
+            .iter()
+            .find(|p| p["name"] == repository && p["versionInfo"] == tag)
+            .unwrap_or_else(|| panic!("{reference} is not in the SBOM"));
+        assert_eq!(
+            image["checksums"][0]["checksumValue"],
+            digest.trim_start_matches("sha256:"),
+            "{reference}"
+        );
+        images += 1;
+        let inspect = Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci:{}:{reference}", cache.display()))
+            .output()
+            .unwrap();
+        assert!(
+            inspect.status.success(),
+            "{}",
+            String::from_utf8_lossy(&inspect.stderr)
+        );
+        let config: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+        let label = config["config"]["Labels"]["org.berth.debian.packages"]
+            .as_str()
+            .unwrap_or_default();
+        for entry in label.split_whitespace() {
+            let (name, version) = entry.split_once('=').unwrap();
+            let listed = packages
+                .iter()
+                .any(|p| p["name"] == name && p["versionInfo"] == version);
+            assert!(
+                listed,
+                "{reference}: Debian package {entry} is not in the SBOM"
+            );
+            debian += 1;
+        }
+    }
+    // The kernel, init, three onboot and four service images; the kernel
+    // and the services are made of Debian packages.
+    assert_eq!(images, 9, "{lock}");
+    assert!(debian > 9, "{debian} Debian packages");
+    let kernel = packages.iter().find(|p| p["name"] == "linux").unwrap();
+    assert!(
+        kernel["versionInfo"]
+            .as_str()
+            .is_some_and(|v| v.ends_with("-cloud-amd64")),
+        "{kernel}"
+    );
+}
