@@ -354,15 +354,9 @@ fn debian_packages(image: &ResolvedImage) -> Result<BTreeSet<(String, String)>, 
 }
 
 fn image_package(id: &str, image: &ResolvedImage, created: &str) -> Package {
-    let parsed = match Reference::parse(&image.reference) {
-        Ok(Reference::Registry(r)) => Some(r),
-        _ => None,
-    };
-    let repository = parsed.as_ref().map_or(image.reference.clone(), |r| {
-        format!("{}/{}", r.registry, r.repository)
-    });
+    let (repository, tag) = repository_and_tag(image);
     let mut p = Package::new(id.to_string(), repository.clone());
-    p.version_info = parsed.as_ref().and_then(|r| r.tag.clone());
+    p.version_info = tag.clone();
     p.primary_package_purpose = Some("CONTAINER");
     if let Some(hex) = image.digest.strip_prefix("sha256:") {
         p.checksums.push(Checksum::new("SHA256", hex));
@@ -375,7 +369,7 @@ fn image_package(id: &str, image: &ResolvedImage, created: &str) -> Package {
         encode(&image.config.architecture().to_string()),
         encode(&repository)
     );
-    if let Some(tag) = parsed.as_ref().and_then(|r| r.tag.as_deref()) {
+    if let Some(tag) = &tag {
         locator.push_str(&format!("&tag={}", encode(tag)));
     }
     p.external_refs.push(purl(locator));
@@ -388,13 +382,22 @@ fn image_package(id: &str, image: &ResolvedImage, created: &str) -> Package {
     p
 }
 
-/// An image's identifier: from its reference, so two references to one
-/// digest stay two packages.
+/// An image's repository (`registry/path`) and tag: its reference without
+/// the digest a lock file pins it to, which the package has as its
+/// checksum, so a build with the lock writes the same document.
+fn repository_and_tag(image: &ResolvedImage) -> (String, Option<String>) {
+    match Reference::parse(&image.reference) {
+        Ok(Reference::Registry(r)) => (format!("{}/{}", r.registry, r.repository), r.tag),
+        _ => (image.reference.clone(), None),
+    }
+}
+
+/// An image's identifier: from its repository and tag, so two references
+/// to one digest stay two packages.
 fn image_id(image: &ResolvedImage) -> String {
-    format!(
-        "SPDXRef-Image-{}",
-        &hex(&Sha256::digest(&image.reference))[..16]
-    )
+    let (repository, tag) = repository_and_tag(image);
+    let name = format!("{repository}:{}", tag.unwrap_or_default());
+    format!("SPDXRef-Image-{}", &hex(&Sha256::digest(name))[..16])
 }
 
 fn deb_id(name: &str, version: &str) -> String {

@@ -194,9 +194,29 @@ fn two_builds_write_the_same_sbom() {
         );
         assert!(built.status.success(), "{}", stderr(&built));
     }
+    // With the lock of the first, images are pinned by digest: the
+    // document is the same.
+    let locked = berth(
+        &[
+            "build",
+            "-f",
+            "tar",
+            "-o",
+            "locked",
+            "--lock",
+            "a/image.lock",
+            "--cache",
+            cache,
+            "image.yml",
+        ],
+        dir.path(),
+    );
+    assert!(locked.status.success(), "{}", stderr(&locked));
     let a = std::fs::read(dir.path().join("a/image.spdx.json")).unwrap();
-    let b = std::fs::read(dir.path().join("b/image.spdx.json")).unwrap();
-    assert!(a == b, "the SBOMs of two builds differ");
+    for other in ["b", "locked"] {
+        let b = std::fs::read(dir.path().join(other).join("image.spdx.json")).unwrap();
+        assert!(a == b, "the SBOMs of builds a and {other} differ");
+    }
     // Another input, another namespace.
     let changed = definition().replace("contents: hello", "contents: bye");
     std::fs::write(dir.path().join("image.yml"), changed).unwrap();
