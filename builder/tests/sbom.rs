@@ -477,3 +477,53 @@ fn the_sbom_of_the_host_example_lists_its_images_and_debian_packages() {
         "{kernel}"
     );
 }
+
+/// The attestation travels: the attested image pushed with all its
+/// manifests (`skopeo copy --all`) to the tests' registry, a build with an
+/// empty cache pulls the image and its attestation, and merges the SBOM.
+#[test]
+fn an_attested_sbom_is_pulled_with_its_image_from_a_registry() {
+    if !fixtures::program_or_skip("docker-registry", "docker-registry")
+        || !fixtures::program_or_skip("skopeo", "skopeo")
+    {
+        return;
+    }
+    let registry = fixtures::registry::Registry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source = small_cache(&dir.path().join("source"));
+    add_attested_image(&source);
+    common::push_small_images(&source, &registry);
+    let copied = Command::new("skopeo")
+        .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:{ATTESTED}", source.display()))
+        .arg(format!("docker://{}/test/attested:1", registry.host()))
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let host = registry.host();
+    let yaml = DEFINITION
+        .replace(
+            "files:\n",
+            "  - name: app\n    image: test/attested:1\nfiles:\n",
+        )
+        .replace("test/", &format!("{host}/test/"));
+    std::fs::write(dir.path().join("image.yml"), yaml).unwrap();
+    let built = common::berth_online(
+        dir.path(),
+        &["build", "-f", "tar", "-o", "out", "image.yml"],
+    )
+    .output()
+    .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    let document = json(&dir.path().join("out/image.spdx.json"));
+    let merged = document["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "attested-app" && p["versionInfo"] == "2.0");
+    assert!(merged, "{document:#}");
+}
