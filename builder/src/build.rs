@@ -1,5 +1,5 @@
 //! One build, start to finish: plan, assemble, write every requested format,
-//! commit the artifacts.
+//! commit the artifacts with the lock file and the SBOM.
 
 use std::path::PathBuf;
 
@@ -120,7 +120,7 @@ fn write(
         media,
     )
     .map_err(output)?;
-    assemble(plan, source, options.clock, writers.sink())?;
+    let sbom = assemble(plan, source, options.clock, &options.name, writers.sink())?;
     match writers.finish(&mut pending) {
         Ok(()) => {}
         Err(OutputError::Io(source)) => return Err(output(source)),
@@ -131,6 +131,9 @@ fn write(
             &format!("{}.lock", options.name),
             plan.lock().render().as_bytes(),
         )
+        .map_err(output)?;
+    pending
+        .write(&format!("{}.spdx.json", options.name), &sbom)
         .map_err(output)?;
     pending.commit().map_err(output)
 }

@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod outputs;
 pub mod pkg;
 pub mod plan;
+pub mod sbom;
 pub mod spec;
 pub mod tools;
 mod tree;

@@ -157,6 +157,17 @@ impl<'d> Plan<'d> {
         })
     }
 
+    /// Every image of the plan: kernel, init, boot, containers' (an image
+    /// named twice comes twice).
+    pub fn images(&self) -> impl Iterator<Item = &Arc<PlannedImage>> {
+        self.kernel
+            .iter()
+            .map(|k| &k.image)
+            .chain(&self.init)
+            .chain(&self.boot)
+            .chain(self.containers.iter().map(|c| &c.image))
+    }
+
     /// What every reference resolved to, as a lock.
     pub fn lock(&self) -> LockFile {
         LockFile {

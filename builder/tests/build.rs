@@ -143,6 +143,7 @@ fn every_format_is_reproducible() {
         "image-initrd.tar",
         "image-kernel",
         "image.lock",
+        "image.spdx.json",
         "image.tar",
     ];
     for name in expected {
@@ -445,5 +446,8 @@ fn a_definition_can_come_from_standard_input() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     // LinuxKit's name for a definition read from standard input.
-    assert_eq!(files(&dir.path().join("out")), ["moby.lock", "moby.tar"]);
+    assert_eq!(
+        files(&dir.path().join("out")),
+        ["moby.lock", "moby.spdx.json", "moby.tar"]
+    );
 }

@@ -140,7 +140,7 @@ impl std::fmt::Display for Format {
 /// Every file a build named NAME may write, by what follows NAME in its
 /// name, with the media type the file has as a layer of a berth artifact
 /// (`docs/distribution.md`): the formats' files (as [`Writers`] and
-/// `media.rs` name them) and the lock file every build writes.
+/// `media.rs` name them), and the lock file and SBOM every build writes.
 const BUILD_FILES: &[(&str, &str)] = &[
     ("-kernel", "application/vnd.berth.kernel"),
     ("-initrd.img", "application/vnd.berth.initrd"),
@@ -156,6 +156,7 @@ const BUILD_FILES: &[(&str, &str)] = &[
     (".vmdk", "application/vnd.berth.disk.vmdk"),
     (".img.tar.gz", "application/vnd.berth.disk.gcp.tar+gzip"),
     (".lock", "application/vnd.berth.lock"),
+    (".spdx.json", "application/spdx+json"),
 ];
 
 /// The names of every file a build named `name` may write, each with its

@@ -80,6 +80,19 @@ pub fn small_cache(dir: &Path) -> PathBuf {
     cache
 }
 
+/// Pushes the three images of the [`small_cache`] at `cache` to `registry`
+/// as `test/NAME:1`.
+pub fn push_small_images(cache: &Path, registry: &fixtures::registry::Registry) {
+    for (reference, name) in [(KERNEL, "kernel"), (INIT, "init"), (SERVICE, "service")] {
+        registry
+            .skopeo_push(
+                &format!("oci:{}:{reference}", cache.display()),
+                &format!("test/{name}:1"),
+            )
+            .unwrap();
+    }
+}
+
 pub const DEFINITION: &str = "\
 kernel:
   image: test/kernel:1

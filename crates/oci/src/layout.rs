@@ -631,7 +631,7 @@ impl Layout {
         names
     }
 
-    fn find(&self, reference: &RegistryRef) -> Result<Option<Descriptor>, LayoutError> {
+    pub(crate) fn find(&self, reference: &RegistryRef) -> Result<Option<Descriptor>, LayoutError> {
         let index = self.read_index()?;
         let names = Self::names(reference);
         let by_name = index

@@ -14,6 +14,7 @@
 //! what a build does with an image.
 
 pub mod artifact;
+pub mod attestation;
 pub mod chain;
 pub mod digest;
 pub mod keys;

@@ -334,27 +334,16 @@ impl Remote {
                     available,
                 })?;
             let digest = chosen.digest().to_string();
-            if cache.has_blob(&digest) {
-                std::fs::read(cache.blob_path(&digest).expect("valid digest"))
-                    .map_err(|e| Problem::Invalid(e.to_string()))?
-            } else {
-                let by_digest = target.clone_with_digest(digest.clone());
-                let (bytes, _) = retry("manifest", || async {
-                    client
-                        .pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES)
-                        .await
-                })
-                .await?;
-                let got = digest::sha256(&bytes);
-                if got != digest {
-                    return Err(Problem::WrongDigest {
-                        expected: digest,
-                        actual: got,
-                    });
-                }
-                cache.write_blob(&digest, &bytes)?;
-                bytes.to_vec()
+            // The SPDX documents attested for the image come along
+            // (`crate::attestation`): they are small, and read offline.
+            for attestation in crate::attestation::manifests_for(&index, &digest) {
+                let digest = attestation.digest().to_string();
+                let bytes = manifest_by_digest(&client, &target, &auth, cache, &digest).await?;
+                let manifest: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| Problem::Invalid(format!("attestation manifest: {e}")))?;
+                fetch_blobs(&client, &target, cache, &manifest, &progress).await?;
             }
+            manifest_by_digest(&client, &target, &auth, cache, &digest).await?
         } else {
             top.to_vec()
         };
@@ -696,6 +685,37 @@ async fn fetch_manifest(
         });
     }
     Ok((bytes, actual))
+}
+
+/// The manifest of `target`'s repository with this digest: from the cache,
+/// or fetched, checked against the digest and cached.
+async fn manifest_by_digest(
+    client: &oci_client::Client,
+    target: &oci_client::Reference,
+    auth: &RegistryAuth,
+    cache: &Layout,
+    digest: &str,
+) -> Result<Vec<u8>, Problem> {
+    if cache.has_blob(digest) {
+        return std::fs::read(cache.blob_path(digest).expect("valid digest"))
+            .map_err(|e| Problem::Invalid(e.to_string()));
+    }
+    let by_digest = target.clone_with_digest(digest.to_string());
+    let (bytes, _) = retry("manifest", || async {
+        client
+            .pull_manifest_raw(&by_digest, auth, MANIFEST_TYPES)
+            .await
+    })
+    .await?;
+    let got = digest::sha256(&bytes);
+    if got != digest {
+        return Err(Problem::WrongDigest {
+            expected: digest.to_string(),
+            actual: got,
+        });
+    }
+    cache.write_blob(digest, &bytes)?;
+    Ok(bytes.to_vec())
 }
 
 /// Fetches the config and layers of `manifest` that `cache` lacks, in

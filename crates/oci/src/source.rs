@@ -32,6 +32,11 @@ pub trait ImageSource: Sync {
     /// `digest`.
     fn open_blob(&self, reference: &str, digest: &str)
     -> Result<Box<dyn Read + Send>, SourceError>;
+    /// The SPDX documents attested for a resolved image
+    /// ([`crate::attestation`]); none where the source keeps none.
+    fn spdx_documents(&self, _image: &ResolvedImage) -> Result<Vec<Vec<u8>>, SourceError> {
+        Ok(Vec::new())
+    }
 }
 
 impl ImageSource for Layout {
@@ -45,6 +50,10 @@ impl ImageSource for Layout {
         digest: &str,
     ) -> Result<Box<dyn Read + Send>, SourceError> {
         Ok(Layout::open_blob(self, reference, digest)?)
+    }
+
+    fn spdx_documents(&self, image: &ResolvedImage) -> Result<Vec<Vec<u8>>, SourceError> {
+        Ok(Layout::spdx_documents(self, image)?)
     }
 }
 
@@ -85,5 +94,9 @@ impl ImageSource for CacheThenRegistry {
         digest: &str,
     ) -> Result<Box<dyn Read + Send>, SourceError> {
         Ok(self.cache.open_blob(reference, digest)?)
+    }
+
+    fn spdx_documents(&self, image: &ResolvedImage) -> Result<Vec<Vec<u8>>, SourceError> {
+        Ok(self.cache.spdx_documents(image)?)
     }
 }
