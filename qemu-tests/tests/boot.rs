@@ -14,6 +14,7 @@
 //! `target/qemu-tests/CASE/`.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -452,11 +453,12 @@ fn build_berth(paths: &Paths) -> Result<(), String> {
 }
 
 /// A skip, or in CI a failure.
-/// What `{port}`, `{disk}` and `{home}` in `expect` and `qemu-args` stand
+/// What `{port}`, `{disk}`, `{home}` and `{ssh}` in a case's files stand
 /// for: a free TCP port on 127.0.0.1 (for a `hostfwd`), a new empty 1 GiB
-/// disk image, and a home directory holding a fresh SSH key pair
+/// disk image, a home directory holding a fresh SSH key pair
 /// (`.ssh/id_ed25519`), which is also `berth build`'s `HOME`, so that a
-/// definition's `~/.ssh/id_ed25519.pub` is that key.
+/// definition's `~/.ssh/id_ed25519.pub` is that key, and a script there
+/// that runs ssh to that port with that key.
 struct Places {
     port: u16,
     disk: PathBuf,
@@ -487,7 +489,8 @@ impl Places {
         let _ = fs::remove_dir_all(&home);
         fs::create_dir_all(home.join(".ssh"))
             .map_err(|e| failed(&home.display().to_string(), &e))?;
-        if text.contains("{home}") {
+        let ssh_script = text.contains("{ssh}");
+        if text.contains("{home}") || ssh_script {
             qemu::find_program("ssh").ok_or(Missing::Tool("ssh"))?;
             let keygen = qemu::find_program("ssh-keygen").ok_or(Missing::Tool("ssh-keygen"))?;
             let key = home.join(".ssh/id_ed25519");
@@ -504,11 +507,26 @@ impl Places {
                 ));
             }
         }
+        if ssh_script {
+            // `{ssh}`: ssh to the guest's forwarded port with that key, as
+            // any user, answering no question.
+            let script = home.join("ssh");
+            let text = format!(
+                "#!/bin/sh\nexec ssh -q -F /dev/null -o IdentitiesOnly=yes -o BatchMode=yes \
+                 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 \
+                 -p {port} -i {} \"$@\"\n",
+                home.join(".ssh/id_ed25519").display()
+            );
+            fs::write(&script, text)
+                .and_then(|()| fs::set_permissions(&script, fs::Permissions::from_mode(0o755)))
+                .map_err(|e| failed(&script.display().to_string(), &e))?;
+        }
         Ok(Places { port, disk, home })
     }
 
     fn fill(&self, text: &str) -> String {
-        text.replace("{port}", &self.port.to_string())
+        text.replace("{ssh}", &self.home.join("ssh").to_string_lossy())
+            .replace("{port}", &self.port.to_string())
             .replace("{disk}", &self.disk.to_string_lossy())
             .replace("{home}", &self.home.to_string_lossy())
     }
