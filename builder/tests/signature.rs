@@ -358,7 +358,7 @@ fn refusals_name_image_digest_and_keys_and_write_nothing() {
             &init,
             &init_digest,
             "a.pub",
-            &format!("is for {service_digest}"),
+            &format!("is for {service_digest:?}"),
         ],
     );
 
@@ -383,7 +383,7 @@ fn refusals_name_image_digest_and_keys_and_write_nothing() {
             &init,
             &init_digest,
             "other.pub, a.pub",
-            &format!("names repository {elsewhere}"),
+            &format!("names repository {elsewhere:?}"),
         ],
     );
 }

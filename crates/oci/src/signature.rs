@@ -4,8 +4,11 @@
 //! What is signed is the simple-signing payload ([`payload`]): JSON naming
 //! the image's repository (`critical.identity.docker-reference`), the
 //! digest of its manifest or index (`critical.image.docker-manifest-digest`)
-//! and `critical.type` [`SIGNATURE_TYPE`]. The ed25519 signature is over
-//! the payload's bytes exactly.
+//! and `critical.type` [`SIGNATURE_TYPE`]. berth's ed25519 signature is
+//! over the payload's bytes exactly (pure Ed25519, what `cosign verify
+//! --key` checks and what cosign signed with before version 2.3). A
+//! signature made the way cosign signs with an ed25519 key since then,
+//! Ed25519ph over the payload's SHA-512, is accepted too.
 //!
 //! Signatures are stored where cosign looks for them: in the image's
 //! repository, under the tag [`tag`] (`sha256-HEX.sig`), as an OCI image
@@ -27,7 +30,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::{Signature, Signer, SigningKey};
+use ed25519_dalek::{Digest, Sha512, Signature, Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::digest;
@@ -183,6 +186,13 @@ impl Signatures {
         })
     }
 
+    fn empty() -> Signatures {
+        Signatures {
+            layers: Vec::new(),
+            blobs: BTreeMap::new(),
+        }
+    }
+
     /// Adds a layer; false when the same payload and signature is there.
     fn add(&mut self, payload: Vec<u8>, signature: &Signature) -> bool {
         let digest = digest::sha256(&payload);
@@ -193,12 +203,26 @@ impl Signatures {
             digest: digest.clone(),
             annotations: BTreeMap::from([(SIGNATURE_ANNOTATION.to_string(), encoded)]),
         };
+        self.add_layer(layer, payload)
+    }
+
+    fn add_layer(&mut self, layer: Descriptor, payload: Vec<u8>) -> bool {
         if self.layers.contains(&layer) {
             return false;
         }
+        self.blobs.insert(layer.digest.clone(), payload);
         self.layers.push(layer);
-        self.blobs.insert(digest, payload);
         true
+    }
+
+    /// Adds the layers of `other` that are not here yet, after these.
+    fn merge(&mut self, other: Signatures) {
+        // Layers share a blob when keys signed the same payload.
+        for layer in other.layers {
+            if let Some(payload) = other.blobs.get(&layer.digest) {
+                self.add_layer(layer, payload.clone());
+            }
+        }
     }
 
     /// The manifest and every blob it names (config first).
@@ -241,6 +265,13 @@ impl Signatures {
         if reasons.is_empty() {
             return Err("its signature manifest has no signatures".into());
         }
+        // One line, however many layers a registry serves.
+        const SHOWN: usize = 4;
+        let more = reasons.len().saturating_sub(SHOWN);
+        reasons.truncate(SHOWN);
+        if more > 0 {
+            reasons.push(format!("and {more} more"));
+        }
         Err(reasons.join("; "))
     }
 }
@@ -270,11 +301,17 @@ struct Image {
     digest: String,
 }
 
-/// Docker Hub under its two names; a tag or digest after the repository.
+/// Docker Hub under its names; a registry's host name in any case; a tag
+/// or digest after the repository.
 fn same_repository(named: &str, repository: &str) -> bool {
-    let hub = |s: &str| match s.strip_prefix("index.docker.io/") {
-        Some(rest) => format!("docker.io/{rest}"),
-        None => s.to_string(),
+    let hub = |s: &str| {
+        let (host, rest) = s.split_once('/').unwrap_or((s, ""));
+        let host = host.to_ascii_lowercase();
+        let host = match host.as_str() {
+            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+            other => other.strip_suffix(":443").unwrap_or(other),
+        };
+        format!("{host}/{rest}")
     };
     let named = hub(named);
     let bare = match named.rsplit_once('@') {
@@ -297,7 +334,7 @@ fn check_layer(
 ) -> Result<String, String> {
     if layer.media_type != PAYLOAD_TYPE {
         return Err(format!(
-            "is a {} layer, not a simple-signing payload",
+            "is a {:?} layer, not a simple-signing payload",
             layer.media_type
         ));
     }
@@ -310,9 +347,16 @@ fn check_layer(
         .ok()
         .and_then(|bytes| Signature::from_slice(&bytes).ok())
         .ok_or("is not a base64 ed25519 signature")?;
+    let prehashed = || Sha512::new().chain_update(payload);
     let key = keys
         .iter()
-        .find(|key| key.key.verify_strict(payload, &signature).is_ok())
+        .find(|key| {
+            key.key.verify_strict(payload, &signature).is_ok()
+                || key
+                    .key
+                    .verify_prehashed_strict(prehashed(), None, &signature)
+                    .is_ok()
+        })
         .ok_or("is by none of the keys")?;
     let parsed: Payload = serde_json::from_slice(payload)
         .map_err(|e| format!("(by {}) is not a simple-signing payload: {e}", key.name))?;
@@ -322,13 +366,13 @@ fn check_layer(
     }
     if critical.image.digest != digest {
         return Err(format!(
-            "(by {}) is for {}",
+            "(by {}) is for {:?}",
             key.name, critical.image.digest
         ));
     }
     if !same_repository(&critical.identity.docker_reference, repository) {
         return Err(format!(
-            "(by {}) names repository {}",
+            "(by {}) names repository {:?}",
             key.name, critical.identity.docker_reference
         ));
     }
@@ -423,8 +467,9 @@ fn cached(layout: &Layout, name: &str) -> Result<Option<SmallManifest>, LayoutEr
     }))
 }
 
-/// Puts a `.sig` manifest and its blobs into the cache under `name`.
-fn store(layout: &Layout, name: &str, small: &SmallManifest) -> Result<(), LayoutError> {
+/// Puts signatures into the cache under `name`, as a `.sig` manifest.
+fn store(layout: &Layout, name: &str, signatures: &Signatures) -> Result<(), LayoutError> {
+    let small = signatures.write();
     for (digest, bytes) in &small.blobs {
         if !layout.has_blob(digest) {
             layout.write_blob(digest, bytes)?;
@@ -439,27 +484,38 @@ fn store(layout: &Layout, name: &str, small: &SmallManifest) -> Result<(), Layou
     })
 }
 
-/// The signatures of `digest`: from the registry with `remote`, else from
-/// the cache.
+/// The signatures of `digest` known here: with `remote`, the registry's
+/// and then those only the cache has (a signature made offline is not
+/// lost when the registry's are fetched); without it, the cache's.
 fn signatures_of(
     layout: &Layout,
     remote: Option<&Remote>,
     image: &RegistryRef,
     at: &RegistryRef,
-) -> Result<Option<(SmallManifest, Signatures)>, SignatureError> {
-    let small = match remote {
-        Some(remote) => remote.pull_small(at, MAX_BYTES)?,
-        None => cached(layout, &at.to_string())?,
+) -> Result<Option<Signatures>, SignatureError> {
+    let read = |small: SmallManifest| {
+        Signatures::read(&small).map_err(|reason| SignatureError::Malformed {
+            image: image.to_string(),
+            reference: at.to_string(),
+            reason,
+        })
     };
-    let Some(small) = small else {
-        return Ok(None);
+    let Some(remote) = remote else {
+        return cached(layout, &at.to_string())?.map(read).transpose();
     };
-    let signatures = Signatures::read(&small).map_err(|reason| SignatureError::Malformed {
-        image: image.to_string(),
-        reference: at.to_string(),
-        reason,
-    })?;
-    Ok(Some((small, signatures)))
+    // Online, a cached copy that cannot be read is replaced, not fatal.
+    let cached = cached(layout, &at.to_string())
+        .ok()
+        .flatten()
+        .and_then(|small| read(small).ok());
+    let fetched = remote.pull_small(at, MAX_BYTES)?.map(read).transpose()?;
+    Ok(match (fetched, cached) {
+        (Some(mut fetched), Some(cached)) => {
+            fetched.merge(cached);
+            Some(fetched)
+        }
+        (fetched, cached) => fetched.or(cached),
+    })
 }
 
 /// Signs the digest `image` names with `key`: in the registry (the
@@ -473,18 +529,13 @@ pub fn sign(
 ) -> Result<Signed, SignatureError> {
     let digest = digest_of(layout, remote, image)?;
     let at = signature_ref(image, &digest).expect("a checked digest");
-    let mut signatures = match signatures_of(layout, remote, image, &at)? {
-        Some((_, signatures)) => signatures,
-        None => Signatures {
-            layers: Vec::new(),
-            blobs: BTreeMap::new(),
-        },
-    };
+    let mut signatures =
+        signatures_of(layout, remote, image, &at)?.unwrap_or_else(Signatures::empty);
     let payload = payload(&repository(image), &digest);
     let signature = key.sign(&payload);
     let added = signatures.add(payload, &signature);
-    let small = signatures.write();
     if let Some(remote) = remote {
+        let small = signatures.write();
         let uploads: Vec<Upload> = small
             .blobs
             .iter()
@@ -496,7 +547,7 @@ pub fn sign(
             .collect();
         remote.push_manifest(&at, &uploads, &small.manifest, MANIFEST_TYPE)?;
     }
-    store(layout, &at.to_string(), &small)?;
+    store(layout, &at.to_string(), &signatures)?;
     Ok(Signed {
         digest,
         reference: at.to_string(),
@@ -526,21 +577,28 @@ pub fn verify(
             .join(", "),
         reason,
     };
-    let Some((small, signatures)) = signatures_of(layout, remote, image, &at)? else {
-        return Err(refused(format!("it has no signature (no {at})")));
+    let signatures = match signatures_of(layout, remote, image, &at) {
+        Ok(Some(signatures)) => signatures,
+        Ok(None) => return Err(refused(format!("it has no signature (no {at})"))),
+        Err(SignatureError::Malformed {
+            reference, reason, ..
+        }) => {
+            return Err(refused(format!("{reference}: {reason}")));
+        }
+        Err(e) => return Err(e),
     };
     let key = signatures
         .check(&repository(image), &digest, keys)
         .map_err(refused)?;
     if remote.is_some() {
-        store(layout, &at.to_string(), &small)?;
+        store(layout, &at.to_string(), &signatures)?;
     }
     Ok(Verified { digest, key })
 }
 
 /// Brings the signatures of `digest` (the digest `image` was pulled at)
-/// into the cache, unverified, for offline verification later; returns
-/// where they were found, if anywhere.
+/// into the cache, unverified, for offline verification later, beside any
+/// the cache has already; returns where they were found, if anywhere.
 pub fn pull(
     layout: &Layout,
     remote: &Remote,
@@ -554,8 +612,8 @@ pub fn pull(
         });
     };
     match signatures_of(layout, Some(remote), image, &at)? {
-        Some((small, _)) => {
-            store(layout, &at.to_string(), &small)?;
+        Some(signatures) => {
+            store(layout, &at.to_string(), &signatures)?;
             Ok(Some(at.to_string()))
         }
         None => Ok(None),
@@ -600,10 +658,7 @@ mod tests {
     fn signatures_accumulate_and_each_is_checked() {
         let one = keys::generate().unwrap();
         let two = keys::generate().unwrap();
-        let mut signatures = Signatures {
-            layers: Vec::new(),
-            blobs: BTreeMap::new(),
-        };
+        let mut signatures = Signatures::empty();
         let body = payload("127.0.0.1:5000/a/b", DIGEST);
         assert!(signatures.add(body.clone(), &one.sign(&body)));
         assert!(
@@ -631,10 +686,72 @@ mod tests {
         assert!(
             error
                 .unwrap_err()
-                .contains("names repository 127.0.0.1:5000/a/b")
+                .contains("names repository \"127.0.0.1:5000/a/b\"")
         );
         let error = read.check("127.0.0.1:5000/a/b", &DIGEST.replace('4', "5"), &[second]);
-        assert!(error.unwrap_err().contains(&format!("is for {DIGEST}")));
+        assert!(error.unwrap_err().contains(&format!("is for {DIGEST:?}")));
+    }
+
+    #[test]
+    fn ed25519ph_signatures_as_cosign_makes_them_are_accepted() {
+        let key = keys::generate().unwrap();
+        let body = payload("127.0.0.1:5000/a/b", DIGEST);
+        let prehashed = key
+            .sign_prehashed(Sha512::new().chain_update(&body), None)
+            .unwrap();
+        let mut signatures = Signatures::empty();
+        signatures.add(body.clone(), &prehashed);
+        let public = keys::public_of(&key, "k.pub");
+        assert_eq!(
+            signatures.check("127.0.0.1:5000/a/b", DIGEST, std::slice::from_ref(&public)),
+            Ok("k.pub".to_string())
+        );
+        // With a context, or over another payload, it is not a signature.
+        let other = key
+            .sign_prehashed(Sha512::new().chain_update(b"other"), None)
+            .unwrap();
+        let mut signatures = Signatures::empty();
+        signatures.add(body, &other);
+        assert!(
+            signatures
+                .check("127.0.0.1:5000/a/b", DIGEST, &[public])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn merged_signatures_keep_both_sides_once() {
+        let body = payload("127.0.0.1:5000/a/b", DIGEST);
+        let (one, two) = (keys::generate().unwrap(), keys::generate().unwrap());
+        let mut registry = Signatures::empty();
+        registry.add(body.clone(), &one.sign(&body));
+        let mut cache = Signatures::empty();
+        cache.add(body.clone(), &one.sign(&body));
+        cache.add(body.clone(), &two.sign(&body));
+        registry.merge(cache);
+        assert_eq!(registry.layers.len(), 2);
+        let read = Signatures::read(&registry.write()).unwrap();
+        let second = keys::public_of(&two, "two.pub");
+        assert_eq!(
+            read.check("127.0.0.1:5000/a/b", DIGEST, &[second]),
+            Ok("two.pub".to_string())
+        );
+    }
+
+    #[test]
+    fn a_refusal_stays_one_short_line() {
+        let body = payload("127.0.0.1:5000/a/b", DIGEST);
+        let mut signatures = Signatures::empty();
+        for _ in 0..50 {
+            let key = keys::generate().unwrap();
+            signatures.add(body.clone(), &key.sign(&body));
+        }
+        let other = keys::public_of(&keys::generate().unwrap(), "other.pub");
+        let reason = signatures
+            .check("127.0.0.1:5000/a/b", DIGEST, &[other])
+            .unwrap_err();
+        assert!(reason.ends_with("; and 46 more"), "{reason}");
+        assert!(!reason.contains('\n'));
     }
 
     #[test]
@@ -647,6 +764,15 @@ mod tests {
             "docker.io/library/alpine:3",
             "docker.io/library/alpine"
         ));
+        assert!(same_repository(
+            "registry-1.docker.io/library/alpine",
+            "docker.io/library/alpine"
+        ));
+        assert!(same_repository(
+            "Registry.Example:443/a",
+            "registry.example/a"
+        ));
+        assert!(!same_repository("registry.example/A", "registry.example/a"));
         assert!(same_repository("127.0.0.1:5000/a", "127.0.0.1:5000/a"));
         assert!(!same_repository("127.0.0.1:5000/a", "127.0.0.1:5000/b"));
         assert!(!same_repository("127.0.0.1:5000/a/b", "127.0.0.1:5000/a"));
