@@ -22,6 +22,11 @@
 //! the keys. A refusal is one line naming the image, the digest, the keys
 //! and what each signature lacked; nothing is written to the cache then.
 //! The network is [`crate::registry`]'s business.
+//!
+//! [`push`] carries an image's cached signatures to where the image is
+//! pushed. Files are signed as `cosign sign-blob` signs them
+//! ([`sign_blob`], [`verify_blob`]): the base64 ed25519 signature of their
+//! bytes.
 
 use std::collections::BTreeMap;
 
@@ -161,7 +166,7 @@ fn config(layers: &[Descriptor]) -> Vec<u8> {
 }
 
 /// A `.sig` manifest with its blobs, in memory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Signatures {
     layers: Vec<Descriptor>,
     blobs: BTreeMap<String, Vec<u8>>,
@@ -199,6 +204,17 @@ impl Signatures {
         self.layers.push(layer);
         self.blobs.insert(digest, payload);
         true
+    }
+
+    /// Adds the layers of `other` this one lacks.
+    fn merge(&mut self, other: Signatures) {
+        for layer in other.layers {
+            if !self.layers.contains(&layer) {
+                self.blobs
+                    .insert(layer.digest.clone(), other.blobs[&layer.digest].clone());
+                self.layers.push(layer);
+            }
+        }
     }
 
     /// The manifest and every blob it names (config first).
@@ -305,15 +321,7 @@ fn check_layer(
         .annotations
         .get(SIGNATURE_ANNOTATION)
         .ok_or_else(|| format!("has no {SIGNATURE_ANNOTATION} annotation"))?;
-    let signature = BASE64
-        .decode(encoded.trim())
-        .ok()
-        .and_then(|bytes| Signature::from_slice(&bytes).ok())
-        .ok_or("is not a base64 ed25519 signature")?;
-    let key = keys
-        .iter()
-        .find(|key| key.key.verify_strict(payload, &signature).is_ok())
-        .ok_or("is by none of the keys")?;
+    let key = verify_blob(keys, payload, encoded)?;
     let parsed: Payload = serde_json::from_slice(payload)
         .map_err(|e| format!("(by {}) is not a simple-signing payload: {e}", key.name))?;
     let critical = parsed.critical;
@@ -333,6 +341,29 @@ fn check_layer(
         ));
     }
     Ok(key.name.clone())
+}
+
+/// The signature of a file's bytes as `cosign sign-blob` writes it: the
+/// ed25519 signature, base64, no newline.
+pub fn sign_blob(key: &SigningKey, bytes: &[u8]) -> String {
+    BASE64.encode(key.sign(bytes).to_bytes())
+}
+
+/// The key among `keys` that made `signature` (as [`sign_blob`] writes
+/// it; whitespace around it ignored) of `bytes`, or why none did.
+pub fn verify_blob<'a>(
+    keys: &'a [PublicKey],
+    bytes: &[u8],
+    signature: &str,
+) -> Result<&'a PublicKey, &'static str> {
+    let signature = BASE64
+        .decode(signature.trim())
+        .ok()
+        .and_then(|bytes| Signature::from_slice(&bytes).ok())
+        .ok_or("is not a base64 ed25519 signature")?;
+    keys.iter()
+        .find(|key| key.key.verify_strict(bytes, &signature).is_ok())
+        .ok_or("is by none of the keys")
 }
 
 /// What [`sign`] did.
@@ -462,6 +493,21 @@ fn signatures_of(
     Ok(Some((small, signatures)))
 }
 
+/// Pushes `small` to `at` with its blobs.
+fn upload(remote: &Remote, at: &RegistryRef, small: &SmallManifest) -> Result<(), RegistryError> {
+    let uploads: Vec<Upload> = small
+        .blobs
+        .iter()
+        .map(|(digest, bytes)| Upload {
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            bytes: UploadBytes::Memory(bytes.clone()),
+        })
+        .collect();
+    remote.push_manifest(at, &uploads, &small.manifest, MANIFEST_TYPE)?;
+    Ok(())
+}
+
 /// Signs the digest `image` names with `key`: in the registry (the
 /// signatures already there kept) and in the cache with `remote`; in the
 /// cache alone without it (the image must be cached then).
@@ -473,28 +519,15 @@ pub fn sign(
 ) -> Result<Signed, SignatureError> {
     let digest = digest_of(layout, remote, image)?;
     let at = signature_ref(image, &digest).expect("a checked digest");
-    let mut signatures = match signatures_of(layout, remote, image, &at)? {
-        Some((_, signatures)) => signatures,
-        None => Signatures {
-            layers: Vec::new(),
-            blobs: BTreeMap::new(),
-        },
-    };
+    let mut signatures = signatures_of(layout, remote, image, &at)?
+        .map(|(_, signatures)| signatures)
+        .unwrap_or_default();
     let payload = payload(&repository(image), &digest);
     let signature = key.sign(&payload);
     let added = signatures.add(payload, &signature);
     let small = signatures.write();
     if let Some(remote) = remote {
-        let uploads: Vec<Upload> = small
-            .blobs
-            .iter()
-            .map(|(digest, bytes)| Upload {
-                digest: digest.clone(),
-                size: bytes.len() as u64,
-                bytes: UploadBytes::Memory(bytes.clone()),
-            })
-            .collect();
-        remote.push_manifest(&at, &uploads, &small.manifest, MANIFEST_TYPE)?;
+        upload(remote, &at, &small)?;
     }
     store(layout, &at.to_string(), &small)?;
     Ok(Signed {
@@ -562,6 +595,34 @@ pub fn pull(
     }
 }
 
+/// Pushes the cached signatures of `digest` (the digest `image` is cached
+/// at) to `destination`'s repository, beside the image pushed there, and
+/// keeps those already there; returns where they went, or `None` when the
+/// cache holds none. The payloads still name `image`'s repository.
+pub fn push(
+    layout: &Layout,
+    remote: &Remote,
+    image: &RegistryRef,
+    digest: &str,
+    destination: &RegistryRef,
+) -> Result<Option<String>, SignatureError> {
+    let bad_digest = || SignatureError::Digest {
+        image: image.to_string(),
+        digest: digest.into(),
+    };
+    let from = signature_ref(image, digest).ok_or_else(bad_digest)?;
+    let to = signature_ref(destination, digest).ok_or_else(bad_digest)?;
+    let Some((_, cached)) = signatures_of(layout, None, image, &from)? else {
+        return Ok(None);
+    };
+    let mut signatures = signatures_of(layout, Some(remote), destination, &to)?
+        .map(|(_, there)| there)
+        .unwrap_or_default();
+    signatures.merge(cached);
+    upload(remote, &to, &signatures.write())?;
+    Ok(Some(to.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,13 +658,50 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_signature_is_base64_and_checked_against_the_bytes() {
+        let key = keys::generate().unwrap();
+        let text = sign_blob(&key, b"abc  x\n");
+        assert_eq!(BASE64.decode(&text).unwrap().len(), 64);
+        assert_eq!(text, sign_blob(&key, b"abc  x\n"), "deterministic");
+        let public = keys::public_of(&key, "k.pub");
+        let other = keys::public_of(&keys::generate().unwrap(), "o.pub");
+        let both = [other.clone(), public];
+        let found = verify_blob(&both, b"abc  x\n", &format!("{text}\n"));
+        assert_eq!(found.unwrap().name, "k.pub");
+        assert_eq!(
+            verify_blob(&both, b"abd  x\n", &text).unwrap_err(),
+            "is by none of the keys"
+        );
+        assert_eq!(
+            verify_blob(&[other], b"abc  x\n", "not base64!").unwrap_err(),
+            "is not a base64 ed25519 signature"
+        );
+    }
+
+    #[test]
+    fn merged_signatures_keep_every_layer_once() {
+        let body = payload("127.0.0.1:5000/a/b", DIGEST);
+        let (one, two) = (keys::generate().unwrap(), keys::generate().unwrap());
+        let mut here = Signatures::default();
+        here.add(body.clone(), &one.sign(&body));
+        let mut there = Signatures::default();
+        there.add(body.clone(), &one.sign(&body));
+        there.add(body.clone(), &two.sign(&body));
+        here.merge(there);
+        assert_eq!(here.layers.len(), 2);
+        let read = Signatures::read(&here.write()).unwrap();
+        let second = keys::public_of(&two, "two.pub");
+        assert_eq!(
+            read.check("127.0.0.1:5000/a/b", DIGEST, &[second]),
+            Ok("two.pub".to_string())
+        );
+    }
+
+    #[test]
     fn signatures_accumulate_and_each_is_checked() {
         let one = keys::generate().unwrap();
         let two = keys::generate().unwrap();
-        let mut signatures = Signatures {
-            layers: Vec::new(),
-            blobs: BTreeMap::new(),
-        };
+        let mut signatures = Signatures::default();
         let body = payload("127.0.0.1:5000/a/b", DIGEST);
         assert!(signatures.add(body.clone(), &one.sign(&body)));
         assert!(
