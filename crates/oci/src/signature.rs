@@ -552,11 +552,7 @@ pub fn verify(
     let refused = |reason: String| SignatureError::Refused {
         image: image.to_string(),
         digest: digest.clone(),
-        keys: keys
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        keys: crate::keys::names(keys),
         reason,
     };
     let Some((small, signatures)) = signatures_of(layout, remote, image, &at)? else {
