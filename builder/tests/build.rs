@@ -137,15 +137,7 @@ fn every_format_is_reproducible() {
         assert!(out.status.success(), "{}", stderr(&out));
         builds.push(dir.path().join(run));
     }
-    let expected = [
-        "image-cmdline",
-        "image-initrd.img",
-        "image-initrd.tar",
-        "image-kernel",
-        "image.lock",
-        "image.spdx.json",
-        "image.tar",
-    ];
+    let expected = common::IMAGE_FILES;
     for name in expected {
         // What `berth push` takes for this build's files.
         assert!(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod signing;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -113,6 +115,18 @@ files:
   - path: /var/lib/state
     directory: true
 ";
+
+/// The files a build of [`DEFINITION`] named `image` writes in the formats
+/// tar, kernel+initrd and tar-kernel-initrd, sorted.
+pub const IMAGE_FILES: [&str; 7] = [
+    "image-cmdline",
+    "image-initrd.img",
+    "image-initrd.tar",
+    "image-kernel",
+    "image.lock",
+    "image.spdx.json",
+    "image.tar",
+];
 
 pub fn berth(args: &[&str], dir: &Path) -> Output {
     berth_env(args, dir, None)
