@@ -313,18 +313,15 @@ fn a_failed_build_or_an_unreadable_key_leaves_nothing() {
         assert!(error.contains(needle), "{needle:?} in {error}");
         assert!(!dir.join("out").exists(), "{key}");
     }
-    // A build that fails (an image the cache does not hold) leaves no
-    // NAME.sha256, no signature and nothing else, even in a directory
-    // that already exists.
+    // A build that fails in its plan (an image the cache does not hold)
+    // leaves no NAME.sha256, no signature and nothing else, even in a
+    // directory that already exists.
     std::fs::create_dir(dir.join("out")).unwrap();
-    std::fs::write(
-        dir.join("image.yml"),
-        DEFINITION.replace("test/service:1", "test/absent:1"),
-    )
-    .unwrap();
+    let absent = DEFINITION.replace("test/service:1", "test/absent:1");
+    std::fs::write(dir.join("absent.yml"), absent).unwrap();
     let failed = berth(
         dir,
-        &["build", "-o", "out", "--sign-key", "a.key", "image.yml"],
+        &["build", "-o", "out", "--sign-key", "a.key", "absent.yml"],
         false,
     );
     assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
@@ -334,6 +331,49 @@ fn a_failed_build_or_an_unreadable_key_leaves_nothing() {
         stderr(&failed)
     );
     assert!(common::files(&dir.join("out")).is_empty());
+
+    // A build that fails while its artifacts are being written (a layer
+    // that does not match its digest) leaves the earlier signed build as
+    // it was, still verified.
+    let built = build(dir, "out", &["--sign-key", "a.key"], false);
+    assert!(built.status.success(), "{}", stderr(&built));
+    let before = common::files(&dir.join("out"));
+    let read_all = || {
+        before
+            .iter()
+            .map(|name| std::fs::read(dir.join("out").join(name)).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let bytes = read_all();
+    common::add_tampered_image(&dir.join("cache"));
+    let tampered = DEFINITION.replace(
+        "files:\n",
+        "  - name: t\n    image: test/tampered:1\nfiles:\n",
+    );
+    std::fs::write(dir.join("tampered.yml"), tampered).unwrap();
+    let failed = berth(
+        dir,
+        &[
+            "build",
+            "-o",
+            "out",
+            "--sign-key",
+            "b.key",
+            "--name",
+            "image",
+            "tampered.yml",
+        ],
+        false,
+    );
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("content does not match its digest"),
+        "{}",
+        stderr(&failed)
+    );
+    assert_eq!(common::files(&dir.join("out")), before);
+    assert_eq!(read_all(), bytes);
+    verify_build(dir, &[]);
 }
 
 #[test]
