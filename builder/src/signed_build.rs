@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
 use oci::keys::{PublicKey, SigningKey};
@@ -22,6 +22,8 @@ use crate::outputs::{Pending, build_of};
 pub const SUMS: &str = ".sha256";
 /// What follows NAME in the name of their signature.
 pub const SIGNATURE: &str = ".sha256.sig";
+/// The most bytes either may have: a build lists a few dozen files.
+const MAX_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignedBuildError {
@@ -81,7 +83,11 @@ pub fn render(files: &[(String, String)]) -> String {
 }
 
 /// Adds `NAME.sha256`, listing every artifact staged in `pending`, and
-/// `NAME.sha256.sig`, its signature by `key`, to the artifacts.
+/// `NAME.sha256.sig`, its signature by `key`, to the artifacts. Staged
+/// last, they are renamed into place last: a build killed while its files
+/// are renamed leaves new artifacts beside the old list, or a new list
+/// beside the old signature, which [`verify`] refuses, never a pair it
+/// accepts for files that are not there.
 pub fn stage(pending: &mut Pending, name: &str, key: &SigningKey) -> io::Result<()> {
     let sums = render(&pending.digests()?);
     let signature = signature::sign_blob(key, sums.as_bytes());
@@ -118,10 +124,19 @@ pub fn verify(
     let sums = dir.join(format!("{name}{SUMS}"));
     let signature_path = dir.join(format!("{name}{SIGNATURE}"));
     let read = |path: &Path| {
-        fs::read(path).map_err(|source| SignedBuildError::Read {
+        let failed = |source| SignedBuildError::Read {
             path: path.to_path_buf(),
             source,
-        })
+        };
+        let mut bytes = Vec::new();
+        fs::File::open(path)
+            .and_then(|file| file.take(MAX_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(failed)?;
+        if bytes.len() as u64 > MAX_BYTES {
+            let message = format!("larger than {MAX_BYTES} bytes: not a build's digests");
+            return Err(failed(io::Error::new(io::ErrorKind::InvalidData, message)));
+        }
+        Ok(bytes)
     };
     let text = read(&sums)?;
     let signature = String::from_utf8_lossy(&read(&signature_path)?).into_owned();

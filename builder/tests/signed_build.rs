@@ -203,6 +203,16 @@ fn a_signed_build_is_checked_by_sha256sum_python_and_verify_build() {
     );
     std::fs::rename(dir.join("image.tar"), out.join("image.tar")).unwrap();
 
+    // A list too large to be a build's is not read whole.
+    let signature = std::fs::read(out.join("image.sha256.sig")).unwrap();
+    std::fs::write(out.join("image.sha256.sig"), vec![b'A'; 2 << 20]).unwrap();
+    fails(
+        dir,
+        &["verify-build", "out", "--key", "b.pub"],
+        &["out/image.sha256.sig: larger than 1048576 bytes"],
+    );
+    std::fs::write(out.join("image.sha256.sig"), signature).unwrap();
+
     // Names that leave the directory, validly signed, are refused.
     std::fs::write(dir.join("secret"), "outside").unwrap();
     std::os::unix::fs::symlink("../secret", out.join("image.iso")).unwrap();
@@ -292,7 +302,6 @@ fn a_failed_build_or_an_unreadable_key_leaves_nothing() {
     let dir = setup();
     let dir = dir.path();
     // A key that cannot be read: nothing built, no directory made.
-    std::fs::copy(dir.join("a.key"), dir.join("encrypted.key")).unwrap();
     let made = common::signing::generate(dir, &["-o", "encrypted-pair"])
         .env("BERTH_KEY_PASSWORD", "pw")
         .output()
@@ -313,6 +322,29 @@ fn a_failed_build_or_an_unreadable_key_leaves_nothing() {
         assert!(error.contains(needle), "{needle:?} in {error}");
         assert!(!dir.join("out").exists(), "{key}");
     }
+    // With its password the encrypted key signs.
+    let args = [
+        "build",
+        "-o",
+        "signed",
+        "--sign-key",
+        "encrypted-pair.key",
+        "image.yml",
+    ];
+    let built = common::berth_online(dir, &args)
+        .env("BERTH_OFFLINE", "1")
+        .env("BERTH_KEY_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    let checked = succeeds(
+        dir,
+        &["verify-build", "signed", "--key", "encrypted-pair.pub"],
+    );
+    assert!(
+        checked.ends_with("signed by encrypted-pair.pub\n"),
+        "{checked}"
+    );
     // A build that fails in its plan (an image the cache does not hold)
     // leaves no NAME.sha256, no signature and nothing else, even in a
     // directory that already exists.
