@@ -1,10 +1,12 @@
 //! One build, start to finish: plan, assemble, write every requested format,
-//! commit the artifacts with the lock file and the SBOM.
+//! commit the artifacts with the lock file, the SBOM and, for a signed
+//! build, the signed digests of them all.
 
 use std::path::PathBuf;
 
 use archive::Clock;
 use oci::ImageSource;
+use oci::keys::SigningKey;
 use oci::lockfile::LockFile;
 
 use crate::assemble::{AssembleError, assemble};
@@ -12,6 +14,7 @@ use crate::outputs::{
     BootError, BootFiles, Compression, Format, MediaOptions, OutputError, Pending, Writers,
 };
 use crate::plan::{Plan, PlanError};
+use crate::signed_build::{self, SignedBuildError};
 use crate::spec::Definition;
 
 #[derive(Debug, Clone)]
@@ -31,6 +34,8 @@ pub struct BuildOptions {
     pub label: Option<String>,
     /// The size of disks in bytes (default: the smallest that fits).
     pub size: Option<u64>,
+    /// Sign the build: `NAME.sha256` and `NAME.sha256.sig` with the rest.
+    pub sign_key: Option<SigningKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,8 @@ pub enum BuildError {
     NoBootImage(Format),
     #[error(transparent)]
     Media(#[from] crate::outputs::MediaError),
+    #[error(transparent)]
+    Signed(#[from] SignedBuildError),
     #[error("output directory {}", dir.display())]
     Output {
         dir: PathBuf,
@@ -70,6 +77,9 @@ pub fn build(
     source: &dyn ImageSource,
     options: &BuildOptions,
 ) -> Result<Built, BuildError> {
+    if options.sign_key.is_some() {
+        signed_build::check_name(&options.name)?;
+    }
     let plan = Plan::resolve(definition, source, &options.arch, options.lock.as_ref())?;
     let output = |source| BuildError::Output {
         dir: options.output_dir.clone(),
@@ -135,5 +145,8 @@ fn write(
     pending
         .write(&format!("{}.spdx.json", options.name), &sbom)
         .map_err(output)?;
+    if let Some(key) = &options.sign_key {
+        signed_build::stage(&mut pending, &options.name, key).map_err(output)?;
+    }
     pending.commit().map_err(output)
 }

@@ -6,7 +6,8 @@
 //! runtime bundles, [`assemble`] makes the whole tree, and [`outputs`] writes
 //! it in each format. Beside the pipeline, [`pkg`] makes berth's own system
 //! images from Debian packages (a kernel laid out by [`kernel`]), and
-//! [`tools`] is the one place that runs external programs.
+//! [`tools`] is the one place that runs external programs. [`signed_build`]
+//! lists a build's digests, signed, and checks them.
 
 pub mod assemble;
 pub mod build;
@@ -17,6 +18,7 @@ pub mod outputs;
 pub mod pkg;
 pub mod plan;
 pub mod sbom;
+pub mod signed_build;
 pub mod spec;
 pub mod tools;
 mod tree;

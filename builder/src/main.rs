@@ -17,6 +17,7 @@ use commands::push::PushArgs;
 use commands::run::RunCommand;
 use commands::serve::ServeArgs;
 use commands::sign::{SignArgs, VerifyArgs};
+use commands::verify_build::VerifyBuildArgs;
 
 /// Build minimal, immutable Linux hosts that run containers, from
 /// LinuxKit-style YAML files.
@@ -40,6 +41,8 @@ Examples:
   berth key generate -o release                        # release.key (0600) and release.pub
   berth sign registry.example/tools/sshd:1 --key release.key
   berth verify registry.example/tools/sshd:1 --key release.pub
+  berth build host.yml -o out --sign-key release.key   # and out/host.sha256, out/host.sha256.sig
+  berth verify-build out --key release.pub
 
 Exit status: 0 on success, 1 when the definition or the build fails, 2 on a usage error.
 Images are taken from the cache, and pulled into it from their registry when missing;
@@ -99,6 +102,12 @@ enum Command {
         after_help = "Example:\n  berth verify registry.example/tools/sshd:1 --key release.pub --key old.pub"
     )]
     Verify(VerifyArgs),
+    /// Check a signed build: the signature of NAME.sha256, then every file it lists.
+    #[command(
+        name = "verify-build",
+        after_help = "Example:\n  berth verify-build out --key release.pub --name host\n\nNAME.sha256 is also what `sha256sum -c` reads (docs/signing.md)."
+    )]
+    VerifyBuild(VerifyBuildArgs),
     /// Boot a build or an artifact in a virtual machine.
     Run {
         #[command(subcommand)]
@@ -129,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key { command } => commands::key::run(command),
         Command::Sign(args) => commands::sign::sign(args),
         Command::Verify(args) => commands::sign::verify(args),
+        Command::VerifyBuild(args) => commands::verify_build::run(args),
         Command::Run { command } => return commands::run::run(command),
     };
     done.map(|()| ExitCode::SUCCESS)

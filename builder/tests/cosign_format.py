@@ -8,6 +8,10 @@ registry's API with urllib, ed25519 with Debian's python3-cryptography.
                                                add one, as cosign would
   cosign_format.py public KEY PASSWORD         the public key of an
                                                encrypted PKCS#8 key, as PEM
+  cosign_format.py verify-blob FILE SIG PUB    check a file's signature as
+                                               cosign sign-blob writes it
+                                               (base64 ed25519)
+  cosign_format.py sign-blob FILE KEY SIG      write one
 
 Exit status 0 when done, 1 with a line on stderr when not.
 """
@@ -72,10 +76,7 @@ def signature_tag(digest):
 
 
 def verify(host, repo, tag, public_path):
-    with open(public_path, "rb") as f:
-        public = serialization.load_pem_public_key(f.read())
-    if not isinstance(public, Ed25519PublicKey):
-        fail(f"{public_path}: not an ed25519 key")
+    public = load_public(public_path)
     digest = sha256(manifest(host, repo, tag))
     try:
         sig_manifest = json.loads(manifest(host, repo, signature_tag(digest)))
@@ -181,6 +182,39 @@ def public(key_path, password):
     sys.stdout.write(pem.decode())
 
 
+def load_public(public_path):
+    with open(public_path, "rb") as f:
+        public = serialization.load_pem_public_key(f.read())
+    if not isinstance(public, Ed25519PublicKey):
+        fail(f"{public_path}: not an ed25519 key")
+    return public
+
+
+def verify_blob(file_path, signature_path, public_path):
+    public = load_public(public_path)
+    with open(file_path, "rb") as f:
+        data = f.read()
+    with open(signature_path, "rb") as f:
+        signature = base64.b64decode(f.read().strip(), validate=True)
+    try:
+        public.verify(signature, data)
+    except Exception:
+        fail(f"{signature_path} is not a signature of {file_path} by {public_path}")
+    print(f"verified {file_path}")
+
+
+def sign_blob(file_path, key_path, signature_path):
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        fail(f"{key_path}: not an ed25519 key")
+    with open(file_path, "rb") as f:
+        data = f.read()
+    with open(signature_path, "wb") as f:
+        f.write(base64.b64encode(key.sign(data)))
+    print(f"signed {file_path}")
+
+
 def main(args):
     if len(args) == 5 and args[0] == "verify":
         verify(*args[1:])
@@ -188,6 +222,10 @@ def main(args):
         sign(*args[1:5], dict(zip(args[5::2], args[6::2])))
     elif len(args) == 3 and args[0] == "public":
         public(*args[1:])
+    elif len(args) == 4 and args[0] == "verify-blob":
+        verify_blob(*args[1:])
+    elif len(args) == 4 and args[0] == "sign-blob":
+        sign_blob(*args[1:])
     else:
         fail(__doc__)
 

@@ -13,58 +13,13 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use fixtures::registry::Registry;
 use sha2::{Digest, Sha256};
 
+use common::signing::{generate, helper, key, python, registry, stdout};
 use common::{INIT, KERNEL, SERVICE, small_cache, stderr};
-
-/// Whether `program ARGS` runs; in CI its absence is a failure, elsewhere
-/// a visible skip.
-fn have(program: &str, args: &[&str], package: &str) -> bool {
-    let ran = Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ran {
-        let message = format!("{program} {args:?} fails (Debian: {package})");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-        eprintln!("skipped: {message}");
-    }
-    ran
-}
-
-fn python() -> bool {
-    have(
-        "python3",
-        &["-c", "import cryptography"],
-        "python3-cryptography",
-    )
-}
-
-/// A registry holding the three images of [`small_cache`] as `test/NAME:1`.
-fn registry() -> Option<(Registry, tempfile::TempDir)> {
-    if !have("docker-registry", &["--version"], "docker-registry")
-        || !have("skopeo", &["--version"], "skopeo")
-        || !python()
-    {
-        return None;
-    }
-    let registry = Registry::start().unwrap();
-    let source = tempfile::tempdir().unwrap();
-    let cache = small_cache(source.path());
-    for (reference, name) in [(KERNEL, "kernel"), (INIT, "init"), (SERVICE, "service")] {
-        registry
-            .skopeo_push(
-                &format!("oci:{}:{reference}", cache.display()),
-                &format!("test/{name}:1"),
-            )
-            .unwrap();
-    }
-    Some((registry, source))
-}
 
 /// `berth ARGS` in `dir`, cache `dir/cache`, network allowed, no password.
 fn berth(dir: &Path, args: &[&str]) -> Output {
@@ -72,10 +27,6 @@ fn berth(dir: &Path, args: &[&str]) -> Output {
         .env_remove("BERTH_KEY_PASSWORD")
         .output()
         .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn succeeds(dir: &Path, args: &[&str]) -> String {
@@ -105,18 +56,6 @@ fn refused(dir: &Path, args: &[&str], needles: &[&str]) -> String {
     error
 }
 
-/// The helper in Python, `cosign_format.py ARGS`, run in `dir`.
-fn helper(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cosign_format.py"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "helper {args:?}: {}", stderr(&out));
-    stdout(&out)
-}
-
 /// The digest of `reference`'s manifest, read by skopeo.
 fn digest(reference: &str) -> String {
     let out = Command::new("skopeo")
@@ -138,30 +77,6 @@ fn signature_manifest(repository: &str, digest: &str) -> serde_json::Value {
         .unwrap();
     assert!(out.status.success(), "skopeo: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `berth key generate ARGS` in `dir` (a command that takes no cache).
-fn generate(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-    command
-        .args(["key", "generate"])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BERTH_KEY_PASSWORD");
-    command
-}
-
-/// `berth key generate -o NAME` in `dir`: NAME.key and NAME.pub.
-fn key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let out = generate(dir, &["-o", name]).output().unwrap();
-    assert!(out.status.success(), "key generate: {}", stderr(&out));
-    let printed = stdout(&out);
-    let (private, public) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    );
-    assert_eq!(printed, format!("{name}.key\n{name}.pub\n"));
-    (private, public)
 }
 
 #[test]

@@ -66,6 +66,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // The independent reader and writer of cosign's signature format in
     // the signature tests (ed25519, PKCS#8 and SPKI through OpenSSL).
     ("python3:cryptography", "python3-cryptography"),
+    // GNU sha256sum -c, the independent checker of a signed build's
+    // NAME.sha256.
+    ("sha256sum", "coreutils"),
     // pip, into the virtual environment that holds the SBOM tests' SPDX
     // validator (`spdx_tools`).
     ("pip3", "python3-pip"),

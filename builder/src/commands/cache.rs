@@ -1,6 +1,6 @@
 //! `berth cache`: list, remove, clean, verify, pull, push, export and
 //! import the images of the cache; a pull brings the image's cosign
-//! signatures along, for offline verification.
+//! signatures along, for offline verification, and a push takes them.
 
 use std::path::PathBuf;
 
@@ -20,7 +20,7 @@ pub enum CacheCommand {
     Clean,
     /// Check every blob against its digest.
     Verify,
-    /// Push a cached image to a registry, under its own name or DEST.
+    /// Push a cached image to a registry, under its own name or DEST, with its signatures.
     Push {
         reference: String,
         destination: Option<String>,
@@ -79,8 +79,13 @@ pub fn run(sources: &Sources, command: CacheCommand) -> Result<()> {
             let Reference::Registry(destination) = Reference::parse(destination)? else {
                 bail!("{destination}: not an image in a registry");
             };
-            let digest = sources.remote()?.push(&cache, &name, &destination)?;
+            let remote = sources.remote()?;
+            let digest = remote.push(&cache, &name, &destination)?;
             println!("{destination} {digest}");
+            let image = super::registry_ref(&name)?;
+            if let Some(at) = signature::push(&cache, &remote, &image, &digest, &destination)? {
+                eprintln!("signatures {at}");
+            }
         }
         CacheCommand::Export { reference, output } => {
             let dir = match output.parent() {

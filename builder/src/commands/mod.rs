@@ -13,6 +13,7 @@ mod seed;
 pub mod serve;
 pub mod sign;
 pub mod validate;
+pub mod verify_build;
 
 use std::io::Read;
 use std::path::PathBuf;

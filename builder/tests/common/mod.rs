@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod signing;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -80,6 +82,32 @@ pub fn small_cache(dir: &Path) -> PathBuf {
     cache
 }
 
+/// Adds `docker.io/test/tampered:1` to `cache`: an image whose stored,
+/// uncompressed layer had eight bytes of a file changed after it was
+/// written, so the tar still parses and only the digest can tell.
+pub fn add_tampered_image(cache: &Path) {
+    let layout = Layout::create(cache).unwrap();
+    let layer = Layer::new().compression(fixtures::Compression::None).file(
+        "data",
+        0o644,
+        b"original bytes".to_vec(),
+    );
+    layout
+        .add_image("docker.io/test/tampered:1", &Image::new().layer(layer))
+        .unwrap();
+    let mut tampered = 0;
+    for blob in std::fs::read_dir(cache.join("blobs/sha256")).unwrap() {
+        let path = blob.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(14).position(|w| w == b"original bytes") {
+            bytes[at..at + 8].copy_from_slice(b"tampered");
+            std::fs::write(&path, bytes).unwrap();
+            tampered += 1;
+        }
+    }
+    assert_eq!(tampered, 1);
+}
+
 /// Pushes the three images of the [`small_cache`] at `cache` to `registry`
 /// as `test/NAME:1`.
 pub fn push_small_images(cache: &Path, registry: &fixtures::registry::Registry) {
@@ -113,6 +141,18 @@ files:
   - path: /var/lib/state
     directory: true
 ";
+
+/// The files a build of [`DEFINITION`] named `image` writes in the formats
+/// tar, kernel+initrd and tar-kernel-initrd, sorted.
+pub const IMAGE_FILES: [&str; 7] = [
+    "image-cmdline",
+    "image-initrd.img",
+    "image-initrd.tar",
+    "image-kernel",
+    "image.lock",
+    "image.spdx.json",
+    "image.tar",
+];
 
 pub fn berth(args: &[&str], dir: &Path) -> Output {
     berth_env(args, dir, None)

@@ -58,6 +58,14 @@ pub struct PublicKey {
     pub key: VerifyingKey,
 }
 
+/// The names of `keys`, as refusals list them: `a.pub, b.pub`.
+pub fn names(keys: &[PublicKey]) -> String {
+    keys.iter()
+        .map(|key| key.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A new key from the operating system's randomness.
 pub fn generate() -> Result<SigningKey, KeyError> {
     let mut seed = [0u8; 32];

@@ -25,6 +25,11 @@
 //! the keys. A refusal is one line naming the image, the digest, the keys
 //! and what each signature lacked; nothing is written to the cache then.
 //! The network is [`crate::registry`]'s business.
+//!
+//! [`push`] carries an image's cached signatures to where the image is
+//! pushed. Files are signed as `cosign sign-blob` signs them
+//! ([`sign_blob`], [`verify_blob`]): the base64 ed25519 signature of their
+//! bytes.
 
 use std::collections::BTreeMap;
 
@@ -164,7 +169,7 @@ fn config(layers: &[Descriptor]) -> Vec<u8> {
 }
 
 /// A `.sig` manifest with its blobs, in memory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Signatures {
     layers: Vec<Descriptor>,
     blobs: BTreeMap<String, Vec<u8>>,
@@ -184,13 +189,6 @@ impl Signatures {
             layers: manifest.layers,
             blobs,
         })
-    }
-
-    fn empty() -> Signatures {
-        Signatures {
-            layers: Vec::new(),
-            blobs: BTreeMap::new(),
-        }
     }
 
     /// Adds a layer; false when the same payload and signature is there.
@@ -342,22 +340,7 @@ fn check_layer(
         .annotations
         .get(SIGNATURE_ANNOTATION)
         .ok_or_else(|| format!("has no {SIGNATURE_ANNOTATION} annotation"))?;
-    let signature = BASE64
-        .decode(encoded.trim())
-        .ok()
-        .and_then(|bytes| Signature::from_slice(&bytes).ok())
-        .ok_or("is not a base64 ed25519 signature")?;
-    let prehashed = || Sha512::new().chain_update(payload);
-    let key = keys
-        .iter()
-        .find(|key| {
-            key.key.verify_strict(payload, &signature).is_ok()
-                || key
-                    .key
-                    .verify_prehashed_strict(prehashed(), None, &signature)
-                    .is_ok()
-        })
-        .ok_or("is by none of the keys")?;
+    let key = verify_blob(keys, payload, encoded)?;
     let parsed: Payload = serde_json::from_slice(payload)
         .map_err(|e| format!("(by {}) is not a simple-signing payload: {e}", key.name))?;
     let critical = parsed.critical;
@@ -377,6 +360,37 @@ fn check_layer(
         ));
     }
     Ok(key.name.clone())
+}
+
+/// The signature of a file's bytes as `cosign sign-blob` writes it: the
+/// ed25519 signature, base64, no newline.
+pub fn sign_blob(key: &SigningKey, bytes: &[u8]) -> String {
+    BASE64.encode(key.sign(bytes).to_bytes())
+}
+
+/// The key among `keys` that made `signature` (as [`sign_blob`] writes
+/// it, or Ed25519ph over its SHA-512 as cosign 2.3 and later sign;
+/// whitespace around it ignored) of `bytes`, or why none did.
+pub fn verify_blob<'a>(
+    keys: &'a [PublicKey],
+    bytes: &[u8],
+    signature: &str,
+) -> Result<&'a PublicKey, &'static str> {
+    let signature = BASE64
+        .decode(signature.trim())
+        .ok()
+        .and_then(|bytes| Signature::from_slice(&bytes).ok())
+        .ok_or("is not a base64 ed25519 signature")?;
+    let prehashed = || Sha512::new().chain_update(bytes);
+    keys.iter()
+        .find(|key| {
+            key.key.verify_strict(bytes, &signature).is_ok()
+                || key
+                    .key
+                    .verify_prehashed_strict(prehashed(), None, &signature)
+                    .is_ok()
+        })
+        .ok_or("is by none of the keys")
 }
 
 /// What [`sign`] did.
@@ -518,6 +532,21 @@ fn signatures_of(
     })
 }
 
+/// Pushes `small` to `at` with its blobs.
+fn upload(remote: &Remote, at: &RegistryRef, small: &SmallManifest) -> Result<(), RegistryError> {
+    let uploads: Vec<Upload> = small
+        .blobs
+        .iter()
+        .map(|(digest, bytes)| Upload {
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            bytes: UploadBytes::Memory(bytes.clone()),
+        })
+        .collect();
+    remote.push_manifest(at, &uploads, &small.manifest, MANIFEST_TYPE)?;
+    Ok(())
+}
+
 /// Signs the digest `image` names with `key`: in the registry (the
 /// signatures already there kept) and in the cache with `remote`; in the
 /// cache alone without it (the image must be cached then).
@@ -529,23 +558,12 @@ pub fn sign(
 ) -> Result<Signed, SignatureError> {
     let digest = digest_of(layout, remote, image)?;
     let at = signature_ref(image, &digest).expect("a checked digest");
-    let mut signatures =
-        signatures_of(layout, remote, image, &at)?.unwrap_or_else(Signatures::empty);
+    let mut signatures = signatures_of(layout, remote, image, &at)?.unwrap_or_default();
     let payload = payload(&repository(image), &digest);
     let signature = key.sign(&payload);
     let added = signatures.add(payload, &signature);
     if let Some(remote) = remote {
-        let small = signatures.write();
-        let uploads: Vec<Upload> = small
-            .blobs
-            .iter()
-            .map(|(digest, bytes)| Upload {
-                digest: digest.clone(),
-                size: bytes.len() as u64,
-                bytes: UploadBytes::Memory(bytes.clone()),
-            })
-            .collect();
-        remote.push_manifest(&at, &uploads, &small.manifest, MANIFEST_TYPE)?;
+        upload(remote, &at, &signatures.write())?;
     }
     store(layout, &at.to_string(), &signatures)?;
     Ok(Signed {
@@ -570,11 +588,7 @@ pub fn verify(
     let refused = |reason: String| SignatureError::Refused {
         image: image.to_string(),
         digest: digest.clone(),
-        keys: keys
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        keys: crate::keys::names(keys),
         reason,
     };
     let signatures = match signatures_of(layout, remote, image, &at) {
@@ -620,6 +634,32 @@ pub fn pull(
     }
 }
 
+/// Pushes the cached signatures of `digest` (the digest `image` is cached
+/// at) to `destination`'s repository, beside the image pushed there, and
+/// keeps those already there; returns where they went, or `None` when the
+/// cache holds none. The payloads still name `image`'s repository.
+pub fn push(
+    layout: &Layout,
+    remote: &Remote,
+    image: &RegistryRef,
+    digest: &str,
+    destination: &RegistryRef,
+) -> Result<Option<String>, SignatureError> {
+    let bad_digest = || SignatureError::Digest {
+        image: image.to_string(),
+        digest: digest.into(),
+    };
+    let from = signature_ref(image, digest).ok_or_else(bad_digest)?;
+    let to = signature_ref(destination, digest).ok_or_else(bad_digest)?;
+    let Some(cached) = signatures_of(layout, None, image, &from)? else {
+        return Ok(None);
+    };
+    let mut signatures = signatures_of(layout, Some(remote), destination, &to)?.unwrap_or_default();
+    signatures.merge(cached);
+    upload(remote, &to, &signatures.write())?;
+    Ok(Some(to.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,10 +695,50 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_signature_is_base64_and_checked_against_the_bytes() {
+        let key = keys::generate().unwrap();
+        let text = sign_blob(&key, b"abc  x\n");
+        assert_eq!(BASE64.decode(&text).unwrap().len(), 64);
+        assert_eq!(text, sign_blob(&key, b"abc  x\n"), "deterministic");
+        let public = keys::public_of(&key, "k.pub");
+        let other = keys::public_of(&keys::generate().unwrap(), "o.pub");
+        let both = [other.clone(), public];
+        let found = verify_blob(&both, b"abc  x\n", &format!("{text}\n"));
+        assert_eq!(found.unwrap().name, "k.pub");
+        assert_eq!(
+            verify_blob(&both, b"abd  x\n", &text).unwrap_err(),
+            "is by none of the keys"
+        );
+        assert_eq!(
+            verify_blob(&[other], b"abc  x\n", "not base64!").unwrap_err(),
+            "is not a base64 ed25519 signature"
+        );
+    }
+
+    #[test]
+    fn merged_signatures_keep_every_layer_once() {
+        let body = payload("127.0.0.1:5000/a/b", DIGEST);
+        let (one, two) = (keys::generate().unwrap(), keys::generate().unwrap());
+        let mut here = Signatures::default();
+        here.add(body.clone(), &one.sign(&body));
+        let mut there = Signatures::default();
+        there.add(body.clone(), &one.sign(&body));
+        there.add(body.clone(), &two.sign(&body));
+        here.merge(there);
+        assert_eq!(here.layers.len(), 2);
+        let read = Signatures::read(&here.write()).unwrap();
+        let second = keys::public_of(&two, "two.pub");
+        assert_eq!(
+            read.check("127.0.0.1:5000/a/b", DIGEST, &[second]),
+            Ok("two.pub".to_string())
+        );
+    }
+
+    #[test]
     fn signatures_accumulate_and_each_is_checked() {
         let one = keys::generate().unwrap();
         let two = keys::generate().unwrap();
-        let mut signatures = Signatures::empty();
+        let mut signatures = Signatures::default();
         let body = payload("127.0.0.1:5000/a/b", DIGEST);
         assert!(signatures.add(body.clone(), &one.sign(&body)));
         assert!(
@@ -699,7 +779,7 @@ mod tests {
         let prehashed = key
             .sign_prehashed(Sha512::new().chain_update(&body), None)
             .unwrap();
-        let mut signatures = Signatures::empty();
+        let mut signatures = Signatures::default();
         signatures.add(body.clone(), &prehashed);
         let public = keys::public_of(&key, "k.pub");
         assert_eq!(
@@ -710,7 +790,7 @@ mod tests {
         let other = key
             .sign_prehashed(Sha512::new().chain_update(b"other"), None)
             .unwrap();
-        let mut signatures = Signatures::empty();
+        let mut signatures = Signatures::default();
         signatures.add(body, &other);
         assert!(
             signatures
@@ -723,9 +803,9 @@ mod tests {
     fn merged_signatures_keep_both_sides_once() {
         let body = payload("127.0.0.1:5000/a/b", DIGEST);
         let (one, two) = (keys::generate().unwrap(), keys::generate().unwrap());
-        let mut registry = Signatures::empty();
+        let mut registry = Signatures::default();
         registry.add(body.clone(), &one.sign(&body));
-        let mut cache = Signatures::empty();
+        let mut cache = Signatures::default();
         cache.add(body.clone(), &one.sign(&body));
         cache.add(body.clone(), &two.sign(&body));
         registry.merge(cache);
@@ -741,7 +821,7 @@ mod tests {
     #[test]
     fn a_refusal_stays_one_short_line() {
         let body = payload("127.0.0.1:5000/a/b", DIGEST);
-        let mut signatures = Signatures::empty();
+        let mut signatures = Signatures::default();
         for _ in 0..50 {
             let key = keys::generate().unwrap();
             signatures.add(body.clone(), &key.sign(&body));
