@@ -37,6 +37,9 @@ pub struct BuildOptions {
 pub enum BuildError {
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The trust policy's keys could not be read.
+    #[error(transparent)]
+    Policy(#[from] crate::spec::SpecError),
     #[error(transparent)]
     Assemble(#[from] AssembleError),
     #[error(transparent)]
@@ -70,7 +73,14 @@ pub fn build(
     source: &dyn ImageSource,
     options: &BuildOptions,
 ) -> Result<Built, BuildError> {
-    let plan = Plan::resolve(definition, source, &options.arch, options.lock.as_ref())?;
+    let policy = crate::trust::Policy::load(definition)?.policy;
+    let plan = Plan::resolve(
+        definition,
+        source,
+        &options.arch,
+        options.lock.as_ref(),
+        &policy,
+    )?;
     let output = |source| BuildError::Output {
         dir: options.output_dir.clone(),
         source,
