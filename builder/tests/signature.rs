@@ -13,28 +13,15 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use fixtures::registry::Registry;
-use sha2::{Digest, Sha256};
 
-use common::{INIT, KERNEL, SERVICE, small_cache, stderr};
-
-/// Whether `program ARGS` runs; in CI its absence is a failure, elsewhere
-/// a visible skip.
-fn have(program: &str, args: &[&str], package: &str) -> bool {
-    let ran = Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ran {
-        let message = format!("{program} {args:?} fails (Debian: {package})");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-        eprintln!("skipped: {message}");
-    }
-    ran
-}
+use common::{
+    INIT, KERNEL, SERVICE, generate_key as generate, have, key, registry_digest as digest,
+    small_cache, stderr, stdout,
+};
 
 fn python() -> bool {
     have(
@@ -44,26 +31,13 @@ fn python() -> bool {
     )
 }
 
-/// A registry holding the three images of [`small_cache`] as `test/NAME:1`.
+/// A registry holding the three images of [`small_cache`] as
+/// `test/NAME:1`, when the Python helper can run too.
 fn registry() -> Option<(Registry, tempfile::TempDir)> {
-    if !have("docker-registry", &["--version"], "docker-registry")
-        || !have("skopeo", &["--version"], "skopeo")
-        || !python()
-    {
+    if !python() {
         return None;
     }
-    let registry = Registry::start().unwrap();
-    let source = tempfile::tempdir().unwrap();
-    let cache = small_cache(source.path());
-    for (reference, name) in [(KERNEL, "kernel"), (INIT, "init"), (SERVICE, "service")] {
-        registry
-            .skopeo_push(
-                &format!("oci:{}:{reference}", cache.display()),
-                &format!("test/{name}:1"),
-            )
-            .unwrap();
-    }
-    Some((registry, source))
+    common::registry_with_small_images()
 }
 
 /// `berth ARGS` in `dir`, cache `dir/cache`, network allowed, no password.
@@ -72,10 +46,6 @@ fn berth(dir: &Path, args: &[&str]) -> Output {
         .env_remove("BERTH_KEY_PASSWORD")
         .output()
         .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn succeeds(dir: &Path, args: &[&str]) -> String {
@@ -117,17 +87,6 @@ fn helper(dir: &Path, args: &[&str]) -> String {
     stdout(&out)
 }
 
-/// The digest of `reference`'s manifest, read by skopeo.
-fn digest(reference: &str) -> String {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "skopeo: {}", stderr(&out));
-    format!("sha256:{:x}", Sha256::digest(&out.stdout))
-}
-
 /// The `.sig` manifest of `digest` in `repository`, read by skopeo.
 fn signature_manifest(repository: &str, digest: &str) -> serde_json::Value {
     let tag = digest.replace(':', "-") + ".sig";
@@ -138,30 +97,6 @@ fn signature_manifest(repository: &str, digest: &str) -> serde_json::Value {
         .unwrap();
     assert!(out.status.success(), "skopeo: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `berth key generate ARGS` in `dir` (a command that takes no cache).
-fn generate(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-    command
-        .args(["key", "generate"])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BERTH_KEY_PASSWORD");
-    command
-}
-
-/// `berth key generate -o NAME` in `dir`: NAME.key and NAME.pub.
-fn key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let out = generate(dir, &["-o", name]).output().unwrap();
-    assert!(out.status.success(), "key generate: {}", stderr(&out));
-    let printed = stdout(&out);
-    let (private, public) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    );
-    assert_eq!(printed, format!("{name}.key\n{name}.pub\n"));
-    (private, public)
 }
 
 #[test]

@@ -88,10 +88,11 @@ impl ImageSource for Layout {
 ///
 /// An image found in the cache is used as it is unless `pull` is set; one
 /// that is missing (or lacks the requested architecture) is pulled into the
-/// cache and read back from there. Signatures likewise: those the cache
-/// has, else those of the registry, kept in the cache (unverified, as
-/// `cache pull` keeps them) for the next build to find offline. Without a
-/// remote (offline), the network is never touched.
+/// cache and read back from there. Signatures are asked of the registry
+/// each time, as they may have gained one, and kept in the cache
+/// (unverified, as `cache pull` keeps them) for a build offline; the
+/// cache's answer when the registry has none or cannot be reached. Without
+/// a remote (offline), the network is never touched.
 pub struct CacheThenRegistry {
     pub cache: Layout,
     pub remote: Option<Remote>,
@@ -134,16 +135,14 @@ impl ImageSource for CacheThenRegistry {
         image: &RegistryRef,
         digest: &str,
     ) -> Result<Option<SmallManifest>, SourceError> {
-        // With --pull the registry's signatures come first (they may have
-        // gained one); the cache's are the answer when it has none.
-        if let Some(remote) = self.remote.as_ref().filter(|_| self.pull) {
-            signature::pull(&self.cache, remote, image, digest)?;
-        }
-        if let Some(cached) = signature::cached_signatures(&self.cache, image, digest)? {
-            return Ok(Some(cached));
-        }
-        if let Some(remote) = self.remote.as_ref().filter(|_| !self.pull) {
-            signature::pull(&self.cache, remote, image, digest)?;
+        // The registry's signatures are the newest (one may have been
+        // added since the cache kept them); the cache's stand when the
+        // registry has none (an image signed locally) or cannot be asked.
+        if let Some(remote) = &self.remote
+            && let Err(error) = signature::pull(&self.cache, remote, image, digest)
+            && signature::cached_signatures(&self.cache, image, digest)?.is_none()
+        {
+            return Err(error.into());
         }
         Ok(signature::cached_signatures(&self.cache, image, digest)?)
     }
