@@ -284,11 +284,6 @@ impl Policy {
         Ok(loaded)
     }
 
-    /// Whether any rule asks for a signature.
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Checks `image`, pinned to the digest the build will use, against
     /// every rule that matches its repository: each needs a signature by
     /// one of its keys, for that digest (or for the index the manifest was
@@ -630,5 +625,87 @@ mod tests {
         // The same key under the same name twice is one key.
         std::fs::copy(dir.path().join("a/k.pub"), dir.path().join("b/k.pub")).unwrap();
         assert_eq!(load(&[(&a, text), (&b, text)]), Ok(vec![]));
+    }
+
+    #[test]
+    fn every_matching_rule_needs_one_of_its_keys_and_a_signature_of_the_index_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut signing = Vec::new();
+        for name in ["a", "b"] {
+            let key = keys::generate().unwrap();
+            keys::write_pair(&key, &dir.path().join(name), None).unwrap();
+            signing.push(key);
+        }
+        let yaml = dir.path().join("t.yml").display().to_string();
+        let text = "trust:\n  keys:\n    a: a.pub\n    b: b.pub\n  images:\n    - pattern: \"127.0.0.1:5000/x/*\"\n      keys: [a]\n    - pattern: \"127.0.0.1:5000/**\"\n      keys: [b]\n";
+        let definition = crate::spec::parse(text, &yaml.as_str().into()).unwrap();
+        let policy = Policy::load(&definition).unwrap().policy;
+        let cache = oci::Layout::open(dir.path().join("cache")).unwrap();
+        let (manifest, index) = (
+            oci::digest::sha256(b"manifest"),
+            oci::digest::sha256(b"index"),
+        );
+        let name = |text: &str| match Reference::parse(text).unwrap() {
+            Reference::Registry(r) => r,
+            Reference::Package(_) => unreachable!(),
+        };
+        let image = |reference: &RegistryRef| ResolvedImage {
+            reference: reference.to_string(),
+            digest: manifest.clone(),
+            index: Some(index.clone()),
+            config: Default::default(),
+            layers: Vec::new(),
+        };
+        let sign = |reference: &RegistryRef, digest: &str, key: usize| {
+            let pinned = RegistryRef {
+                digest: Some(digest.to_string()),
+                ..reference.clone()
+            };
+            signature::sign(&cache, None, &pinned, &signing[key]).unwrap();
+        };
+        let fingerprint = |key: usize| keys::public_of(&signing[key], "").fingerprint();
+
+        // Both rules match; the manifest is signed by `a` alone.
+        let one = name("127.0.0.1:5000/x/one:1");
+        sign(&one, &manifest, 0);
+        let error = policy
+            .verify(&cache, &one, &image(&one))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "image 127.0.0.1:5000/x/one:1 ({manifest}): not verified with b ({}): signature 1 is by none of the keys; for its index {index}, it has no signature",
+                fingerprint(1)
+            )) && error.ends_with(&format!("(required by the trust policy's rule \"127.0.0.1:5000/**\" at {yaml}:8:16)")),
+            "{error}"
+        );
+        // The index the manifest was chosen from, signed by `b`, satisfies the other.
+        sign(&one, &index, 1);
+        let used = policy.verify(&cache, &one, &image(&one)).unwrap().unwrap();
+        let names: Vec<(&str, String)> = used
+            .iter()
+            .map(|k| (k.name.as_str(), k.fingerprint.clone()))
+            .collect();
+        assert_eq!(names, vec![("a", fingerprint(0)), ("b", fingerprint(1))]);
+
+        // Only the second rule matches here, and `a` is not its key.
+        let two = name("127.0.0.1:5000/z/two:1");
+        sign(&two, &manifest, 0);
+        let error = policy
+            .verify(&cache, &two, &image(&two))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("not verified with b (") && error.contains("none of the keys"),
+            "{error}"
+        );
+        // No rule matches another registry's images: nothing is asked.
+        let elsewhere = name("127.0.0.2:5000/x/one:1");
+        assert_eq!(
+            policy
+                .verify(&cache, &elsewhere, &image(&elsewhere))
+                .unwrap(),
+            None
+        );
     }
 }
