@@ -19,17 +19,9 @@ use std::process::{Command, Output};
 use fixtures::registry::Registry;
 
 use common::{
-    INIT, KERNEL, SERVICE, generate_key as generate, have, key, registry_digest as digest,
-    small_cache, stderr, stdout,
+    INIT, KERNEL, SERVICE, cosign_helper as helper, generate_key as generate, key, python,
+    registry_digest as digest, small_cache, stderr, stdout,
 };
-
-fn python() -> bool {
-    have(
-        "python3",
-        &["-c", "import cryptography"],
-        "python3-cryptography",
-    )
-}
 
 /// A registry holding the three images of [`small_cache`] as
 /// `test/NAME:1`, when the Python helper can run too.
@@ -73,18 +65,6 @@ fn refused(dir: &Path, args: &[&str], needles: &[&str]) -> String {
     );
     eprintln!("refused: {error}");
     error
-}
-
-/// The helper in Python, `cosign_format.py ARGS`, run in `dir`.
-fn helper(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cosign_format.py"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "helper {args:?}: {}", stderr(&out));
-    stdout(&out)
 }
 
 /// The `.sig` manifest of `digest` in `repository`, read by skopeo.

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{
-    DEFINITION, INIT, berth_online, build_yaml, files, have, key, pyspdxtools,
+    DEFINITION, INIT, berth_online, build_yaml, files, key, pyspdxtools, python,
     registry_digest as digest, registry_with_small_images, small_cache, stderr, stdout,
     validate_spdx,
 };
@@ -93,12 +93,13 @@ struct Setup {
     service: String,
 }
 
-/// [`Setup`], or `None` (said) without docker-registry, skopeo or python3.
+/// [`Setup`], or `None` (said) without docker-registry, skopeo or
+/// python3-cryptography.
 fn setup() -> Option<Setup> {
-    let (registry, source) = registry_with_small_images()?;
-    if !have("python3", &["--version"], "python3") {
+    if !python() {
         return None;
     }
+    let (registry, source) = registry_with_small_images()?;
     let signer = tempfile::tempdir().unwrap();
     key(signer.path(), "release");
     key(signer.path(), "other");
@@ -310,6 +311,30 @@ fn a_build_is_refused_before_writing_anything_unless_each_image_is_signed_by_a_n
         &build,
         &[&init, &init_digest, &release, "none of the keys"],
     );
+
+    // Signed by the key, but (by the Python helper, as cosign would) for
+    // another digest, then naming another repository.
+    let service_digest = digest(&service);
+    let key = signer.path().join("release.key").display().to_string();
+    let forged = [
+        (
+            "--digest",
+            service_digest.clone(),
+            format!("is for {service_digest}"),
+        ),
+        (
+            "--identity",
+            format!("{host}/test/elsewhere"),
+            format!("names repository {host}/test/elsewhere"),
+        ),
+    ];
+    for (option, value, reason) in forged {
+        common::cosign_helper(
+            dir,
+            &["sign", &host, "test/init", "1", &key, option, &value],
+        );
+        refused(dir, &build, &[&init, &init_digest, &release, &reason]);
+    }
 
     // Signed by the key: the build goes through, the cache undamaged.
     sign(signer.path(), &init, "release");

@@ -174,6 +174,29 @@ pub fn have(program: &str, args: &[&str], package: &str) -> bool {
     ran
 }
 
+/// Whether the Python helper `cosign_format.py` can run (python3 with
+/// python3-cryptography).
+pub fn python() -> bool {
+    have(
+        "python3",
+        &["-c", "import cryptography"],
+        "python3-cryptography",
+    )
+}
+
+/// The independent reading of cosign's format in Python,
+/// `cosign_format.py ARGS`, run in `dir`.
+pub fn cosign_helper(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cosign_format.py"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helper {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
 /// A registry (Debian's docker-registry on 127.0.0.1) holding the three
 /// images of [`small_cache`] as `test/NAME:1`, and the directory of the
 /// cache they were pushed from; `None`, said, without docker-registry or
