@@ -361,7 +361,9 @@ fn write_file(
     Ok(None)
 }
 
-fn resolve_source(source: &str, origin: Option<&str>) -> PathBuf {
+/// `source` relative to the directory of the YAML file `origin` names (the
+/// working directory for standard input); `~/` is the home directory.
+pub(crate) fn resolve_source(source: &str, origin: Option<&str>) -> PathBuf {
     if let Some(rest) = source.strip_prefix("~/")
         && let Some(home) = std::env::var_os("HOME")
     {

@@ -42,6 +42,9 @@ pub struct BuildOptions {
 pub enum BuildError {
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The trust policy's keys could not be read.
+    #[error(transparent)]
+    Policy(#[from] crate::spec::SpecError),
     #[error(transparent)]
     Assemble(#[from] AssembleError),
     #[error(transparent)]
@@ -80,7 +83,14 @@ pub fn build(
     if options.sign_key.is_some() {
         signed_build::check_name(&options.name)?;
     }
-    let plan = Plan::resolve(definition, source, &options.arch, options.lock.as_ref())?;
+    let policy = crate::trust::Policy::load(definition)?.policy;
+    let plan = Plan::resolve(
+        definition,
+        source,
+        &options.arch,
+        options.lock.as_ref(),
+        &policy,
+    )?;
     let output = |source| BuildError::Output {
         dir: options.output_dir.clone(),
         source,

@@ -14,8 +14,8 @@
 //! SPDX documents that input images carry are merged in by [`merge`]; where
 //! they are found (an in-toto attestation in the image index, as LinuxKit
 //! reads them) is the image source's business. Whether an image's signature
-//! was verified is [`signature_status`]'s answer, `NOASSERTION` until berth
-//! checks signatures.
+//! was verified, and by which key of the trust policy, is
+//! [`signature_status`]'s answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,7 +25,7 @@ use oci::reference::Reference;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::plan::Plan;
+use crate::plan::{Plan, PlannedImage};
 
 /// Where the document is inside the image.
 pub const IMAGE_PATH: &str = "usr/share/berth/sbom.spdx.json";
@@ -78,13 +78,21 @@ pub struct Assembled {
 }
 
 /// The signature status of an image, written as the annotation
-/// `berth.signature: STATUS` on its package.
-///
-/// The hook for signature verification: until berth verifies signatures
-/// against a trust policy this is `NOASSERTION` for every image; then it is
-/// the key that verified the image's digest.
-pub fn signature_status(_image: &ResolvedImage) -> String {
-    NOASSERTION.to_string()
+/// `berth.signature: STATUS` on its package: `verified by NAME (sha256:…)`
+/// for each key of the trust policy that verified the digest the build
+/// used, or `not required` when no rule of the policy asks for a
+/// signature.
+pub fn signature_status(image: &PlannedImage) -> String {
+    match &image.verified_by {
+        None => "not required".into(),
+        Some(keys) => {
+            let keys: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{} ({})", k.name, k.fingerprint))
+                .collect();
+            format!("verified by {}", keys.join(", "))
+        }
+    }
 }
 
 /// The document for a build named `name`, as pretty-printed JSON with a
@@ -115,13 +123,21 @@ pub fn document(
     doc.packages.push(host);
     doc.relate(DOCUMENT, "DESCRIBES", HOST);
 
-    let mut images: BTreeMap<String, &ResolvedImage> = BTreeMap::new();
+    let mut images: BTreeMap<String, &PlannedImage> = BTreeMap::new();
     for image in plan.images() {
-        images.insert(image.image.reference.clone(), &image.image);
+        images.insert(image.image.reference.clone(), image);
     }
-    for image in images.values() {
+    for planned in images.values() {
+        let image = &planned.image;
         let id = image_id(image);
-        doc.packages.push(image_package(&id, image, &created));
+        let mut package = image_package(&id, image);
+        package.annotations.push(Annotation {
+            annotation_date: created.clone(),
+            annotation_type: "OTHER",
+            annotator: format!("Tool: berth-{}", env!("CARGO_PKG_VERSION")),
+            comment: format!("berth.signature: {}", signature_status(planned)),
+        });
+        doc.packages.push(package);
         doc.relate(HOST, "CONTAINS", &id);
         for (package, version) in debian_packages(image)? {
             let deb = deb_id(&package, &version);
@@ -353,7 +369,7 @@ fn debian_packages(image: &ResolvedImage) -> Result<BTreeSet<(String, String)>, 
         .collect()
 }
 
-fn image_package(id: &str, image: &ResolvedImage, created: &str) -> Package {
+fn image_package(id: &str, image: &ResolvedImage) -> Package {
     let (repository, tag) = repository_and_tag(image);
     let mut p = Package::new(id.to_string(), repository.clone());
     p.version_info = tag.clone();
@@ -373,12 +389,6 @@ fn image_package(id: &str, image: &ResolvedImage, created: &str) -> Package {
         locator.push_str(&format!("&tag={}", encode(tag)));
     }
     p.external_refs.push(purl(locator));
-    p.annotations.push(Annotation {
-        annotation_date: created.to_string(),
-        annotation_type: "OTHER",
-        annotator: format!("Tool: berth-{}", env!("CARGO_PKG_VERSION")),
-        comment: format!("berth.signature: {}", signature_status(image)),
-    });
     p
 }
 

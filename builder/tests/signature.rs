@@ -16,10 +16,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sha2::{Digest, Sha256};
-
-use common::signing::{generate, helper, key, python, registry, stdout};
-use common::{INIT, KERNEL, SERVICE, small_cache, stderr};
+use common::{
+    INIT, KERNEL, SERVICE, cosign_helper as helper, generate_key as generate, key, python,
+    registry_digest as digest, registry_for_python as registry, small_cache, stderr, stdout,
+};
 
 /// `berth ARGS` in `dir`, cache `dir/cache`, network allowed, no password.
 fn berth(dir: &Path, args: &[&str]) -> Output {
@@ -54,17 +54,6 @@ fn refused(dir: &Path, args: &[&str], needles: &[&str]) -> String {
     );
     eprintln!("refused: {error}");
     error
-}
-
-/// The digest of `reference`'s manifest, read by skopeo.
-fn digest(reference: &str) -> String {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "skopeo: {}", stderr(&out));
-    format!("sha256:{:x}", Sha256::digest(&out.stdout))
 }
 
 /// The `.sig` manifest of `digest` in `repository`, read by skopeo.

@@ -15,8 +15,10 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::signing::{have, helper, key, python, registry, stdout};
-use common::{DEFINITION, small_cache, stderr};
+use common::{
+    DEFINITION, cosign_helper as helper, have, key, python, registry_for_python as registry,
+    small_cache, stderr, stdout,
+};
 
 /// The artifacts a signed build of [`DEFINITION`] lists in image.sha256.
 const ARTIFACTS: [&str; 7] = common::IMAGE_FILES;
@@ -302,7 +304,7 @@ fn a_failed_build_or_an_unreadable_key_leaves_nothing() {
     let dir = setup();
     let dir = dir.path();
     // A key that cannot be read: nothing built, no directory made.
-    let made = common::signing::generate(dir, &["-o", "encrypted-pair"])
+    let made = common::generate_key(dir, &["-o", "encrypted-pair"])
         .env("BERTH_KEY_PASSWORD", "pw")
         .output()
         .unwrap();

@@ -104,7 +104,8 @@ pub fn host_arch() -> &'static str {
     }
 }
 
-/// Reads, parses, merges and validates the definition files.
+/// Reads, parses, merges and validates the definition files, and reads the
+/// keys of their trust policy (warning of what it cannot check).
 pub fn load(files: &[String]) -> Result<Definition> {
     let mut definition = Definition::default();
     let mut problems = Vec::new();
@@ -128,6 +129,17 @@ pub fn load(files: &[String]) -> Result<Definition> {
         && let Err(e) = spec::validate(&definition)
     {
         problems.extend(e.problems);
+    }
+    // The trust policy's key files, read as the build will read them.
+    if problems.is_empty() {
+        match builder::trust::Policy::load(&definition) {
+            Ok(loaded) => {
+                for warning in loaded.warnings {
+                    eprintln!("berth: warning: {warning}");
+                }
+            }
+            Err(e) => problems.extend(e.problems),
+        }
     }
     if !problems.is_empty() {
         bail!(spec::SpecError { problems });

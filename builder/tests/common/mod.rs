@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-pub mod signing;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -193,6 +192,137 @@ pub fn berth_online(dir: &Path, args: &[&str]) -> Command {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Whether `program ARGS` runs; in CI its absence is a failure, elsewhere
+/// a visible skip.
+pub fn have(program: &str, args: &[&str], package: &str) -> bool {
+    let ran = Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ran {
+        let message = format!("{program} {args:?} fails (Debian: {package})");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("skipped: {message}");
+    }
+    ran
+}
+
+/// Whether the Python helper `cosign_format.py` can run (python3 with
+/// python3-cryptography).
+pub fn python() -> bool {
+    have(
+        "python3",
+        &["-c", "import cryptography"],
+        "python3-cryptography",
+    )
+}
+
+/// The independent reading of cosign's format in Python,
+/// `cosign_format.py ARGS`, run in `dir`.
+pub fn cosign_helper(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cosign_format.py"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helper {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// A registry (Debian's docker-registry on 127.0.0.1) holding the three
+/// images of [`small_cache`] as `test/NAME:1`, and the directory of the
+/// cache they were pushed from; `None`, said, without docker-registry or
+/// skopeo.
+pub fn registry_with_small_images() -> Option<(fixtures::registry::Registry, tempfile::TempDir)> {
+    if !have("docker-registry", &["--version"], "docker-registry")
+        || !have("skopeo", &["--version"], "skopeo")
+    {
+        return None;
+    }
+    let registry = fixtures::registry::Registry::start().unwrap();
+    let source = tempfile::tempdir().unwrap();
+    push_small_images(&small_cache(source.path()), &registry);
+    Some((registry, source))
+}
+
+/// [`registry_with_small_images`], when the Python helper can run too.
+pub fn registry_for_python() -> Option<(fixtures::registry::Registry, tempfile::TempDir)> {
+    if !python() {
+        return None;
+    }
+    registry_with_small_images()
+}
+
+/// The digest of `reference`'s manifest in a registry, read by skopeo.
+pub fn registry_digest(reference: &str) -> String {
+    use sha2::Digest;
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo: {}", stderr(&out));
+    format!("sha256:{:x}", sha2::Sha256::digest(&out.stdout))
+}
+
+/// `berth key generate ARGS` in `dir` (a command that takes no cache).
+pub fn generate_key(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .args(["key", "generate"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BERTH_KEY_PASSWORD");
+    command
+}
+
+/// `berth key generate -o NAME` in `dir`: NAME.key and NAME.pub.
+pub fn key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let out = generate_key(dir, &["-o", name]).output().unwrap();
+    assert!(out.status.success(), "key generate: {}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{name}.key\n{name}.pub\n"));
+    (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    )
+}
+
+/// The SPDX validator: `BERTH_PYSPDXTOOLS`, or `pyspdxtools` on the
+/// `PATH`; `None`, said, when missing (a failure under CI=true).
+pub fn pyspdxtools() -> Option<PathBuf> {
+    let program = std::env::var_os("BERTH_PYSPDXTOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("pyspdxtools"));
+    if Command::new(&program).arg("--help").output().is_ok() {
+        return Some(program);
+    }
+    let message = "pyspdxtools is missing (PyPI spdx-tools; `cargo xtask test` installs it)";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+    eprintln!("skipped: {message}");
+    None
+}
+
+/// Validates the SPDX `document` with pyspdxtools; panics with its report.
+pub fn validate_spdx(program: &Path, document: &Path) {
+    let output = Command::new(program)
+        .arg("-i")
+        .arg(document)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{}: {report}", document.display());
+    assert!(!report.contains("not valid"), "{report}");
 }
 
 /// The files in `dir`, sorted, hidden ones included.

@@ -200,18 +200,38 @@ pub fn read_private(path: &Path, password: Option<&[u8]>) -> Result<SigningKey, 
 /// Reads a public key: SPKI PEM (`PUBLIC KEY`) of an ed25519 key.
 pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
     let text = read_text(path)?;
-    let key = VerifyingKey::from_public_key_pem(&text).map_err(|e| KeyError::Invalid {
-        path: path.to_path_buf(),
-        reason: match label(&text) {
+    parse_public(&text, path)
+}
+
+/// A public key from SPKI PEM `text`; `place` names where the text was
+/// (a file, or the place of a key written inline) in errors and is the
+/// key's name.
+pub fn parse_public(text: &str, place: &Path) -> Result<PublicKey, KeyError> {
+    let key = VerifyingKey::from_public_key_pem(text).map_err(|e| KeyError::Invalid {
+        path: place.to_path_buf(),
+        reason: match label(text) {
             Some("PUBLIC KEY") => format!("not an ed25519 public key: {e}"),
             Some(other) => format!("a PEM {other:?} block, not a public key (SPKI PEM)"),
             None => "not PEM".into(),
         },
     })?;
     Ok(PublicKey {
-        name: path.display().to_string(),
+        name: place.display().to_string(),
         key,
     })
+}
+
+impl PublicKey {
+    /// `sha256:HEX` of the key's SPKI DER encoding: the same for one key
+    /// however its PEM is laid out, and what OpenSSL hashes for
+    /// `openssl pkey -pubin -outform DER | sha256sum`.
+    pub fn fingerprint(&self) -> String {
+        match self.key.to_public_key_der() {
+            Ok(der) => crate::digest::sha256(der.as_bytes()),
+            // An ed25519 key always encodes; the raw bytes are the next best name.
+            Err(_) => crate::digest::sha256(self.key.as_bytes()),
+        }
+    }
 }
 
 /// The public key of `key`, named `name`.
@@ -301,5 +321,28 @@ mod tests {
         );
         let error = read_private(&path, None).unwrap_err().to_string();
         assert!(error.contains("not a PKCS#8 private key"), "{error}");
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_sha256_of_the_spki_der() {
+        let key = generate().unwrap();
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let parsed = parse_public(&pem, Path::new("inline")).unwrap();
+        assert_eq!(parsed.name, "inline");
+        // The DER is the PEM's base64: a fixed 12-byte SPKI header, then
+        // the 32 bytes of the key.
+        let mut der = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        der.extend_from_slice(key.verifying_key().as_bytes());
+        assert_eq!(parsed.fingerprint(), crate::digest::sha256(&der));
+        assert_eq!(public_of(&key, "x").fingerprint(), parsed.fingerprint());
+        let error = parse_public("not a key", Path::new("t.yml:3:7"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "key t.yml:3:7: not PEM");
     }
 }

@@ -91,6 +91,9 @@ pub struct ResolvedImage {
     pub reference: String,
     /// The digest of the image manifest.
     pub digest: String,
+    /// The digest of the image index the manifest was chosen from, when
+    /// the reference named an index (a signature may be for either).
+    pub index: Option<String>,
     pub config: ImageConfiguration,
     pub layers: Vec<Descriptor>,
 }
@@ -545,7 +548,9 @@ impl Layout {
             reference: name.clone(),
             cache: self.root.clone(),
         })?;
+        let mut index_digest = None;
         if is_index_type(descriptor.media_type()) {
+            index_digest = Some(descriptor.digest().to_string());
             let bytes = self.read_small_blob(&name, descriptor.digest().as_ref())?;
             let index: ImageIndex =
                 serde_json::from_slice(&bytes).map_err(|e| invalid(&name, "image index", e))?;
@@ -574,6 +579,7 @@ impl Layout {
         Ok(ResolvedImage {
             reference: name,
             digest,
+            index: index_digest,
             config,
             layers: manifest.layers().clone(),
         })

@@ -610,6 +610,41 @@ pub fn verify(
     Ok(Verified { digest, key })
 }
 
+/// Checks the `.sig` manifest found for `digest` in `image`'s repository
+/// (`None`: there is none) against `keys`: the name of the key whose
+/// signature names that digest and that repository, or why none does, as
+/// [`SignatureError::Refused`] says it. This is all of verification but
+/// finding the digest and the signatures, which are the caller's.
+pub fn check(
+    image: &RegistryRef,
+    digest: &str,
+    found: Option<&SmallManifest>,
+    keys: &[PublicKey],
+) -> Result<String, String> {
+    let Some(small) = found else {
+        let at =
+            signature_ref(image, digest).map_or_else(|| digest.to_string(), |at| at.to_string());
+        return Err(format!("it has no signature (no {at})"));
+    };
+    let signatures = Signatures::read(small)
+        .map_err(|reason| format!("its signature manifest {}: {reason}", small.digest))?;
+    signatures.check(&repository(image), digest, keys)
+}
+
+/// The `.sig` manifest of `digest` in `image`'s repository as the cache
+/// keeps it (`REPOSITORY:sha256-HEX.sig`), with its blobs, if there is one.
+pub fn cached_signatures(
+    layout: &Layout,
+    image: &RegistryRef,
+    digest: &str,
+) -> Result<Option<SmallManifest>, SignatureError> {
+    let at = signature_ref(image, digest).ok_or_else(|| SignatureError::Digest {
+        image: image.to_string(),
+        digest: digest.into(),
+    })?;
+    Ok(cached(layout, &at.to_string())?)
+}
+
 /// Brings the signatures of `digest` (the digest `image` was pulled at)
 /// into the cache, unverified, for offline verification later, beside any
 /// the cache has already; returns where they were found, if anywhere.

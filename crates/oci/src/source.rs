@@ -3,14 +3,17 @@
 //! what the cache lacks.
 //!
 //! Either way images are read back from the cache, so every build reads
-//! them the same way, verified against their digests.
+//! them the same way, verified against their digests. An image's
+//! signatures ([`crate::signature`]) come the same way: from the cache, or
+//! fetched into it.
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use crate::layout::{Layout, LayoutError, ResolvedImage};
 use crate::reference::RegistryRef;
-use crate::registry::{RegistryError, Remote};
+use crate::registry::{RegistryError, Remote, SmallManifest};
+use crate::signature::{self, SignatureError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -22,6 +25,14 @@ pub enum SourceError {
         #[source]
         source: Box<RegistryError>,
     },
+    #[error(transparent)]
+    Signatures(Box<SignatureError>),
+}
+
+impl From<SignatureError> for SourceError {
+    fn from(error: SignatureError) -> SourceError {
+        SourceError::Signatures(Box::new(error))
+    }
 }
 
 /// Where images come from.
@@ -37,6 +48,14 @@ pub trait ImageSource: Sync {
     fn spdx_documents(&self, _image: &ResolvedImage) -> Result<Vec<Vec<u8>>, SourceError> {
         Ok(Vec::new())
     }
+    /// The `.sig` manifest holding the signatures of `digest` in `image`'s
+    /// repository, unverified (checking it is [`signature::check`]'s
+    /// business); `None` when there is none.
+    fn signatures(
+        &self,
+        image: &RegistryRef,
+        digest: &str,
+    ) -> Result<Option<SmallManifest>, SourceError>;
 }
 
 impl ImageSource for Layout {
@@ -55,14 +74,25 @@ impl ImageSource for Layout {
     fn spdx_documents(&self, image: &ResolvedImage) -> Result<Vec<Vec<u8>>, SourceError> {
         Ok(Layout::spdx_documents(self, image)?)
     }
+
+    fn signatures(
+        &self,
+        image: &RegistryRef,
+        digest: &str,
+    ) -> Result<Option<SmallManifest>, SourceError> {
+        Ok(signature::cached_signatures(self, image, digest)?)
+    }
 }
 
 /// The cache first, then the registry: what `berth build` uses.
 ///
 /// An image found in the cache is used as it is unless `pull` is set; one
 /// that is missing (or lacks the requested architecture) is pulled into the
-/// cache and read back from there. Without a remote (offline), the network
-/// is never touched.
+/// cache and read back from there. Signatures are asked of the registry
+/// each time, as they may have gained one, and kept in the cache
+/// (unverified, as `cache pull` keeps them) for a build offline; the
+/// cache's answer when the registry has none or cannot be reached. Without
+/// a remote (offline), the network is never touched.
 pub struct CacheThenRegistry {
     pub cache: Layout,
     pub remote: Option<Remote>,
@@ -98,5 +128,22 @@ impl ImageSource for CacheThenRegistry {
 
     fn spdx_documents(&self, image: &ResolvedImage) -> Result<Vec<Vec<u8>>, SourceError> {
         Ok(self.cache.spdx_documents(image)?)
+    }
+
+    fn signatures(
+        &self,
+        image: &RegistryRef,
+        digest: &str,
+    ) -> Result<Option<SmallManifest>, SourceError> {
+        // The registry's signatures are the newest (one may have been
+        // added since the cache kept them); the cache's stand when the
+        // registry has none (an image signed locally) or cannot be asked.
+        if let Some(remote) = &self.remote
+            && let Err(error) = signature::pull(&self.cache, remote, image, digest)
+            && signature::cached_signatures(&self.cache, image, digest)?.is_none()
+        {
+            return Err(error.into());
+        }
+        Ok(signature::cached_signatures(&self.cache, image, digest)?)
     }
 }
