@@ -320,12 +320,12 @@ fn a_build_is_refused_before_writing_anything_unless_each_image_is_signed_by_a_n
         (
             "--digest",
             service_digest.clone(),
-            format!("is for {service_digest}"),
+            format!("is for {service_digest:?}"),
         ),
         (
             "--identity",
             format!("{host}/test/elsewhere"),
-            format!("names repository {host}/test/elsewhere"),
+            format!("names repository \"{host}/test/elsewhere\""),
         ),
     ];
     for (option, value, reason) in forged {
