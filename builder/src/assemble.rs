@@ -249,8 +249,15 @@ pub fn assemble(
     }
     tree.scope(false);
     for file in &definition.files {
-        if let Some(written) = write_file(&mut tree, definition, &plan.ids, file)? {
-            assembled.files.push(written);
+        // The last entry at a path is what the image holds (files: lists of
+        // several YAML files append), and what the SBOM lists.
+        match write_file(&mut tree, definition, &plan.ids, file)? {
+            Wrote::Nothing => {}
+            Wrote::Other(path) => assembled.files.retain(|f| f.path != path),
+            Wrote::File(written) => {
+                assembled.files.retain(|f| f.path != written.path);
+                assembled.files.push(written);
+            }
         }
     }
     for image in plan.images() {
@@ -282,7 +289,7 @@ fn write_file(
     definition: &Definition,
     ids: &IdMap,
     file: &File,
-) -> Result<Option<AssembledFile>, AssembleError> {
+) -> Result<Wrote, AssembleError> {
     let fail = |message: String| AssembleError::File {
         position: file.path.position(),
         path: file.path.value.clone(),
@@ -314,7 +321,7 @@ fn write_file(
         match std::fs::read(&resolved) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound && file.optional == Some(true) => {
-                return Ok(None);
+                return Ok(Wrote::Nothing);
             }
             Err(e) => {
                 return Err(fail(format!(
@@ -338,6 +345,7 @@ fn write_file(
         }
     }
     tree.parents(&path, parent_mode, uid, gid)?;
+    let at = path.clone();
     let mut entry = match (&file.symlink, is_dir) {
         (_, true) => Entry::directory(path, mode, tree.mtime()),
         (Some(target), false) => {
@@ -352,13 +360,23 @@ fn write_file(
             entry.uid = uid;
             entry.gid = gid;
             tree.write(&entry, &mut &bytes[..])?;
-            return Ok(Some(written));
+            return Ok(Wrote::File(written));
         }
     };
     entry.uid = uid;
     entry.gid = gid;
     tree.write(&entry, &mut io::empty())?;
-    Ok(None)
+    Ok(Wrote::Other(at))
+}
+
+/// What one `files:` entry put into the tree.
+enum Wrote {
+    /// Nothing: an optional source that is not there.
+    Nothing,
+    /// A directory or a symbolic link at this path.
+    Other(String),
+    /// A regular file, with its checksums.
+    File(AssembledFile),
 }
 
 /// `source` relative to the directory of the YAML file `origin` names (the

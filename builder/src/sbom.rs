@@ -127,9 +127,15 @@ pub fn document(
     for image in plan.images() {
         images.insert(image.image.reference.clone(), image);
     }
+    let ids = ImageIds::new(images.values().map(|p| &p.image));
+    let mut listed = BTreeSet::new();
     for planned in images.values() {
         let image = &planned.image;
-        let id = image_id(image);
+        let id = ids.of(image);
+        // Two spellings of one repository, tag and digest are one package.
+        if !listed.insert(id.clone()) {
+            continue;
+        }
         let mut package = image_package(&id, image);
         package.annotations.push(Annotation {
             annotation_date: created.clone(),
@@ -177,7 +183,7 @@ pub fn document(
         );
         p.primary_package_purpose = Some("OPERATING-SYSTEM");
         doc.packages.push(p);
-        doc.relate(&image_id(&kernel.image.image), "CONTAINS", "SPDXRef-Kernel");
+        doc.relate(&ids.of(&kernel.image.image), "CONTAINS", "SPDXRef-Kernel");
     }
     for file in &assembled.files {
         let id = format!("SPDXRef-File-{}", &hex(&Sha256::digest(&file.path))[..16]);
@@ -408,6 +414,43 @@ fn image_id(image: &ResolvedImage) -> String {
     let (repository, tag) = repository_and_tag(image);
     let name = format!("{repository}:{}", tag.unwrap_or_default());
     format!("SPDXRef-Image-{}", &hex(&Sha256::digest(name))[..16])
+}
+
+/// The SPDX ID of each image: a hash of its repository and tag, so that a
+/// build with a lock names its images as the build without it did; the
+/// digest is added only where one repository and tag stand for two
+/// images (`alpine:3@sha256:…` beside `alpine:3`), so that IDs stay
+/// unique.
+struct ImageIds {
+    /// Each repository-and-tag ID with the digests it stands for.
+    digests: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl ImageIds {
+    fn new<'a>(images: impl Iterator<Item = &'a ResolvedImage>) -> ImageIds {
+        let mut digests: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for image in images {
+            digests
+                .entry(image_id(image))
+                .or_default()
+                .insert(image.digest.clone());
+        }
+        ImageIds { digests }
+    }
+
+    fn of(&self, image: &ResolvedImage) -> String {
+        let id = image_id(image);
+        match self.digests.get(&id) {
+            Some(digests) if digests.len() > 1 => {
+                let hex = image
+                    .digest
+                    .strip_prefix("sha256:")
+                    .unwrap_or(&image.digest);
+                format!("{id}-{}", &hex[..hex.len().min(16)])
+            }
+            _ => id,
+        }
+    }
 }
 
 fn deb_id(name: &str, version: &str) -> String {

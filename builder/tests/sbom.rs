@@ -147,6 +147,60 @@ fn the_sbom_lists_every_image_package_and_file_and_validates() {
 }
 
 #[test]
+fn one_path_written_twice_and_one_tag_at_two_digests_keep_spdx_ids_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_with_debian(dir.path());
+    let debian = common::cached_digest(&cache, DEBIAN);
+    let service = common::cached_digest(&cache, SERVICE);
+    // The service's tag pinned to the Debian image's digest: one repository
+    // and tag, two images. The same tag pinned to its own digest is the
+    // same image spelled twice.
+    let yaml = DEFINITION
+        .replace(
+            "services:\n",
+            &format!(
+                "  - name: pinned\n    image: test/service:1@{debian}\n  \
+                 - name: spelled\n    image: docker.io/test/service:1@{service}\nservices:\n"
+            ),
+        )
+        .replace(
+            "files:\n",
+            "files:\n  - path: etc/issue\n    contents: a file\n  \
+             - path: etc/motd\n    contents: first\n",
+        );
+    // etc/motd again, last; etc/issue made a directory.
+    let yaml = format!(
+        "{yaml}  - path: etc/motd\n    contents: last\n  - path: etc/issue\n    directory: true\n"
+    );
+    let out = build_yaml(dir.path(), &cache, &yaml, &["tar"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sbom = dir.path().join("out/image.spdx.json");
+    if let Some(program) = pyspdxtools() {
+        validate(&program, &sbom);
+    }
+    let document = json(&sbom);
+    let ids = values(&document, "packages", "SPDXID");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+    let services: Vec<&Value> = document["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "docker.io/test/service")
+        .collect();
+    assert_eq!(services.len(), 2, "two images of test/service:1: {ids:?}");
+    // The image holds etc/motd once, with the last contents, and no file
+    // etc/issue: so does the SBOM.
+    assert_eq!(values(&document, "files", "fileName"), ["./etc/motd"]);
+    assert_eq!(
+        document["files"][0]["checksums"][1]["checksumValue"],
+        "3547cb112ac4489af2310c0626cdba6f3097a2ad5a3b42ddd3b59c76c7a079a3"
+    );
+}
+
+#[test]
 fn two_builds_write_the_same_sbom() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache_with_debian(dir.path());

@@ -251,6 +251,21 @@ pub fn registry_with_small_images() -> Option<(fixtures::registry::Registry, tem
     Some((registry, source))
 }
 
+/// The digest under which the cache at `cache` names `reference` (fully
+/// expanded, `docker.io/test/NAME:1`), read from its `index.json`.
+pub fn cached_digest(cache: &Path, reference: &str) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == reference)
+        .and_then(|m| m["digest"].as_str())
+        .unwrap_or_else(|| panic!("{reference} is not in {}", cache.display()))
+        .to_string()
+}
+
 /// [`registry_with_small_images`], when the Python helper can run too.
 pub fn registry_for_python() -> Option<(fixtures::registry::Registry, tempfile::TempDir)> {
     if !python() {
