@@ -122,8 +122,16 @@ pub fn run(sources: &Sources, command: CacheCommand) -> Result<()> {
             let remote = sources.remote()?;
             let digest = remote.pull(&cache, &parsed, &arch)?;
             println!("{parsed} {digest}");
-            if let Some(signatures) = signature::pull(&cache, &remote, &parsed, &digest)? {
-                eprintln!("signatures {signatures}");
+            // The image is in the cache by now: signatures that cannot be
+            // brought along are said, not fatal (a build with a trust
+            // policy asks again).
+            match signature::pull(&cache, &remote, &parsed, &digest) {
+                Ok(Some(signatures)) => eprintln!("signatures {signatures}"),
+                Ok(None) => {}
+                Err(e) => eprintln!(
+                    "berth: warning: {parsed}: its signatures were not brought along: {}",
+                    oci::chain::render(&e)
+                ),
             }
         }
     }

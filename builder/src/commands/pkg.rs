@@ -47,16 +47,22 @@ pub fn run(sources: &Sources, command: PkgCommand) -> Result<()> {
             let (reference, digest) = package.build(&cache, &apt)?;
             println!("{reference} {digest}");
             let image = registry_ref(&reference)?;
-            let remote = if push {
+            let (remote, built) = if push {
                 let remote = sources.remote()?;
                 let pushed = remote.push(&cache, &reference, &image)?;
                 println!("pushed {image} {pushed}");
-                Some(remote)
+                (Some(remote), pushed)
             } else {
-                None
+                (None, digest)
             };
             if let Some(key) = key {
-                let signed = signature::sign(&cache, remote.as_ref(), &image, &key)?;
+                // What was built and pushed, not whatever the tag names by
+                // now.
+                let pinned = oci::reference::RegistryRef {
+                    digest: Some(built),
+                    ..image.clone()
+                };
+                let signed = signature::sign(&cache, remote.as_ref(), &pinned, &key)?;
                 println!("signed {image}@{}", signed.digest);
             }
         }

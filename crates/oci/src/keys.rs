@@ -181,9 +181,14 @@ pub fn read_private(path: &Path, password: Option<&[u8]>) -> Result<SigningKey, 
                 path: path.to_path_buf(),
             })?;
             SigningKey::from_pkcs8_encrypted_pem(&text, password).map_err(|e| match e {
-                pkcs8::Error::EncryptedPrivateKey(_) => KeyError::WrongPassword {
-                    path: path.to_path_buf(),
-                },
+                pkcs8::Error::EncryptedPrivateKey(pkcs8::pkcs5::Error::DecryptFailed) => {
+                    KeyError::WrongPassword {
+                        path: path.to_path_buf(),
+                    }
+                }
+                pkcs8::Error::EncryptedPrivateKey(e) => invalid(format!(
+                    "encrypted in a way berth does not read ({e}); PBES2 with scrypt or PBKDF2 and AES-CBC is read"
+                )),
                 e => invalid(format!("not an ed25519 encrypted PKCS#8 key: {e}")),
             })
         }

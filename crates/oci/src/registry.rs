@@ -335,13 +335,20 @@ impl Remote {
                 })?;
             let digest = chosen.digest().to_string();
             // The SPDX documents attested for the image come along
-            // (`crate::attestation`): they are small, and read offline.
+            // (`crate::attestation`): they are small, and read offline. One
+            // that cannot be fetched is said and left out; the image is
+            // what was asked for.
             for attestation in crate::attestation::manifests_for(&index, &digest) {
                 let digest = attestation.digest().to_string();
-                let bytes = manifest_by_digest(&client, &target, &auth, cache, &digest).await?;
-                let manifest: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| Problem::Invalid(format!("attestation manifest: {e}")))?;
-                fetch_blobs(&client, &target, cache, &manifest, &progress).await?;
+                let fetched = async {
+                    let bytes = manifest_by_digest(&client, &target, &auth, cache, &digest).await?;
+                    let manifest: Value = serde_json::from_slice(&bytes)
+                        .map_err(|e| Problem::Invalid(format!("attestation manifest: {e}")))?;
+                    fetch_blobs(&client, &target, cache, &manifest, &progress).await
+                };
+                if let Err(problem) = fetched.await {
+                    progress.warn(&format!("its attestation {digest} is left out: {problem}"));
+                }
             }
             manifest_by_digest(&client, &target, &auth, cache, &digest).await?
         } else {
@@ -996,6 +1003,14 @@ impl Progress {
 
     fn retry(&self, digest: &str, message: &str) {
         let line = format!("retrying {} {digest}: {message}", self.reference);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        let line = format!("berth: warning: {}: {message}", self.reference);
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
