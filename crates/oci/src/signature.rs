@@ -834,6 +834,37 @@ mod tests {
         );
     }
 
+    /// RFC 8032's test vector for Ed25519ph (section 7.3, "abc"): what Go's
+    /// crypto/ed25519 makes with SHA-512 as its hash, as cosign 2.3 and
+    /// later sign with an ed25519 key.
+    #[test]
+    fn rfc_8032_ed25519ph_vector_verifies() {
+        let bytes = |hex: &str| -> Vec<u8> {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let public: [u8; 32] =
+            bytes("ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf")
+                .try_into()
+                .unwrap();
+        let key = PublicKey {
+            name: "rfc8032".into(),
+            key: ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap(),
+        };
+        let signature = BASE64.encode(bytes(
+            "98a70222f0b8121aa9d30f813d683f809e462b469c7ff87639499bb94e6dae41\
+             31f85042463c2a355a2003d062adf5aaa10b8c61e636062aaad11c2a26083406",
+        ));
+        let keys = [key];
+        assert_eq!(
+            verify_blob(&keys, b"abc", &signature).map(|k| k.name.as_str()),
+            Ok("rfc8032")
+        );
+        assert!(verify_blob(&keys, b"abd", &signature).is_err());
+    }
+
     #[test]
     fn merged_signatures_keep_both_sides_once() {
         let body = payload("127.0.0.1:5000/a/b", DIGEST);
