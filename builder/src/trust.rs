@@ -104,6 +104,12 @@ impl Pattern {
                 part.to_string()
             });
         }
+        // The registry as repositories are compared: Docker Hub under one
+        // name, no `:443`.
+        let canonical = signature::canonical_repository(&format!("{}/x/x", segments[0]));
+        if let Some((host, _)) = canonical.split_once('/') {
+            segments[0] = host.to_string();
+        }
         Ok(Pattern { segments })
     }
 
@@ -185,11 +191,13 @@ struct Rule {
 
 impl Rule {
     fn applies_to(&self, image: &RegistryRef) -> bool {
-        let name = signature::repository(image);
+        // Every spelling of a repository is matched as one: Docker Hub's
+        // other host names cannot slip past a rule for `docker.io`.
+        let name = signature::canonical_repository(&signature::repository(image));
         match &self.matcher {
             Matcher::Pattern(pattern) => pattern.matches(&name),
             Matcher::Image(wanted) => {
-                signature::repository(wanted) == name
+                signature::canonical_repository(&signature::repository(wanted)) == name
                     && wanted
                         .tag
                         .as_ref()
@@ -443,6 +451,41 @@ mod tests {
         assert!(!pattern("127.0.0.1:5000/*").matches("127.0.0.1:5000/test/init"));
         assert!(pattern("localhost/x").matches("localhost/x"));
         assert!(pattern("Example.COM/x").matches("example.com/x"));
+    }
+
+    #[test]
+    fn every_spelling_of_a_repository_meets_its_rules() {
+        let image = |registry: &str, repository: &str| RegistryRef {
+            registry: registry.into(),
+            repository: repository.into(),
+            tag: Some("1".into()),
+            digest: None,
+        };
+        let rule = |matcher| Rule {
+            what: "rule".into(),
+            matcher,
+            keys: Vec::new(),
+        };
+        let berth = rule(Matcher::Pattern(pattern("berth/**")));
+        for registry in [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "registry.hub.docker.com",
+            "Registry-1.Docker.IO",
+            "docker.io:443",
+        ] {
+            assert!(berth.applies_to(&image(registry, "berth/sshd")), "{registry}");
+        }
+        assert!(!berth.applies_to(&image("ghcr.io", "berth/sshd")));
+        let hub = rule(Matcher::Pattern(pattern("registry-1.docker.io/berth/*")));
+        assert!(hub.applies_to(&image("docker.io", "berth/sshd")));
+        let redis = rule(Matcher::Image(image("docker.io", "library/redis")));
+        assert!(redis.applies_to(&image("docker.io", "redis")));
+        assert!(redis.applies_to(&image("INDEX.docker.io", "library/redis")));
+        let local = rule(Matcher::Pattern(pattern("127.0.0.1:5000/*")));
+        assert!(local.applies_to(&image("127.0.0.1:5000", "init")));
+        assert!(!local.applies_to(&image("127.0.0.1:5001", "init")));
     }
 
     #[test]

@@ -299,28 +299,35 @@ struct Image {
     digest: String,
 }
 
-/// Docker Hub under its names; a registry's host name in any case; a tag
-/// or digest after the repository.
-fn same_repository(named: &str, repository: &str) -> bool {
-    let hub = |s: &str| {
-        let (host, rest) = s.split_once('/').unwrap_or((s, ""));
-        let host = host.to_ascii_lowercase();
-        let host = match host.as_str() {
-            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
-            other => other.strip_suffix(":443").unwrap_or(other),
-        };
-        format!("{host}/{rest}")
+/// A repository's one spelling (`REGISTRY/PATH`, no tag or digest), for
+/// comparing names: the registry's host name in lower case, Docker Hub's
+/// other host names as `docker.io`, no `:443`, and a one-part name on
+/// Docker Hub under `library/`.
+pub fn canonical_repository(name: &str) -> String {
+    let (host, path) = name.split_once('/').unwrap_or((name, ""));
+    let host = host.to_ascii_lowercase();
+    let host = match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        other => other.strip_suffix(":443").unwrap_or(other),
     };
-    let named = hub(named);
+    if host == "docker.io" && !path.contains('/') {
+        return format!("docker.io/library/{path}");
+    }
+    format!("{host}/{path}")
+}
+
+/// Whether a payload's docker-reference (a tag or digest after the
+/// repository allowed) names `repository`.
+fn same_repository(named: &str, repository: &str) -> bool {
     let bare = match named.rsplit_once('@') {
         Some((name, _)) => name,
-        None => &named,
+        None => named,
     };
     let bare = match bare.rsplit_once(':') {
         Some((name, tag)) if !tag.contains('/') => name,
         _ => bare,
     };
-    bare == hub(repository)
+    canonical_repository(bare) == canonical_repository(repository)
 }
 
 fn check_layer(
@@ -919,6 +926,11 @@ mod tests {
             "registry.example/a"
         ));
         assert!(!same_repository("registry.example/A", "registry.example/a"));
+        assert!(same_repository("docker.io/alpine", "docker.io/library/alpine"));
+        assert!(!same_repository(
+            "127.0.0.1:5000/alpine",
+            "127.0.0.1:5000/library/alpine"
+        ));
         assert!(same_repository("127.0.0.1:5000/a", "127.0.0.1:5000/a"));
         assert!(!same_repository("127.0.0.1:5000/a", "127.0.0.1:5000/b"));
         assert!(!same_repository("127.0.0.1:5000/a/b", "127.0.0.1:5000/a"));
