@@ -18,7 +18,7 @@ use oci::lockfile::KeyUse;
 use oci::reference::{DEFAULT_REGISTRY, Reference, RegistryRef};
 use oci::registry::SmallManifest;
 use oci::signature::{self, SignatureError};
-use oci::{ImageSource, ResolvedImage, SourceError};
+use oci::{ImageSource, ResolvedImage};
 
 use crate::spec::{Definition, Located, Problem, SpecError, Trust};
 
@@ -28,12 +28,6 @@ pub enum TrustError {
     /// its digest, the keys tried and why.
     #[error(transparent)]
     Refused(Box<SignatureError>),
-    #[error("the signatures of {image}")]
-    Source {
-        image: String,
-        #[source]
-        source: Box<SourceError>,
-    },
 }
 
 /// Whether `name` may name a key: it is written into lock files as
@@ -308,17 +302,19 @@ impl Policy {
         if rules.is_empty() {
             return Ok(None);
         }
-        let fetch = |digest: &str| -> Result<Option<SmallManifest>, TrustError> {
-            source
-                .signatures(name, digest)
-                .map_err(|source| TrustError::Source {
-                    image: format!("{name}@{digest}"),
-                    source: Box::new(source),
-                })
+        // Signatures that cannot be fetched or read are a reason for a
+        // refusal, not the end of the check: the index's may still verify.
+        let fetch = |digest: &str| -> Result<Option<SmallManifest>, String> {
+            source.signatures(name, digest).map_err(|error| {
+                format!(
+                    "its signatures could not be read: {}",
+                    oci::chain::render(&error)
+                )
+            })
         };
-        let mut candidates = vec![(image.digest.as_str(), fetch(&image.digest)?)];
+        let mut candidates = vec![(image.digest.as_str(), fetch(&image.digest))];
         if let Some(index) = &image.index {
-            candidates.push((index.as_str(), fetch(index)?));
+            candidates.push((index.as_str(), fetch(index)));
         }
         let mut used = Vec::new();
         for rule in rules {
@@ -330,7 +326,11 @@ impl Policy {
             let mut reasons = Vec::new();
             let mut verified = None;
             for (digest, found) in &candidates {
-                match signature::check(name, digest, found.as_ref(), &keys) {
+                let checked = found
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|found| signature::check(name, digest, found.as_ref(), &keys));
+                match checked {
                     Ok(key) => {
                         verified = Some(key);
                         break;
@@ -749,6 +749,39 @@ mod tests {
                 .verify(&cache, &elsewhere, &image(&elsewhere))
                 .unwrap(),
             None
+        );
+
+        // Signatures that cannot be read are one reason among others: the
+        // index's still verify; without them, that is the refusal's reason.
+        let junk = b"not a manifest";
+        let junk_digest = oci::digest::sha256(junk);
+        cache.write_blob(&junk_digest, junk).unwrap();
+        let unreadable = |reference: &RegistryRef| {
+            let at = signature::signature_ref(reference, &manifest).unwrap();
+            cache
+                .tag(&oci::Named {
+                    name: at.to_string(),
+                    digest: junk_digest.clone(),
+                    media_type: signature::MANIFEST_TYPE.into(),
+                    size: junk.len() as u64,
+                })
+                .unwrap();
+        };
+        let three = name("127.0.0.1:5000/x/three:1");
+        unreadable(&three);
+        sign(&three, &index, 0);
+        sign(&three, &index, 1);
+        let used = policy.verify(&cache, &three, &image(&three)).unwrap();
+        assert_eq!(used.map(|keys| keys.len()), Some(2));
+        let four = name("127.0.0.1:5000/x/four:1");
+        unreadable(&four);
+        let error = policy
+            .verify(&cache, &four, &image(&four))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("its signatures could not be read") && !error.contains('\n'),
+            "{error}"
         );
     }
 }
