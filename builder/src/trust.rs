@@ -475,7 +475,10 @@ mod tests {
             "Registry-1.Docker.IO",
             "docker.io:443",
         ] {
-            assert!(berth.applies_to(&image(registry, "berth/sshd")), "{registry}");
+            assert!(
+                berth.applies_to(&image(registry, "berth/sshd")),
+                "{registry}"
+            );
         }
         assert!(!berth.applies_to(&image("ghcr.io", "berth/sshd")));
         let hub = rule(Matcher::Pattern(pattern("registry-1.docker.io/berth/*")));

@@ -245,7 +245,8 @@ fn a_signed_build_is_checked_by_sha256sum_python_and_verify_build() {
         fails(dir, &["verify-build", "out", "--key", "b.pub"], &[needle]);
     }
 
-    // Files of the build that are not listed are named, not refused.
+    // A file of the build that is not listed was not signed: refused,
+    // unless it is allowed, and then named.
     std::fs::remove_file(out.join("image.iso")).unwrap();
     std::fs::write(&sums, &text).unwrap();
     std::fs::write(out.join("image.vmdk"), "an older build's").unwrap();
@@ -253,9 +254,23 @@ fn a_signed_build_is_checked_by_sha256sum_python_and_verify_build() {
         &out,
         &["sign-blob", "image.sha256", "../a.key", "image.sha256.sig"],
     );
-    let checked = berth(dir, &["verify-build", "out", "--key", "a.pub"], false);
+    fails(
+        dir,
+        &["verify-build", "out", "--key", "a.pub"],
+        &[
+            "image.vmdk",
+            "not listed in image.sha256",
+            "--allow-unlisted",
+        ],
+    );
+    let checked = berth(
+        dir,
+        &["verify-build", "out", "--key", "a.pub", "--allow-unlisted"],
+        false,
+    );
     assert!(checked.status.success(), "{}", stderr(&checked));
     assert_eq!(stderr(&checked), "image.vmdk: not listed in image.sha256\n");
+    std::fs::remove_file(out.join("image.vmdk")).unwrap();
 
     // Two signed builds in one directory: the name must be given.
     let second = build(

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use builder::signed_build;
 use clap::Args;
 use oci::keys;
@@ -18,10 +18,15 @@ pub struct VerifyBuildArgs {
     /// The build to check (default: the only NAME.sha256 in DIR).
     #[arg(long)]
     pub name: Option<String>,
+    /// Files of the build that NAME.sha256 does not list (an earlier
+    /// build's other formats) are named, not refused.
+    #[arg(long)]
+    pub allow_unlisted: bool,
 }
 
-/// Prints `FILE: OK` for each file verified and a summary; files of the
-/// build that are not listed are named on standard error.
+/// Prints `FILE: OK` for each file verified and a summary. Files of the
+/// build that are not listed were not signed: they are refused, or with
+/// `--allow-unlisted` named on standard error.
 pub fn run(args: VerifyBuildArgs) -> Result<()> {
     let keys = args
         .key
@@ -31,6 +36,15 @@ pub fn run(args: VerifyBuildArgs) -> Result<()> {
     let verified = signed_build::verify(&args.dir, args.name.as_deref(), &keys)?;
     for (file, _) in &verified.files {
         println!("{file}: OK");
+    }
+    if !verified.unlisted.is_empty() && !args.allow_unlisted {
+        bail!(
+            "{}: {} of build {} not listed in {}.sha256: not signed (--allow-unlisted accepts them)",
+            args.dir.display(),
+            verified.unlisted.join(", "),
+            verified.name,
+            verified.name
+        );
     }
     for file in &verified.unlisted {
         eprintln!("{file}: not listed in {}.sha256", verified.name);

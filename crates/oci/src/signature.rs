@@ -926,7 +926,10 @@ mod tests {
             "registry.example/a"
         ));
         assert!(!same_repository("registry.example/A", "registry.example/a"));
-        assert!(same_repository("docker.io/alpine", "docker.io/library/alpine"));
+        assert!(same_repository(
+            "docker.io/alpine",
+            "docker.io/library/alpine"
+        ));
         assert!(!same_repository(
             "127.0.0.1:5000/alpine",
             "127.0.0.1:5000/library/alpine"
