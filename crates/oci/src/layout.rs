@@ -69,6 +69,12 @@ pub enum LayoutError {
         arch: String,
         available: String,
     },
+    #[error("image {reference}: manifest {manifest} is not listed in the index {index}")]
+    NotInIndex {
+        reference: String,
+        index: String,
+        manifest: String,
+    },
     #[error("image {reference}: blob {digest}")]
     Blob {
         reference: String,
@@ -543,23 +549,66 @@ impl Layout {
         reference: &RegistryRef,
         arch: &str,
     ) -> Result<ResolvedImage, LayoutError> {
+        self.resolve_with(reference, arch, None)
+    }
+
+    /// Finds the image a lock file pinned: the index `reference` names by
+    /// its digest, and in it the manifest `manifest` (which must be listed
+    /// there, and be for `arch`), so the image is known with its index as
+    /// when it was locked.
+    pub fn resolve_locked(
+        &self,
+        reference: &RegistryRef,
+        manifest: &str,
+        arch: &str,
+    ) -> Result<ResolvedImage, LayoutError> {
+        self.resolve_with(reference, arch, Some(manifest))
+    }
+
+    fn resolve_with(
+        &self,
+        reference: &RegistryRef,
+        arch: &str,
+        locked: Option<&str>,
+    ) -> Result<ResolvedImage, LayoutError> {
         let name = reference.to_string();
         let mut descriptor = self.find(reference)?.ok_or_else(|| LayoutError::NotFound {
             reference: name.clone(),
             cache: self.root.clone(),
         })?;
         let mut index_digest = None;
-        if is_index_type(descriptor.media_type()) {
+        let is_index = is_index_type(descriptor.media_type());
+        if let (Some(manifest), false) = (locked, is_index) {
+            return Err(LayoutError::NotInIndex {
+                reference: unpinned(reference),
+                index: descriptor.digest().to_string(),
+                manifest: manifest.into(),
+            });
+        }
+        if is_index {
             index_digest = Some(descriptor.digest().to_string());
             let bytes = self.read_small_blob(&name, descriptor.digest().as_ref())?;
             let index: ImageIndex =
                 serde_json::from_slice(&bytes).map_err(|e| invalid(&name, "image index", e))?;
-            descriptor =
-                choose_platform(&index, arch).map_err(|available| LayoutError::NoPlatform {
-                    reference: name.clone(),
-                    arch: arch.into(),
-                    available,
-                })?;
+            descriptor = match locked {
+                Some(manifest) => index
+                    .manifests()
+                    .iter()
+                    .find(|m| m.digest().as_ref() == manifest)
+                    .cloned()
+                    .ok_or_else(|| LayoutError::NotInIndex {
+                        reference: unpinned(reference),
+                        index: descriptor.digest().to_string(),
+                        manifest: manifest.into(),
+                    })?,
+                None => {
+                    choose_platform(&index, arch).map_err(|available| LayoutError::NoPlatform {
+                        reference: name.clone(),
+                        arch: arch.into(),
+                        available,
+                    })?
+                }
+            };
         }
         let digest = descriptor.digest().to_string();
         let bytes = self.read_small_blob(&name, &digest)?;
@@ -668,6 +717,15 @@ impl Layout {
                 message: format!("{}: {e}", found.name().unwrap_or(&found.digest)),
             })
     }
+}
+
+/// `reference` without its digest: what a lock file names.
+fn unpinned(reference: &RegistryRef) -> String {
+    RegistryRef {
+        digest: None,
+        ..reference.clone()
+    }
+    .to_string()
 }
 
 fn invalid(reference: &str, what: &str, message: impl std::fmt::Display) -> LayoutError {
