@@ -129,6 +129,30 @@ fn a_locked_build_sees_the_index_its_image_was_chosen_from_online_and_offline() 
         ],
     );
     assert_same_build(&first.join("a"), &first.join("b"));
+    // A lock line without the index pins the manifest alone, whose
+    // signature (there is none but the index's) is not found.
+    let lock = String::from_utf8(read(&first.join("a/image.lock"))).unwrap();
+    std::fs::write(
+        first.join("old.lock"),
+        lock.replace(&format!(" {index}"), ""),
+    )
+    .unwrap();
+    let old = berth(
+        first,
+        &[
+            "build",
+            "--lock",
+            "old.lock",
+            "-f",
+            "tar",
+            "-o",
+            "old",
+            "image.yml",
+        ],
+    );
+    assert_eq!(old.status.code(), Some(1), "{}", stderr(&old));
+    assert!(stderr(&old).contains("no signature"), "{}", stderr(&old));
+    assert!(!first.join("old").exists());
     let second = tempfile::tempdir().unwrap();
     let second = second.path();
     for name in ["image.yml", "release.pub", "a/image.lock"] {
