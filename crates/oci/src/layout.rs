@@ -928,6 +928,82 @@ mod tests {
     }
 
     #[test]
+    fn a_locked_image_is_found_through_its_index_which_must_list_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Layout::open(dir.path()).unwrap();
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        cache.write_blob(&digest(config), config).unwrap();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+            digest(config),
+            config.len()
+        );
+        let manifest_digest = digest(manifest.as_bytes());
+        cache
+            .write_blob(&manifest_digest, manifest.as_bytes())
+            .unwrap();
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+            manifest.len()
+        );
+        let index_digest = digest(index.as_bytes());
+        cache.write_blob(&index_digest, index.as_bytes()).unwrap();
+        for (name, pointed, media_type, size) in [
+            (
+                "x.io/a:1",
+                &index_digest,
+                "application/vnd.oci.image.index.v1+json",
+                index.len(),
+            ),
+            (
+                "x.io/a:2",
+                &manifest_digest,
+                "application/vnd.oci.image.manifest.v1+json",
+                manifest.len(),
+            ),
+        ] {
+            cache
+                .tag(&Named {
+                    name: name.into(),
+                    digest: pointed.clone(),
+                    media_type: media_type.into(),
+                    size: size as u64,
+                })
+                .unwrap();
+        }
+        let pinned = |tag: &str, digest: &str| RegistryRef {
+            registry: "x.io".into(),
+            repository: "a".into(),
+            tag: Some(tag.into()),
+            digest: Some(digest.into()),
+        };
+        let image = cache
+            .resolve_locked(&pinned("1", &index_digest), &manifest_digest, "amd64")
+            .unwrap();
+        assert_eq!(image.digest, manifest_digest);
+        assert_eq!(image.index.as_deref(), Some(index_digest.as_str()));
+        let other = digest(b"other");
+        let error = cache
+            .resolve_locked(&pinned("1", &index_digest), &other, "amd64")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!("image x.io/a:1: manifest {other} is not listed in the index {index_digest}")
+        );
+        // A lock naming a manifest as the index.
+        let error = cache
+            .resolve_locked(&pinned("2", &manifest_digest), &manifest_digest, "amd64")
+            .unwrap_err();
+        assert!(matches!(error, LayoutError::NotInIndex { .. }), "{error}");
+        let error = cache
+            .resolve_locked(&pinned("1", &index_digest), &manifest_digest, "arm64")
+            .unwrap_err();
+        assert!(matches!(error, LayoutError::NoPlatform { .. }), "{error}");
+    }
+
+    #[test]
     fn what_other_tools_wrote_in_index_json_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Layout::open(dir.path()).unwrap();
