@@ -116,7 +116,8 @@ pub struct Plan<'d> {
 impl<'d> Plan<'d> {
     /// Resolves every reference in `definition` for `arch` through `source`,
     /// each image checked against `policy` once pinned. With a `lock`,
-    /// every reference is pinned to the digest it lists.
+    /// every reference is pinned to the digest it lists, and to the index
+    /// it lists, which must list that digest.
     pub fn resolve(
         definition: &'d Definition,
         source: &dyn ImageSource,
@@ -134,6 +135,9 @@ impl<'d> Plan<'d> {
             locked
                 .digests
                 .insert(name.clone(), image.image.digest.clone());
+            if let Some(index) = &image.image.index {
+                locked.indexes.insert(name.clone(), index.clone());
+            }
             if let Some(keys) = &image.verified_by {
                 locked.verified_by.insert(name, keys.clone());
             }
@@ -218,27 +222,40 @@ fn resolve_one(
             });
         }
     };
-    if let Some(lock) = lock {
-        let digest =
-            lock.digests
-                .get(&registry.to_string())
-                .ok_or_else(|| PlanError::NotLocked {
-                    position: reference.position(),
-                    reference: registry.to_string(),
-                })?;
-        registry.digest = Some(digest.clone());
-    }
     let unpinned = RegistryRef {
         digest: None,
         ..registry.clone()
     };
     let name = unpinned.to_string();
-    let image = source
-        .resolve(&registry, arch)
-        .map_err(|source| PlanError::Store {
-            position: reference.position(),
-            source,
-        })?;
+    let image = match lock {
+        // Pinned by the lock: to the manifest, through the index it was
+        // chosen from when the lock names one, so the index's attestations
+        // and signatures are found as they were.
+        Some(lock) => {
+            let digest = lock
+                .digests
+                .get(&name)
+                .ok_or_else(|| PlanError::NotLocked {
+                    position: reference.position(),
+                    reference: name.clone(),
+                })?;
+            match lock.indexes.get(&name) {
+                Some(index) => {
+                    registry.digest = Some(index.clone());
+                    source.resolve_locked(&registry, digest, arch)
+                }
+                None => {
+                    registry.digest = Some(digest.clone());
+                    source.resolve(&registry, arch)
+                }
+            }
+        }
+        None => source.resolve(&registry, arch),
+    }
+    .map_err(|source| PlanError::Store {
+        position: reference.position(),
+        source,
+    })?;
     let verified_by =
         policy
             .verify(source, &unpinned, &image)

@@ -14,8 +14,8 @@ use fixtures::{Image, Layer, Layout};
 use serde_json::Value;
 
 use common::{
-    DEFINITION, INIT, KERNEL, SERVICE, berth, build_yaml, files, pyspdxtools, small_cache, stderr,
-    validate_spdx as validate,
+    ATTESTED, DEFINITION, INIT, KERNEL, SERVICE, add_attested_image, berth, build_yaml, files,
+    pyspdxtools, small_cache, stderr, validate_spdx as validate,
 };
 
 const DEBIAN: &str = "docker.io/test/debian:1";
@@ -281,98 +281,6 @@ fn a_failed_build_leaves_no_sbom() {
     assert_eq!(files(&dir.path().join("out")), Vec::<String>::new());
 }
 
-const ATTESTED: &str = "docker.io/test/attested:1";
-
-/// Adds `ATTESTED` as an index with an amd64 image and, as BuildKit stores
-/// it, an attestation manifest whose layer is an in-toto statement holding
-/// an SPDX document about one package.
-fn add_attested_image(cache: &Path) {
-    let layout = Layout::create(cache).unwrap();
-    let image = Image::new().layer(Layer::new().file("bin/app", 0o755, b"app".to_vec()));
-    let index_digest = layout.add_index(ATTESTED, &[("amd64", &image)]).unwrap();
-    let mut index = fixtures::read_json_blob(&layout, &index_digest).unwrap();
-    let image_digest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let spdx = serde_json::json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": "app",
-        "documentNamespace": "https://example.org/app",
-        "creationInfo": {"created": "2024-01-01T00:00:00Z", "creators": ["Tool: scanner"]},
-        "packages": [{
-            "SPDXID": "SPDXRef-Package-app",
-            "name": "attested-app",
-            "versionInfo": "2.0",
-            "downloadLocation": "NOASSERTION",
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": "pkg:generic/attested-app@2.0"
-            }]
-        }],
-        "relationships": [{
-            "spdxElementId": "SPDXRef-DOCUMENT",
-            "relationshipType": "DESCRIBES",
-            "relatedSpdxElement": "SPDXRef-Package-app"
-        }]
-    });
-    let statement = serde_json::json!({
-        "_type": "https://in-toto.io/Statement/v0.1",
-        "predicateType": "https://spdx.dev/Document",
-        "subject": [{"name": "app", "digest": {"sha256": image_digest.trim_start_matches("sha256:")}}],
-        "predicate": spdx,
-    });
-    let layer = layout
-        .write_blob(
-            "application/vnd.in-toto+json",
-            &serde_json::to_vec(&statement).unwrap(),
-        )
-        .unwrap();
-    let config = layout
-        .write_blob("application/vnd.oci.image.config.v1+json", b"{}")
-        .unwrap();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config,
-        "layers": [{
-            "mediaType": layer.media_type,
-            "digest": layer.digest,
-            "size": layer.size,
-            "annotations": {"in-toto.io/predicate-type": "https://spdx.dev/Document"}
-        }]
-    });
-    let manifest = layout
-        .write_blob(
-            "application/vnd.oci.image.manifest.v1+json",
-            &serde_json::to_vec(&manifest).unwrap(),
-        )
-        .unwrap();
-    index["manifests"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest,
-            "size": manifest.size,
-            "platform": {"architecture": "unknown", "os": "unknown"},
-            "annotations": {
-                "vnd.docker.reference.type": "attestation-manifest",
-                "vnd.docker.reference.digest": image_digest
-            }
-        }));
-    let index = layout
-        .write_blob(
-            "application/vnd.oci.image.index.v1+json",
-            &serde_json::to_vec(&index).unwrap(),
-        )
-        .unwrap();
-    layout.tag(ATTESTED, index).unwrap();
-}
-
 #[test]
 fn an_sbom_an_image_carries_as_an_attestation_is_merged_in() {
     let dir = tempfile::tempdir().unwrap();
@@ -521,16 +429,10 @@ fn an_attested_sbom_is_pulled_with_its_image_from_a_registry() {
     let source = small_cache(&dir.path().join("source"));
     add_attested_image(&source);
     common::push_small_images(&source, &registry);
-    let copied = Command::new("skopeo")
-        .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:{ATTESTED}", source.display()))
-        .arg(format!("docker://{}/test/attested:1", registry.host()))
-        .output()
-        .unwrap();
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
+    common::push_all(
+        &registry,
+        &format!("oci:{}:{ATTESTED}", source.display()),
+        "test/attested:1",
     );
     let host = registry.host();
     let yaml = DEFINITION

@@ -12,8 +12,7 @@
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
-use crate::layout::{Layout, LayoutError, ResolvedImage, is_index_type};
-use crate::reference::Reference;
+use crate::layout::{Layout, LayoutError, ResolvedImage};
 
 const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 const ATTESTATION_MANIFEST: &str = "attestation-manifest";
@@ -64,7 +63,8 @@ pub fn predicate(statement: &[u8]) -> Result<Vec<u8>, String> {
 
 impl Layout {
     /// The SPDX documents attested for `image` that the cache holds, in the
-    /// order of the index; none for an image stored without an index.
+    /// order of the index it was chosen from; none for an image resolved
+    /// without an index.
     pub fn spdx_documents(&self, image: &ResolvedImage) -> Result<Vec<Vec<u8>>, LayoutError> {
         let name = &image.reference;
         let invalid = |what: &str, message: String| LayoutError::Invalid {
@@ -72,16 +72,10 @@ impl Layout {
             what: what.into(),
             message,
         };
-        let Ok(Reference::Registry(reference)) = Reference::parse(name) else {
+        let Some(index) = &image.index else {
             return Ok(Vec::new());
         };
-        let Some(top) = self.find(&reference)? else {
-            return Ok(Vec::new());
-        };
-        if !is_index_type(top.media_type()) {
-            return Ok(Vec::new());
-        }
-        let bytes = self.read_small_blob(name, top.digest().as_ref())?;
+        let bytes = self.read_small_blob(name, index)?;
         let index: ImageIndex =
             serde_json::from_slice(&bytes).map_err(|e| invalid("image index", e.to_string()))?;
         let mut documents = Vec::new();

@@ -3,10 +3,13 @@
 //! exactly those images even after their tags move, and which keys of the
 //! trust policy verified each image's signature.
 //!
-//! One line per reference, `REFERENCE DIGEST`, sorted, followed, for an
-//! image a key verified, by `NAME=sha256:FINGERPRINT` for each such key
-//! (sorted by name); `#` starts a comment. Lock files written before keys
-//! were recorded read as they always did.
+//! One line per reference, `REFERENCE DIGEST`, sorted: the digest of the
+//! image manifest the build used. For an image chosen from an image index
+//! (a multi-arch tag), the index's digest follows, so that a locked build
+//! sees the index as the first did: the attestations and signatures it
+//! carries. Then, for an image a key verified, `NAME=sha256:FINGERPRINT`
+//! for each such key (sorted by name); `#` starts a comment. Lock files
+//! written before indexes or keys were recorded read as they always did.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +17,10 @@ use std::collections::BTreeMap;
 pub struct LockFile {
     /// Fully expanded reference → manifest digest.
     pub digests: BTreeMap<String, String>,
+    /// Fully expanded reference → the digest of the image index its
+    /// manifest was chosen from; references that named a manifest are
+    /// absent.
+    pub indexes: BTreeMap<String, String>,
     /// Fully expanded reference → the keys whose signatures verified it,
     /// sorted by name; references no key verified are absent.
     pub verified_by: BTreeMap<String, Vec<KeyUse>>,
@@ -51,7 +58,7 @@ impl LockFile {
             let mut fields = line.split_whitespace();
             let (Some(reference), Some(digest)) = (fields.next(), fields.next()) else {
                 return Err(fail(format!(
-                    "{line:?} is not REFERENCE DIGEST [NAME=FINGERPRINT ...]"
+                    "{line:?} is not REFERENCE DIGEST [INDEX] [NAME=FINGERPRINT ...]"
                 )));
             };
             if !crate::digest::is_valid(digest) {
@@ -63,6 +70,10 @@ impl LockFile {
                 .is_some()
             {
                 return Err(fail(format!("{reference} is listed twice")));
+            }
+            let mut fields = fields.peekable();
+            if let Some(index) = fields.next_if(|field| crate::digest::is_valid(field)) {
+                lock.indexes.insert(reference.into(), index.into());
             }
             let mut keys = Vec::new();
             for field in fields {
@@ -77,7 +88,7 @@ impl LockFile {
                     }
                     _ => {
                         return Err(fail(format!(
-                            "{field:?} is not NAME=sha256:FINGERPRINT (a key that verified {reference})"
+                            "{field:?} is neither the digest of an index nor NAME=sha256:FINGERPRINT (a key that verified {reference})"
                         )));
                     }
                 }
@@ -94,6 +105,9 @@ impl LockFile {
         let mut text = String::from("# berth lock: the image each reference resolved to\n");
         for (reference, digest) in &self.digests {
             text.push_str(&format!("{reference} {digest}"));
+            if let Some(index) = self.indexes.get(reference) {
+                text.push_str(&format!(" {index}"));
+            }
             for key in self.verified_by.get(reference).into_iter().flatten() {
                 text.push_str(&format!(" {}={}", key.name, key.fingerprint));
             }
@@ -159,7 +173,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            bad.contains("\"release\" is not NAME=sha256:FINGERPRINT"),
+            bad.contains(
+                "\"release\" is neither the digest of an index nor NAME=sha256:FINGERPRINT"
+            ),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn the_index_an_image_was_chosen_from_follows_its_digest() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let index = format!("sha256:{}", "b".repeat(64));
+        let fingerprint = format!("sha256:{}", "c".repeat(64));
+        let text = format!("x.io/a:1 {digest} {index} release={fingerprint}\nx.io/b:1 {digest}\n");
+        let lock = LockFile::parse(&text, "x.lock").unwrap();
+        assert_eq!(lock.digests["x.io/a:1"], digest);
+        assert_eq!(lock.indexes["x.io/a:1"], index);
+        assert!(!lock.indexes.contains_key("x.io/b:1"));
+        assert_eq!(lock.verified_by["x.io/a:1"][0].name, "release");
+        let rendered = lock.render();
+        assert_eq!(
+            rendered.lines().skip(1).collect::<Vec<_>>(),
+            [
+                format!("x.io/a:1 {digest} {index} release={fingerprint}"),
+                format!("x.io/b:1 {digest}"),
+            ]
+        );
+        assert_eq!(LockFile::parse(&rendered, "x.lock").unwrap(), lock);
+        let bad = LockFile::parse(&format!("x.io/a:1 {digest} sha256:12\n"), "x.lock")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.starts_with("lock file x.lock:1: \"sha256:12\" is neither"),
             "{bad}"
         );
     }

@@ -39,6 +39,15 @@ impl From<SignatureError> for SourceError {
 pub trait ImageSource: Sync {
     /// Finds the image `reference` names for `arch` (`amd64`, `arm64`).
     fn resolve(&self, reference: &RegistryRef, arch: &str) -> Result<ResolvedImage, SourceError>;
+    /// Finds the image a lock file pinned with its index: `reference`
+    /// names the index by its digest, `manifest` the image's manifest,
+    /// which must be listed in it ([`Layout::resolve_locked`]).
+    fn resolve_locked(
+        &self,
+        reference: &RegistryRef,
+        manifest: &str,
+        arch: &str,
+    ) -> Result<ResolvedImage, SourceError>;
     /// Opens a blob; the reader fails at its end if the bytes do not match
     /// `digest`.
     fn open_blob(&self, reference: &str, digest: &str)
@@ -61,6 +70,15 @@ pub trait ImageSource: Sync {
 impl ImageSource for Layout {
     fn resolve(&self, reference: &RegistryRef, arch: &str) -> Result<ResolvedImage, SourceError> {
         Ok(Layout::resolve(self, reference, arch)?)
+    }
+
+    fn resolve_locked(
+        &self,
+        reference: &RegistryRef,
+        manifest: &str,
+        arch: &str,
+    ) -> Result<ResolvedImage, SourceError> {
+        Ok(Layout::resolve_locked(self, reference, manifest, arch)?)
     }
 
     fn open_blob(
@@ -99,15 +117,25 @@ pub struct CacheThenRegistry {
     pub pull: bool,
 }
 
-impl ImageSource for CacheThenRegistry {
-    fn resolve(&self, reference: &RegistryRef, arch: &str) -> Result<ResolvedImage, SourceError> {
+impl CacheThenRegistry {
+    /// `read` from the cache; when that fails (or `pull` is set), pulls
+    /// `reference` for `arch` and reads again. An index that does not list
+    /// the manifest a lock pinned is final: its digest fixes its content.
+    fn cached_or_pulled(
+        &self,
+        reference: &RegistryRef,
+        arch: &str,
+        read: impl Fn(&Layout) -> Result<ResolvedImage, LayoutError>,
+    ) -> Result<ResolvedImage, SourceError> {
         let Some(remote) = &self.remote else {
-            return Ok(self.cache.resolve(reference, arch)?);
+            return Ok(read(&self.cache)?);
         };
-        if !self.pull
-            && let Ok(image) = self.cache.resolve(reference, arch)
-        {
-            return Ok(image);
+        if !self.pull {
+            match read(&self.cache) {
+                Ok(image) => return Ok(image),
+                Err(error @ LayoutError::NotInIndex { .. }) => return Err(error.into()),
+                Err(_) => {}
+            }
         }
         remote
             .pull(&self.cache, reference, arch)
@@ -115,7 +143,24 @@ impl ImageSource for CacheThenRegistry {
                 cache: self.cache.root().to_path_buf(),
                 source: Box::new(source),
             })?;
-        Ok(self.cache.resolve(reference, arch)?)
+        Ok(read(&self.cache)?)
+    }
+}
+
+impl ImageSource for CacheThenRegistry {
+    fn resolve(&self, reference: &RegistryRef, arch: &str) -> Result<ResolvedImage, SourceError> {
+        self.cached_or_pulled(reference, arch, |cache| cache.resolve(reference, arch))
+    }
+
+    fn resolve_locked(
+        &self,
+        reference: &RegistryRef,
+        manifest: &str,
+        arch: &str,
+    ) -> Result<ResolvedImage, SourceError> {
+        self.cached_or_pulled(reference, arch, |cache| {
+            cache.resolve_locked(reference, manifest, arch)
+        })
     }
 
     fn open_blob(
