@@ -1,6 +1,7 @@
 //! Assembly: the whole filesystem of the image as one entry stream, in
 //! LinuxKit's order: kernel, init images, onboot, onshutdown and services
-//! bundles, then `files`.
+//! bundles, then `files`, then the build's SBOM ([`crate::sbom`]) at
+//! [`sbom::IMAGE_PATH`].
 //!
 //! Images must already be resolved ([`crate::plan`]); this module reads
 //! their blobs through the [`ImageSource`] and writes to a [`Sink`]. It never
@@ -18,6 +19,7 @@ use crate::bundle::{Bundle, BundleError, IdMap};
 use crate::flatten::{FlattenError, flatten};
 use crate::kernel::{KernelError, write_kernel};
 use crate::plan::Plan;
+use crate::sbom::{self, AssembledFile, SbomError};
 use crate::spec::{self, Definition, File, SpecError};
 use crate::tree::Tree;
 
@@ -41,6 +43,8 @@ pub enum AssembleError {
         path: String,
         message: String,
     },
+    #[error(transparent)]
+    Sbom(#[from] SbomError),
     #[error("writing the image")]
     Write(#[source] io::Error),
 }
@@ -167,13 +171,15 @@ const MUST_EXIST: &[(&str, Must)] = &[
     ("sys", Must::Directory),
 ];
 
-/// Writes the whole image to `sink`.
+/// Writes the whole image of the build named `name` to `sink`; returns its
+/// SBOM, which is also in the image.
 pub fn assemble(
     plan: &Plan,
     source: &dyn ImageSource,
     clock: Clock,
+    name: &str,
     sink: &mut dyn Sink,
-) -> Result<(), AssembleError> {
+) -> Result<Vec<u8>, AssembleError> {
     let definition = plan.definition;
     if let Some(volume) = definition.volumes.first() {
         return Err(AssembleError::Volumes {
@@ -186,8 +192,17 @@ pub fn assemble(
         clock,
         scope: None,
     };
+    let mut assembled = sbom::Assembled::default();
     if let Some(kernel) = &plan.kernel {
         write_kernel(&mut tree, source, &kernel.image.image, kernel.spec)?;
+        // The release is the name of the modules' directory.
+        assembled.kernel_release = tree
+            .directories
+            .iter()
+            .filter_map(|d| d.strip_prefix("lib/modules/"))
+            .filter(|release| !release.contains('/'))
+            .min()
+            .map(str::to_string);
     }
     for image in &plan.init {
         write_root(&mut tree, source, &image.image, "", Root::Init)?;
@@ -234,21 +249,47 @@ pub fn assemble(
     }
     tree.scope(false);
     for file in &definition.files {
-        write_file(&mut tree, definition, &plan.ids, file)?;
+        // The last entry at a path is what the image holds (files: lists of
+        // several YAML files append), and what the SBOM lists.
+        match write_file(&mut tree, definition, &plan.ids, file)? {
+            Wrote::Nothing => {}
+            Wrote::Other(path) => assembled.files.retain(|f| f.path != path),
+            Wrote::File(written) => {
+                assembled.files.retain(|f| f.path != written.path);
+                assembled.files.push(written);
+            }
+        }
     }
+    for image in plan.images() {
+        if assembled.attested.contains_key(&image.image.reference) {
+            continue;
+        }
+        let documents = source
+            .spdx_documents(&image.image)
+            .map_err(|e| AssembleError::Image {
+                image: image.image.reference.clone(),
+                message: e.to_string(),
+            })?;
+        assembled
+            .attested
+            .insert(image.image.reference.clone(), documents);
+    }
+    let document = sbom::document(name, plan, &assembled, clock)?;
+    tree.bytes(sbom::IMAGE_PATH, 0o644, &document)?;
     tree.sink.finish()?;
-    Ok(())
+    Ok(document)
 }
 
 /// A `files:` entry. Sources are read relative to the directory of the YAML
 /// file that names them (LinuxKit: the working directory, which is usually
-/// the same); `~/` is the home directory.
+/// the same); `~/` is the home directory. A regular file is returned with
+/// its checksums, for the SBOM.
 fn write_file(
     tree: &mut Tree,
     definition: &Definition,
     ids: &IdMap,
     file: &File,
-) -> Result<(), AssembleError> {
+) -> Result<Wrote, AssembleError> {
     let fail = |message: String| AssembleError::File {
         position: file.path.position(),
         path: file.path.value.clone(),
@@ -280,7 +321,7 @@ fn write_file(
         match std::fs::read(&resolved) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound && file.optional == Some(true) => {
-                return Ok(());
+                return Ok(Wrote::Nothing);
             }
             Err(e) => {
                 return Err(fail(format!(
@@ -304,6 +345,7 @@ fn write_file(
         }
     }
     tree.parents(&path, parent_mode, uid, gid)?;
+    let at = path.clone();
     let mut entry = match (&file.symlink, is_dir) {
         (_, true) => Entry::directory(path, mode, tree.mtime()),
         (Some(target), false) => {
@@ -313,20 +355,33 @@ fn write_file(
         }
         (None, false) => {
             let bytes = bytes.unwrap_or_default();
+            let written = AssembledFile::new(&path, &bytes);
             let mut entry = Entry::file(path, mode, bytes.len() as u64, tree.mtime());
             entry.uid = uid;
             entry.gid = gid;
             tree.write(&entry, &mut &bytes[..])?;
-            return Ok(());
+            return Ok(Wrote::File(written));
         }
     };
     entry.uid = uid;
     entry.gid = gid;
     tree.write(&entry, &mut io::empty())?;
-    Ok(())
+    Ok(Wrote::Other(at))
 }
 
-fn resolve_source(source: &str, origin: Option<&str>) -> PathBuf {
+/// What one `files:` entry put into the tree.
+enum Wrote {
+    /// Nothing: an optional source that is not there.
+    Nothing,
+    /// A directory or a symbolic link at this path.
+    Other(String),
+    /// A regular file, with its checksums.
+    File(AssembledFile),
+}
+
+/// `source` relative to the directory of the YAML file `origin` names (the
+/// working directory for standard input); `~/` is the home directory.
+pub(crate) fn resolve_source(source: &str, origin: Option<&str>) -> PathBuf {
     if let Some(rest) = source.strip_prefix("~/")
         && let Some(home) = std::env::var_os("HOME")
     {

@@ -1,10 +1,12 @@
 //! One build, start to finish: plan, assemble, write every requested format,
-//! commit the artifacts.
+//! commit the artifacts with the lock file, the SBOM and, for a signed
+//! build, the signed digests of them all.
 
 use std::path::PathBuf;
 
 use archive::Clock;
 use oci::ImageSource;
+use oci::keys::SigningKey;
 use oci::lockfile::LockFile;
 
 use crate::assemble::{AssembleError, assemble};
@@ -12,6 +14,7 @@ use crate::outputs::{
     BootError, BootFiles, Compression, Format, MediaOptions, OutputError, Pending, Writers,
 };
 use crate::plan::{Plan, PlanError};
+use crate::signed_build::{self, SignedBuildError};
 use crate::spec::Definition;
 
 #[derive(Debug, Clone)]
@@ -31,12 +34,17 @@ pub struct BuildOptions {
     pub label: Option<String>,
     /// The size of disks in bytes (default: the smallest that fits).
     pub size: Option<u64>,
+    /// Sign the build: `NAME.sha256` and `NAME.sha256.sig` with the rest.
+    pub sign_key: Option<SigningKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The trust policy's keys could not be read.
+    #[error(transparent)]
+    Policy(#[from] crate::spec::SpecError),
     #[error(transparent)]
     Assemble(#[from] AssembleError),
     #[error(transparent)]
@@ -47,6 +55,8 @@ pub enum BuildError {
     NoBootImage(Format),
     #[error(transparent)]
     Media(#[from] crate::outputs::MediaError),
+    #[error(transparent)]
+    Signed(#[from] SignedBuildError),
     #[error("output directory {}", dir.display())]
     Output {
         dir: PathBuf,
@@ -70,7 +80,17 @@ pub fn build(
     source: &dyn ImageSource,
     options: &BuildOptions,
 ) -> Result<Built, BuildError> {
-    let plan = Plan::resolve(definition, source, &options.arch, options.lock.as_ref())?;
+    if options.sign_key.is_some() {
+        signed_build::check_name(&options.name)?;
+    }
+    let policy = crate::trust::Policy::load(definition)?.policy;
+    let plan = Plan::resolve(
+        definition,
+        source,
+        &options.arch,
+        options.lock.as_ref(),
+        &policy,
+    )?;
     let output = |source| BuildError::Output {
         dir: options.output_dir.clone(),
         source,
@@ -120,7 +140,7 @@ fn write(
         media,
     )
     .map_err(output)?;
-    assemble(plan, source, options.clock, writers.sink())?;
+    let sbom = assemble(plan, source, options.clock, &options.name, writers.sink())?;
     match writers.finish(&mut pending) {
         Ok(()) => {}
         Err(OutputError::Io(source)) => return Err(output(source)),
@@ -132,5 +152,11 @@ fn write(
             plan.lock().render().as_bytes(),
         )
         .map_err(output)?;
+    pending
+        .write(&format!("{}.spdx.json", options.name), &sbom)
+        .map_err(output)?;
+    if let Some(key) = &options.sign_key {
+        signed_build::stage(&mut pending, &options.name, key).map_err(output)?;
+    }
     pending.commit().map_err(output)
 }

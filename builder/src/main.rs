@@ -10,11 +10,14 @@ use clap::{Parser, Subcommand};
 use commands::Sources;
 use commands::build::BuildArgs;
 use commands::cache::CacheCommand;
+use commands::key::KeyCommand;
 use commands::pkg::PkgCommand;
 use commands::pull::PullArgs;
 use commands::push::PushArgs;
 use commands::run::RunCommand;
 use commands::serve::ServeArgs;
+use commands::sign::{SignArgs, VerifyArgs};
+use commands::verify_build::VerifyBuildArgs;
 
 /// Build minimal, immutable Linux hosts that run containers, from
 /// LinuxKit-style YAML files.
@@ -35,6 +38,11 @@ Examples:
   berth push out registry.example/builds/host:1      # a finished build, as one OCI artifact
   berth pull registry.example/builds/host:1 -o host  # and back, verified
   berth serve out --addr 0.0.0.0:8080                  # HTTP and iPXE boot scripts (docs/pxe.md)
+  berth key generate -o release                        # release.key (0600) and release.pub
+  berth sign registry.example/tools/sshd:1 --key release.key
+  berth verify registry.example/tools/sshd:1 --key release.pub
+  berth build host.yml -o out --sign-key release.key   # and out/host.sha256, out/host.sha256.sig
+  berth verify-build out --key release.pub
 
 Exit status: 0 on success, 1 when the definition or the build fails, 2 on a usage error.
 Images are taken from the cache, and pulled into it from their registry when missing;
@@ -79,6 +87,27 @@ enum Command {
         after_help = "Examples:\n  berth serve out\n  berth serve out --addr 127.0.0.1:8080 --name host"
     )]
     Serve(ServeArgs),
+    /// Make keys for signing images.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Sign an image's digest the cosign way, in its registry and the cache.
+    #[command(
+        after_help = "Example:\n  berth sign registry.example/tools/sshd:1 --key release.key\n\nThe signature is stored as cosign stores it: tag sha256-HEX.sig in the image's repository."
+    )]
+    Sign(SignArgs),
+    /// Check that an image is signed by one of the keys (offline: from the cache).
+    #[command(
+        after_help = "Example:\n  berth verify registry.example/tools/sshd:1 --key release.pub --key old.pub"
+    )]
+    Verify(VerifyArgs),
+    /// Check a signed build: the signature of NAME.sha256, then every file it lists.
+    #[command(
+        name = "verify-build",
+        after_help = "Example:\n  berth verify-build out --key release.pub --name host\n\nNAME.sha256 is also what `sha256sum -c` reads (docs/signing.md)."
+    )]
+    VerifyBuild(VerifyBuildArgs),
     /// Boot a build or an artifact in a virtual machine.
     Run {
         #[command(subcommand)]
@@ -106,6 +135,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cache { sources, command } => commands::cache::run(&sources, command),
         Command::Pkg { sources, command } => commands::pkg::run(&sources, command),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Key { command } => commands::key::run(command),
+        Command::Sign(args) => commands::sign::sign(args),
+        Command::Verify(args) => commands::sign::verify(args),
+        Command::VerifyBuild(args) => commands::verify_build::run(args),
         Command::Run { command } => return commands::run::run(command),
     };
     done.map(|()| ExitCode::SUCCESS)

@@ -6,17 +6,22 @@
 //! After this nothing looks an image up by name again, so a tag that moves
 //! during a build cannot mix two versions of an image; assembly walks the
 //! plan, not the YAML.
+//!
+//! The trust policy ([`crate::trust`]) is checked here, for each image as
+//! soon as it is pinned: against the digest the build will use, before its
+//! label is parsed or any layer is read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use contract::BundleKind;
-use oci::lockfile::LockFile;
+use oci::lockfile::{KeyUse, LockFile};
 use oci::reference::{Reference, ReferenceError, RegistryRef};
 use oci::{ImageSource, ResolvedImage, SourceError};
 
 use crate::bundle::{IdMap, ImageDefaults};
 use crate::spec::{self, Container, Definition, Located, SpecError};
+use crate::trust::{Policy, TrustError};
 
 pub const LABEL: &str = "org.mobyproject.config";
 
@@ -42,6 +47,12 @@ pub enum PlanError {
     Label(#[from] SpecError),
     #[error("{position}: image {reference} is not in the lock file")]
     NotLocked { position: String, reference: String },
+    #[error("{position}")]
+    Untrusted {
+        position: String,
+        #[source]
+        source: TrustError,
+    },
 }
 
 /// An image with its parsed label, shared by every entry that names it.
@@ -49,6 +60,9 @@ pub enum PlanError {
 pub struct PlannedImage {
     pub image: ResolvedImage,
     pub label: Option<Container>,
+    /// The keys of the trust policy that verified the image's signature,
+    /// or `None` when no rule of the policy asks for one.
+    pub verified_by: Option<Vec<KeyUse>>,
 }
 
 impl PlannedImage {
@@ -96,26 +110,37 @@ pub struct Plan<'d> {
     pub containers: Vec<PlannedContainer<'d>>,
     /// The uid/gid each entry's name stands for.
     pub ids: IdMap,
-    locked: BTreeMap<String, String>,
+    locked: LockFile,
 }
 
 impl<'d> Plan<'d> {
-    /// Resolves every reference in `definition` for `arch` through `source`.
-    /// With a `lock`, every reference is pinned to the digest it lists.
+    /// Resolves every reference in `definition` for `arch` through `source`,
+    /// each image checked against `policy` once pinned. With a `lock`,
+    /// every reference is pinned to the digest it lists, and to the index
+    /// it lists, which must list that digest.
     pub fn resolve(
         definition: &'d Definition,
         source: &dyn ImageSource,
         arch: &str,
         lock: Option<&LockFile>,
+        policy: &Policy,
     ) -> Result<Plan<'d>, PlanError> {
         let mut resolved: HashMap<String, Arc<PlannedImage>> = HashMap::new();
-        let mut locked = BTreeMap::new();
+        let mut locked = LockFile::default();
         for reference in definition.image_references() {
             if resolved.contains_key(&reference.value) {
                 continue;
             }
-            let (name, image) = resolve_one(reference, source, arch, lock)?;
-            locked.insert(name, image.image.digest.clone());
+            let (name, image) = resolve_one(reference, source, arch, lock, policy)?;
+            locked
+                .digests
+                .insert(name.clone(), image.image.digest.clone());
+            if let Some(index) = &image.image.index {
+                locked.indexes.insert(name.clone(), index.clone());
+            }
+            if let Some(keys) = &image.verified_by {
+                locked.verified_by.insert(name, keys.clone());
+            }
             resolved.insert(reference.value.clone(), Arc::new(image));
         }
         let image = |reference: &Located<String>| Arc::clone(&resolved[&reference.value]);
@@ -157,21 +182,32 @@ impl<'d> Plan<'d> {
         })
     }
 
-    /// What every reference resolved to, as a lock.
+    /// Every image of the plan: kernel, init, boot, containers' (an image
+    /// named twice comes twice).
+    pub fn images(&self) -> impl Iterator<Item = &Arc<PlannedImage>> {
+        self.kernel
+            .iter()
+            .map(|k| &k.image)
+            .chain(&self.init)
+            .chain(&self.boot)
+            .chain(self.containers.iter().map(|c| &c.image))
+    }
+
+    /// What every reference resolved to, and the keys that verified it,
+    /// as a lock.
     pub fn lock(&self) -> LockFile {
-        LockFile {
-            digests: self.locked.clone(),
-        }
+        self.locked.clone()
     }
 }
 
-/// Resolves one reference: its name in the lock file, the image and its
-/// label.
+/// Resolves one reference: its name in the lock file, the image (checked
+/// against the trust policy) and its label.
 fn resolve_one(
     reference: &Located<String>,
     source: &dyn ImageSource,
     arch: &str,
     lock: Option<&LockFile>,
+    policy: &Policy,
 ) -> Result<(String, PlannedImage), PlanError> {
     let parsed = Reference::parse(reference).map_err(|source| PlanError::Reference {
         position: reference.position(),
@@ -186,27 +222,47 @@ fn resolve_one(
             });
         }
     };
-    if let Some(lock) = lock {
-        let digest =
-            lock.digests
-                .get(&registry.to_string())
-                .ok_or_else(|| PlanError::NotLocked {
-                    position: reference.position(),
-                    reference: registry.to_string(),
-                })?;
-        registry.digest = Some(digest.clone());
-    }
-    let name = RegistryRef {
+    let unpinned = RegistryRef {
         digest: None,
         ..registry.clone()
+    };
+    let name = unpinned.to_string();
+    let image = match lock {
+        // Pinned by the lock: to the manifest, through the index it was
+        // chosen from when the lock names one, so the index's attestations
+        // and signatures are found as they were.
+        Some(lock) => {
+            let digest = lock
+                .digests
+                .get(&name)
+                .ok_or_else(|| PlanError::NotLocked {
+                    position: reference.position(),
+                    reference: name.clone(),
+                })?;
+            match lock.indexes.get(&name) {
+                Some(index) => {
+                    registry.digest = Some(index.clone());
+                    source.resolve_locked(&registry, digest, arch)
+                }
+                None => {
+                    registry.digest = Some(digest.clone());
+                    source.resolve(&registry, arch)
+                }
+            }
+        }
+        None => source.resolve(&registry, arch),
     }
-    .to_string();
-    let image = source
-        .resolve(&registry, arch)
-        .map_err(|source| PlanError::Store {
-            position: reference.position(),
-            source,
-        })?;
+    .map_err(|source| PlanError::Store {
+        position: reference.position(),
+        source,
+    })?;
+    let verified_by =
+        policy
+            .verify(source, &unpinned, &image)
+            .map_err(|source| PlanError::Untrusted {
+                position: reference.position(),
+                source,
+            })?;
     let label = image
         .config
         .config()
@@ -219,5 +275,12 @@ fn resolve_one(
             Ok::<_, SpecError>(parsed)
         })
         .transpose()?;
-    Ok((name, PlannedImage { image, label }))
+    Ok((
+        name,
+        PlannedImage {
+            image,
+            label,
+            verified_by,
+        },
+    ))
 }

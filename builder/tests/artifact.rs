@@ -349,7 +349,8 @@ fn berth_build_push_stores_what_the_build_wrote() {
             "image-cmdline",
             "image-initrd.img",
             "image-kernel",
-            "image.lock"
+            "image.lock",
+            "image.spdx.json"
         ]
     );
     for layer in manifest["layers"].as_array().unwrap() {

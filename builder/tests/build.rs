@@ -137,14 +137,7 @@ fn every_format_is_reproducible() {
         assert!(out.status.success(), "{}", stderr(&out));
         builds.push(dir.path().join(run));
     }
-    let expected = [
-        "image-cmdline",
-        "image-initrd.img",
-        "image-initrd.tar",
-        "image-kernel",
-        "image.lock",
-        "image.tar",
-    ];
+    let expected = common::IMAGE_FILES;
     for name in expected {
         // What `berth push` takes for this build's files.
         assert!(
@@ -372,29 +365,7 @@ fn a_missing_image_names_the_reference_and_the_cache_and_leaves_nothing() {
 fn a_blob_that_does_not_match_its_digest_fails_the_build() {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path());
-    let layout = fixtures::Layout::create(&cache).unwrap();
-    let layer = fixtures::Layer::new()
-        .compression(fixtures::Compression::None)
-        .file("data", 0o644, b"original bytes".to_vec());
-    layout
-        .add_image(
-            "docker.io/test/tampered:1",
-            &fixtures::Image::new().layer(layer),
-        )
-        .unwrap();
-    // Change the file's bytes inside the stored, uncompressed layer: the tar
-    // still parses, only the digest can tell.
-    let mut tampered = 0;
-    for blob in std::fs::read_dir(cache.join("blobs/sha256")).unwrap() {
-        let path = blob.unwrap().path();
-        let mut bytes = std::fs::read(&path).unwrap();
-        if let Some(at) = bytes.windows(14).position(|w| w == b"original bytes") {
-            bytes[at..at + 8].copy_from_slice(b"tampered");
-            std::fs::write(&path, bytes).unwrap();
-            tampered += 1;
-        }
-    }
-    assert_eq!(tampered, 1);
+    common::add_tampered_image(&cache);
     let out = build_yaml(
         dir.path(),
         &cache,
@@ -445,5 +416,8 @@ fn a_definition_can_come_from_standard_input() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     // LinuxKit's name for a definition read from standard input.
-    assert_eq!(files(&dir.path().join("out")), ["moby.lock", "moby.tar"]);
+    assert_eq!(
+        files(&dir.path().join("out")),
+        ["moby.lock", "moby.spdx.json", "moby.tar"]
+    );
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use fixtures::proxy::{Fault, Proxy};
 use fixtures::registry::Registry;
 
-use common::{INIT, KERNEL, SERVICE, files, small_cache, stderr};
+use common::{SERVICE, files, small_cache, stderr};
 
 /// Whether the programs the registry tests need are installed; in CI their
 /// absence is a failure, elsewhere a visible skip.
@@ -49,14 +49,7 @@ fn registry(auth: bool) -> Option<Registry> {
 /// `test/NAME:1`.
 fn push_small(dir: &Path, registry: &Registry) {
     let cache = small_cache(dir);
-    for (reference, name) in [(KERNEL, "kernel"), (INIT, "init"), (SERVICE, "service")] {
-        registry
-            .skopeo_push(
-                &format!("oci:{}:{reference}", cache.display()),
-                &format!("test/{name}:1"),
-            )
-            .unwrap();
-    }
+    common::push_small_images(&cache, registry);
     std::fs::remove_dir_all(cache).unwrap();
 }
 

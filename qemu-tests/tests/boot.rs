@@ -927,6 +927,7 @@ fn media_are_sound_and_reproducible(paths: &Paths, _qemu: &Path) -> Result<(), F
     };
     let mut expected: Vec<String> = MEDIA_FORMATS.iter().map(|f| artifact(f)).collect();
     expected.push("media.lock".into());
+    expected.push("media.spdx.json".into());
     expected.sort();
     if listed(&all)? != expected {
         return Err(format!(
@@ -941,7 +942,11 @@ fn media_are_sound_and_reproducible(paths: &Paths, _qemu: &Path) -> Result<(), F
     for format in MEDIA_FORMATS {
         let alone = work.join(format!("alone-{format}"));
         built_media(paths, &alone, &[format])?;
-        let mut expected = vec![artifact(format), "media.lock".to_string()];
+        let mut expected = vec![
+            artifact(format),
+            "media.lock".to_string(),
+            "media.spdx.json".to_string(),
+        ];
         expected.sort();
         if listed(&alone)? != expected {
             return Err(format!(

@@ -63,6 +63,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("losetup", "mount"),
     ("mkfs.ext2", "e2fsprogs"),
     ("python3", "python3"),
+    // The independent reader and writer of cosign's signature format in
+    // the signature tests (ed25519, PKCS#8 and SPKI through OpenSSL).
+    ("python3:cryptography", "python3-cryptography"),
+    // GNU sha256sum -c, the independent checker of a signed build's
+    // NAME.sha256.
+    ("sha256sum", "coreutils"),
+    // pip, into the virtual environment that holds the SBOM tests' SPDX
+    // validator (`spdx_tools`).
+    ("pip3", "python3-pip"),
     // pwck/grpck read the accounts files the agent writes.
     ("pwck", "passwd"),
     // The busybox the metadata image runs commands with, for its applets.
@@ -110,9 +119,15 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Whether `program` is on the PATH; `python3:MODULE`: whether python3
+/// imports MODULE.
 fn have(program: &str) -> bool {
+    let check = match program.strip_prefix("python3:") {
+        Some(module) => format!("python3 -c 'import {module}' 2>/dev/null"),
+        None => format!("command -v {program} >/dev/null"),
+    };
     Command::new("sh")
-        .args(["-c", &format!("command -v {program} >/dev/null")])
+        .args(["-c", &check])
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -170,9 +185,28 @@ fn cargo() -> Command {
 
 fn test(extra: &[String]) -> Result<()> {
     prerequisites()?;
+    let pyspdxtools = spdx_tools()?;
     // The boot tests drive the berth binary.
     run(cargo().args(["build", "--package", "builder", "--bin", "berth"]))?;
-    run(cargo().args(["test", "--workspace"]).args(extra))
+    run(cargo()
+        .args(["test", "--workspace"])
+        .args(extra)
+        .env("BERTH_PYSPDXTOOLS", pyspdxtools))
+}
+
+/// The SPDX validator of the SBOM tests, `pyspdxtools` from the Python
+/// package `spdx-tools`, installed with pip into a virtual environment of
+/// its own (Debian does not package it). Returns its path.
+fn spdx_tools() -> Result<PathBuf> {
+    let venv = root().join("target/spdx-tools");
+    let program = venv.join("bin/pyspdxtools");
+    if program.exists() {
+        return Ok(program);
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+        .context("creating the virtual environment for spdx-tools (Debian: python3-venv)")?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "spdx-tools"]))?;
+    Ok(program)
 }
 
 /// Builds the optimised `berth` and returns its path.

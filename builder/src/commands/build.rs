@@ -52,6 +52,10 @@ pub struct BuildArgs {
     /// Push the artifacts, once written, to this registry reference (REGISTRY/REPOSITORY:TAG) as one OCI artifact.
     #[arg(long, value_name = "REF")]
     pub push: Option<String>,
+    /// Sign the build with this private key: NAME.sha256 (every artifact's digest) and
+    /// NAME.sha256.sig beside the artifacts, and the pushed artifact the cosign way.
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
     /// YAML files, merged in order; `-` reads standard input.
     #[arg(required = true)]
     pub files: Vec<String>,
@@ -73,7 +77,12 @@ pub fn run(args: BuildArgs) -> Result<()> {
         size,
         label,
         push,
+        sign_key,
     } = args;
+    // A key that cannot be read stops the build before anything is made.
+    let sign_key = sign_key
+        .map(|path| super::key::signing_key(&path))
+        .transpose()?;
     let push = push
         .map(|reference| super::push::destination(&reference, &sources))
         .transpose()?;
@@ -127,6 +136,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         lock,
         label,
         size,
+        sign_key,
     };
     let built = build(&definition, &store, &options)?;
     for (reference, digest) in &built.lock.digests {
@@ -136,7 +146,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
         println!("{}", artifact.display());
     }
     if let Some(destination) = push {
-        super::push::push(&sources, &built.artifacts, &destination)?;
+        let key = options.sign_key.as_ref();
+        super::push::push(&sources, &built.artifacts, &destination, key)?;
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! `berth cache`: list, remove, clean, verify, pull, push, export and
-//! import the images of the cache.
+//! import the images of the cache; a pull brings the image's cosign
+//! signatures along, for offline verification, and a push takes them.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use oci::{Layout, Reference};
+use oci::{Layout, Reference, signature};
 
 use super::{Sources, host_arch};
 
@@ -19,7 +20,7 @@ pub enum CacheCommand {
     Clean,
     /// Check every blob against its digest.
     Verify,
-    /// Push a cached image to a registry, under its own name or DEST.
+    /// Push a cached image to a registry, under its own name or DEST, with its signatures.
     Push {
         reference: String,
         destination: Option<String>,
@@ -32,7 +33,7 @@ pub enum CacheCommand {
     },
     /// Add the images of an OCI archive to the cache.
     Import { archive: PathBuf },
-    /// Pull an image into the cache (the latest one, even if cached).
+    /// Pull an image into the cache (the latest one, even if cached), with its signatures.
     Pull {
         reference: String,
         #[arg(long, default_value = host_arch(), value_parser = ["amd64", "arm64"])]
@@ -78,8 +79,13 @@ pub fn run(sources: &Sources, command: CacheCommand) -> Result<()> {
             let Reference::Registry(destination) = Reference::parse(destination)? else {
                 bail!("{destination}: not an image in a registry");
             };
-            let digest = sources.remote()?.push(&cache, &name, &destination)?;
+            let remote = sources.remote()?;
+            let digest = remote.push(&cache, &name, &destination)?;
             println!("{destination} {digest}");
+            let image = super::registry_ref(&name)?;
+            if let Some(at) = signature::push(&cache, &remote, &image, &digest, &destination)? {
+                eprintln!("signatures {at}");
+            }
         }
         CacheCommand::Export { reference, output } => {
             let dir = match output.parent() {
@@ -113,8 +119,20 @@ pub fn run(sources: &Sources, command: CacheCommand) -> Result<()> {
                 bail!("{reference}: not an image in a registry");
             };
             let _in_use = cache.use_lock()?;
-            let digest = sources.remote()?.pull(&cache, &parsed, &arch)?;
+            let remote = sources.remote()?;
+            let digest = remote.pull(&cache, &parsed, &arch)?;
             println!("{parsed} {digest}");
+            // The image is in the cache by now: signatures that cannot be
+            // brought along are said, not fatal (a build with a trust
+            // policy asks again).
+            match signature::pull(&cache, &remote, &parsed, &digest) {
+                Ok(Some(signatures)) => eprintln!("signatures {signatures}"),
+                Ok(None) => {}
+                Err(e) => eprintln!(
+                    "berth: warning: {parsed}: its signatures were not brought along: {}",
+                    oci::chain::render(&e)
+                ),
+            }
         }
     }
     Ok(())

@@ -1,16 +1,19 @@
 //! The `berth` subcommands, one file each, over the builder library; what
-//! they share: where images come from ([`Sources`]) and reading definition
-//! files ([`load`]).
+//! they share: where images come from ([`Sources`], [`registry_ref`]) and
+//! reading definition files ([`load`]).
 
 pub mod build;
 pub mod cache;
+pub mod key;
 pub mod pkg;
 pub mod pull;
 pub mod push;
 pub mod run;
 mod seed;
 pub mod serve;
+pub mod sign;
 pub mod validate;
+pub mod verify_build;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -20,7 +23,7 @@ use builder::spec::{self, Definition, Origin};
 use clap::Args;
 use oci::layout::default_cache;
 use oci::registry::{RegistryOptions, Remote};
-use oci::{CacheThenRegistry, Layout};
+use oci::{CacheThenRegistry, Layout, Reference, RegistryRef};
 
 /// Where images come from and how registries are reached.
 #[derive(Args)]
@@ -59,6 +62,14 @@ impl Sources {
         })?)
     }
 
+    /// The registry client, or `None` when offline.
+    pub fn remote_unless_offline(&self) -> Result<Option<Remote>> {
+        match self.offline() {
+            true => Ok(None),
+            false => self.remote().map(Some),
+        }
+    }
+
     /// The image source of a build: the cache, then (unless offline) the registry.
     pub fn source(&self, pull: bool) -> Result<CacheThenRegistry> {
         let cache = Layout::open(self.cache_dir())?;
@@ -78,6 +89,14 @@ impl Sources {
     }
 }
 
+/// `text` as a reference to an image in a registry.
+pub fn registry_ref(text: &str) -> Result<RegistryRef> {
+    match Reference::parse(text)? {
+        Reference::Registry(reference) => Ok(reference),
+        Reference::Package(_) => bail!("{text}: not an image in a registry"),
+    }
+}
+
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => "arm64",
@@ -85,7 +104,8 @@ pub fn host_arch() -> &'static str {
     }
 }
 
-/// Reads, parses, merges and validates the definition files.
+/// Reads, parses, merges and validates the definition files, and reads the
+/// keys of their trust policy (warning of what it cannot check).
 pub fn load(files: &[String]) -> Result<Definition> {
     let mut definition = Definition::default();
     let mut problems = Vec::new();
@@ -109,6 +129,17 @@ pub fn load(files: &[String]) -> Result<Definition> {
         && let Err(e) = spec::validate(&definition)
     {
         problems.extend(e.problems);
+    }
+    // The trust policy's key files, read as the build will read them.
+    if problems.is_empty() {
+        match builder::trust::Policy::load(&definition) {
+            Ok(loaded) => {
+                for warning in loaded.warnings {
+                    eprintln!("berth: warning: {warning}");
+                }
+            }
+            Err(e) => problems.extend(e.problems),
+        }
     }
     if !problems.is_empty() {
         bail!(spec::SpecError { problems });

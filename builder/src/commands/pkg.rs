@@ -7,9 +7,9 @@ use anyhow::{Result, bail};
 use archive::Clock;
 use builder::pkg::debian::Apt;
 use clap::Subcommand;
-use oci::{Layout, Reference};
+use oci::{Layout, signature};
 
-use super::Sources;
+use super::{Sources, registry_ref};
 
 #[derive(Subcommand)]
 pub enum PkgCommand {
@@ -20,6 +20,9 @@ pub enum PkgCommand {
         /// Also push it to its registry.
         #[arg(long)]
         push: bool,
+        /// Sign it with this private key (in the cache, and with --push in the registry too).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
     },
     /// Print the reference the image gets (REPOSITORY:TAG).
     ShowTag { dir: PathBuf },
@@ -34,20 +37,33 @@ pub fn run(sources: &Sources, command: PkgCommand) -> Result<()> {
     let package = builder::pkg::Package::resolve(&dir, &workspace, &apt, Clock::from_env()?)?;
     match command {
         PkgCommand::ShowTag { .. } => println!("{}", package.reference()?),
-        PkgCommand::Build { push, .. } => {
+        PkgCommand::Build { push, sign, .. } => {
+            let key = sign.as_deref().map(super::key::signing_key).transpose()?;
+            if push && sources.offline() {
+                bail!("--push needs the network, but berth is offline");
+            }
             let cache = Layout::open(sources.cache_dir())?;
             let _in_use = cache.use_lock()?;
             let (reference, digest) = package.build(&cache, &apt)?;
             println!("{reference} {digest}");
-            if push {
-                if sources.offline() {
-                    bail!("--push needs the network, but berth is offline");
-                }
-                let Reference::Registry(destination) = Reference::parse(&reference)? else {
-                    bail!("{reference}: not an image in a registry");
+            let image = registry_ref(&reference)?;
+            let (remote, built) = if push {
+                let remote = sources.remote()?;
+                let pushed = remote.push(&cache, &reference, &image)?;
+                println!("pushed {image} {pushed}");
+                (Some(remote), pushed)
+            } else {
+                (None, digest)
+            };
+            if let Some(key) = key {
+                // What was built and pushed, not whatever the tag names by
+                // now.
+                let pinned = oci::reference::RegistryRef {
+                    digest: Some(built),
+                    ..image.clone()
                 };
-                let pushed = sources.remote()?.push(&cache, &reference, &destination)?;
-                println!("pushed {destination} {pushed}");
+                let signed = signature::sign(&cache, remote.as_ref(), &pinned, &key)?;
+                println!("signed {image}@{}", signed.digest);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! `berth push DIR REF`: a finished build's files as one OCI artifact
 //! (`oci::artifact`, `docs/distribution.md`); `berth build --push` comes
-//! through here too.
+//! through here too, and with `--sign-key` the artifact is signed the
+//! cosign way.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,8 @@ use archive::Clock;
 use builder::outputs::{build_files, build_of};
 use clap::Args;
 use oci::artifact::{self, ArtifactFile, GENERIC_TYPE};
-use oci::{Reference, RegistryRef};
+use oci::keys::SigningKey;
+use oci::{Layout, Reference, RegistryRef, signature};
 
 use super::Sources;
 
@@ -24,12 +26,19 @@ pub struct PushArgs {
     pub dir: PathBuf,
     /// Where to push it: REGISTRY/REPOSITORY:TAG.
     pub reference: String,
+    /// Sign the artifact's manifest digest with this private key, the cosign way.
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
 }
 
 pub fn run(args: PushArgs) -> Result<()> {
     let destination = destination(&args.reference, &args.sources)?;
+    let key = args
+        .sign_key
+        .map(|path| super::key::signing_key(&path))
+        .transpose()?;
     let files = files_of_build(&args.dir, args.name.as_deref())?;
-    push(&args.sources, &files, &destination)
+    push(&args.sources, &files, &destination, key.as_ref())
 }
 
 /// `REF` as a registry reference to push to; an error when offline.
@@ -43,16 +52,30 @@ pub fn destination(reference: &str, sources: &Sources) -> Result<RegistryRef> {
     Ok(destination)
 }
 
-/// Pushes `files` as one artifact and prints `REF@DIGEST`.
-pub fn push(sources: &Sources, files: &[PathBuf], destination: &RegistryRef) -> Result<()> {
+/// Pushes `files` as one artifact and prints `REF@DIGEST`; with `key`,
+/// signs that digest the cosign way (`oci::signature`, in the registry and
+/// the cache).
+pub fn push(
+    sources: &Sources,
+    files: &[PathBuf],
+    destination: &RegistryRef,
+    key: Option<&SigningKey>,
+) -> Result<()> {
     let files: Vec<ArtifactFile> = files.iter().map(|path| artifact_file(path)).collect();
     let created = Clock::from_env()?.epoch();
-    let digest = artifact::push(&sources.remote()?, &files, created, destination)?;
+    let remote = sources.remote()?;
+    let digest = artifact::push(&remote, &files, created, destination)?;
     let pushed = RegistryRef {
         digest: Some(digest),
         ..destination.clone()
     };
     println!("{pushed}");
+    if let Some(key) = key {
+        let cache = Layout::open(sources.cache_dir())?;
+        let _in_use = cache.use_lock()?;
+        let signed = signature::sign(&cache, Some(&remote), &pushed, key)?;
+        eprintln!("signed {pushed} ({})", signed.reference);
+    }
     Ok(())
 }
 

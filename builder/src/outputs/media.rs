@@ -109,7 +109,7 @@ fn os_release(name: &str) -> String {
 
 /// The digest of a file, streamed through the hashing writer the cache
 /// uses.
-fn file_digest(path: &Path) -> io::Result<String> {
+pub(crate) fn file_digest(path: &Path) -> io::Result<String> {
     let mut hashing = oci::digest::HashingWriter::new(io::sink());
     io::copy(&mut File::open(path)?, &mut hashing)?;
     Ok(hashing.finish().0)

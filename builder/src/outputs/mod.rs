@@ -20,6 +20,7 @@ use archive::entry::{Entry, Sink, copy_entry};
 use archive::{compress, cpio, tar};
 
 pub use boot::{BootError, BootFiles};
+pub(crate) use media::file_digest;
 pub use media::{MediaError, MediaOptions, parse_size};
 pub use staging::Pending;
 
@@ -140,7 +141,8 @@ impl std::fmt::Display for Format {
 /// Every file a build named NAME may write, by what follows NAME in its
 /// name, with the media type the file has as a layer of a berth artifact
 /// (`docs/distribution.md`): the formats' files (as [`Writers`] and
-/// `media.rs` name them) and the lock file every build writes.
+/// `media.rs` name them), the lock file and SBOM every build writes, and
+/// the digests and their signature a signed build writes.
 const BUILD_FILES: &[(&str, &str)] = &[
     ("-kernel", "application/vnd.berth.kernel"),
     ("-initrd.img", "application/vnd.berth.initrd"),
@@ -156,6 +158,9 @@ const BUILD_FILES: &[(&str, &str)] = &[
     (".vmdk", "application/vnd.berth.disk.vmdk"),
     (".img.tar.gz", "application/vnd.berth.disk.gcp.tar+gzip"),
     (".lock", "application/vnd.berth.lock"),
+    (".spdx.json", "application/spdx+json"),
+    (".sha256", "application/vnd.berth.sha256"),
+    (".sha256.sig", "application/vnd.berth.sha256.sig"),
 ];
 
 /// The names of every file a build named `name` may write, each with its

@@ -46,6 +46,26 @@ impl Pending {
         file.write_all(bytes)
     }
 
+    /// The name (in the output directory) and sha256 digest of every
+    /// artifact written so far, sorted by name; when two share a name, the
+    /// one committed last.
+    pub fn digests(&self) -> io::Result<Vec<(String, String)>> {
+        let mut named = std::collections::BTreeMap::new();
+        for (temp, destination) in &self.files {
+            let Some(destination) = destination else {
+                continue;
+            };
+            let name = destination
+                .strip_prefix(&self.directory)
+                .unwrap_or(destination);
+            named.insert(name.to_string_lossy().into_owned(), temp.path());
+        }
+        named
+            .into_iter()
+            .map(|(name, path)| Ok((name, super::media::file_digest(path)?)))
+            .collect()
+    }
+
     pub(super) fn path(&self, index: usize) -> &Path {
         self.files[index].0.path()
     }

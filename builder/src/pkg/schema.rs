@@ -105,7 +105,9 @@ pub fn read_build_file(dir: &Path) -> Result<BuildFile, PkgError> {
         message,
     };
     Reference::parse(&build.image).map_err(|e| bad(format!("image: {e}")))?;
-    if build.image.contains(':') || build.image.contains('@') {
+    // A registry's port (`HOST:PORT/...`) is not a tag.
+    let name = build.image.rsplit('/').next().unwrap_or_default();
+    if name.contains(':') || build.image.contains('@') {
         return Err(bad(format!(
             "image: {:?} names a repository only; the tag is the hash of the inputs",
             build.image

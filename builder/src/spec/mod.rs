@@ -287,14 +287,72 @@ pub struct Volume {
     pub platforms: Option<Vec<String>>,
 }
 
-/// `trust:`, kept for LinuxKit compatibility; berth's signature policy uses it.
+/// `trust:`: which images must be signed by which keys (docs/signing.md).
+/// LinuxKit's `image` and `org` lists (which LinuxKit no longer checks)
+/// ask for a signature by any of berth's `keys`; `images` are berth's own
+/// rules, each naming its keys.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trust {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<Vec<String>>,
+    pub image: Option<Vec<Located<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub org: Option<Vec<String>>,
+    pub org: Option<Vec<Located<String>>>,
+    /// berth: named ed25519 public keys, each a path relative to the YAML
+    /// file that names it or the SPKI PEM itself. Kept as a list so that
+    /// the same name in two merged files stays two entries for the policy
+    /// to compare.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "TrustKey::deserialize_map",
+        serialize_with = "TrustKey::serialize_map"
+    )]
+    pub keys: Vec<TrustKey>,
+    /// berth: which images must be signed by which of the keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<TrustRule>,
+}
+
+/// One entry of `trust.keys`: a name and the key (a path or PEM), which
+/// remembers where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustKey {
+    pub name: String,
+    pub key: Located<String>,
+}
+
+impl TrustKey {
+    fn deserialize_map<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<TrustKey>, D::Error> {
+        let map = BTreeMap::<String, Located<String>>::deserialize(deserializer)?;
+        Ok(map
+            .into_iter()
+            .map(|(name, key)| TrustKey { name, key })
+            .collect())
+    }
+
+    /// As a map; a name merged in twice is written once.
+    fn serialize_map<S: serde::Serializer>(
+        keys: &[TrustKey],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = BTreeMap::new();
+        for key in keys {
+            map.entry(key.name.as_str()).or_insert(&key.key.value);
+        }
+        map.serialize(serializer)
+    }
+}
+
+/// One rule of `trust.images`: images whose repository matches `pattern`
+/// must be signed by one of `keys`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRule {
+    pub pattern: Located<String>,
+    pub keys: Vec<Located<String>>,
 }
 
 impl Definition {
@@ -344,6 +402,10 @@ impl Definition {
                     list.get_or_insert_with(Vec::new).extend(more);
                 }
             }
+            // Keys keep the file they were written in (their paths are
+            // relative to it); a name given twice is the policy's to judge.
+            mine.keys.extend(trust.keys);
+            mine.images.extend(trust.images);
         }
     }
 

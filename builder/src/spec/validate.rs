@@ -121,7 +121,67 @@ pub fn validate(definition: &Definition) -> Result<(), SpecError> {
             check_reference(&mut problems, image, &format!("{path}.image"));
         }
     }
+    if let Some(trust) = &definition.trust {
+        check_trust(&mut problems, trust);
+    }
     problems.finish()
+}
+
+/// `trust:` as far as it can be checked without reading the key files
+/// (that is [`crate::trust::Policy::load`]'s): key names, patterns, and
+/// rules that name only defined keys.
+fn check_trust(problems: &mut Problems, trust: &super::Trust) {
+    for key in &trust.keys {
+        if !crate::trust::is_key_name(&key.name) {
+            problems.at(
+                &key.key,
+                format!("trust.keys.{}", key.name),
+                format!(
+                    "key name {:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                    key.name
+                ),
+            );
+        }
+    }
+    for (i, rule) in trust.images.iter().enumerate() {
+        let path = format!("trust.images[{i}]");
+        if let Err(message) = crate::trust::Pattern::parse(&rule.pattern) {
+            problems.at(&rule.pattern, format!("{path}.pattern"), message);
+        }
+        if rule.keys.is_empty() {
+            problems.at(
+                &rule.pattern,
+                format!("{path}.keys"),
+                "a rule names at least one key of trust.keys".into(),
+            );
+        }
+        for (j, name) in rule.keys.iter().enumerate() {
+            if !trust.keys.iter().any(|key| key.name == name.value) {
+                let defined: Vec<&str> = trust.keys.iter().map(|k| k.name.as_str()).collect();
+                problems.at(
+                    name,
+                    format!("{path}.keys[{j}]"),
+                    format!(
+                        "no key {:?} in trust.keys (defined: {})",
+                        name.value,
+                        if defined.is_empty() {
+                            "none".to_string()
+                        } else {
+                            defined.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+    }
+    for (i, image) in trust.image.iter().flatten().enumerate() {
+        check_reference(problems, image, &format!("trust.image[{i}]"));
+    }
+    for (i, org) in trust.org.iter().flatten().enumerate() {
+        if let Err(message) = crate::trust::Pattern::organisation(org) {
+            problems.at(org, format!("trust.org[{i}]"), message);
+        }
+    }
 }
 
 #[derive(Default)]

@@ -69,6 +69,12 @@ pub enum LayoutError {
         arch: String,
         available: String,
     },
+    #[error("image {reference}: manifest {manifest} is not listed in the index {index}")]
+    NotInIndex {
+        reference: String,
+        index: String,
+        manifest: String,
+    },
     #[error("image {reference}: blob {digest}")]
     Blob {
         reference: String,
@@ -91,6 +97,9 @@ pub struct ResolvedImage {
     pub reference: String,
     /// The digest of the image manifest.
     pub digest: String,
+    /// The digest of the image index the manifest was chosen from, when
+    /// the reference named an index (a signature may be for either).
+    pub index: Option<String>,
     pub config: ImageConfiguration,
     pub layers: Vec<Descriptor>,
 }
@@ -540,21 +549,66 @@ impl Layout {
         reference: &RegistryRef,
         arch: &str,
     ) -> Result<ResolvedImage, LayoutError> {
+        self.resolve_with(reference, arch, None)
+    }
+
+    /// Finds the image a lock file pinned: the index `reference` names by
+    /// its digest, and in it the manifest `manifest` (which must be listed
+    /// there, and be for `arch`), so the image is known with its index as
+    /// when it was locked.
+    pub fn resolve_locked(
+        &self,
+        reference: &RegistryRef,
+        manifest: &str,
+        arch: &str,
+    ) -> Result<ResolvedImage, LayoutError> {
+        self.resolve_with(reference, arch, Some(manifest))
+    }
+
+    fn resolve_with(
+        &self,
+        reference: &RegistryRef,
+        arch: &str,
+        locked: Option<&str>,
+    ) -> Result<ResolvedImage, LayoutError> {
         let name = reference.to_string();
         let mut descriptor = self.find(reference)?.ok_or_else(|| LayoutError::NotFound {
             reference: name.clone(),
             cache: self.root.clone(),
         })?;
-        if is_index_type(descriptor.media_type()) {
+        let mut index_digest = None;
+        let is_index = is_index_type(descriptor.media_type());
+        if let (Some(manifest), false) = (locked, is_index) {
+            return Err(LayoutError::NotInIndex {
+                reference: unpinned(reference),
+                index: descriptor.digest().to_string(),
+                manifest: manifest.into(),
+            });
+        }
+        if is_index {
+            index_digest = Some(descriptor.digest().to_string());
             let bytes = self.read_small_blob(&name, descriptor.digest().as_ref())?;
             let index: ImageIndex =
                 serde_json::from_slice(&bytes).map_err(|e| invalid(&name, "image index", e))?;
-            descriptor =
-                choose_platform(&index, arch).map_err(|available| LayoutError::NoPlatform {
-                    reference: name.clone(),
-                    arch: arch.into(),
-                    available,
-                })?;
+            descriptor = match locked {
+                Some(manifest) => index
+                    .manifests()
+                    .iter()
+                    .find(|m| m.digest().as_ref() == manifest)
+                    .cloned()
+                    .ok_or_else(|| LayoutError::NotInIndex {
+                        reference: unpinned(reference),
+                        index: descriptor.digest().to_string(),
+                        manifest: manifest.into(),
+                    })?,
+                None => {
+                    choose_platform(&index, arch).map_err(|available| LayoutError::NoPlatform {
+                        reference: name.clone(),
+                        arch: arch.into(),
+                        available,
+                    })?
+                }
+            };
         }
         let digest = descriptor.digest().to_string();
         let bytes = self.read_small_blob(&name, &digest)?;
@@ -574,6 +628,7 @@ impl Layout {
         Ok(ResolvedImage {
             reference: name,
             digest,
+            index: index_digest,
             config,
             layers: manifest.layers().clone(),
         })
@@ -631,7 +686,7 @@ impl Layout {
         names
     }
 
-    fn find(&self, reference: &RegistryRef) -> Result<Option<Descriptor>, LayoutError> {
+    pub(crate) fn find(&self, reference: &RegistryRef) -> Result<Option<Descriptor>, LayoutError> {
         let index = self.read_index()?;
         let names = Self::names(reference);
         let by_name = index
@@ -662,6 +717,15 @@ impl Layout {
                 message: format!("{}: {e}", found.name().unwrap_or(&found.digest)),
             })
     }
+}
+
+/// `reference` without its digest: what a lock file names.
+fn unpinned(reference: &RegistryRef) -> String {
+    RegistryRef {
+        digest: None,
+        ..reference.clone()
+    }
+    .to_string()
 }
 
 fn invalid(reference: &str, what: &str, message: impl std::fmt::Display) -> LayoutError {
@@ -861,6 +925,82 @@ mod tests {
         cache.untag("docker.io/x/y:1").unwrap();
         assert!(cache.untag("docker.io/x/y:1").is_err());
         assert_eq!(cache.clean().unwrap().0, 3);
+    }
+
+    #[test]
+    fn a_locked_image_is_found_through_its_index_which_must_list_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Layout::open(dir.path()).unwrap();
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        cache.write_blob(&digest(config), config).unwrap();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+            digest(config),
+            config.len()
+        );
+        let manifest_digest = digest(manifest.as_bytes());
+        cache
+            .write_blob(&manifest_digest, manifest.as_bytes())
+            .unwrap();
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+            manifest.len()
+        );
+        let index_digest = digest(index.as_bytes());
+        cache.write_blob(&index_digest, index.as_bytes()).unwrap();
+        for (name, pointed, media_type, size) in [
+            (
+                "x.io/a:1",
+                &index_digest,
+                "application/vnd.oci.image.index.v1+json",
+                index.len(),
+            ),
+            (
+                "x.io/a:2",
+                &manifest_digest,
+                "application/vnd.oci.image.manifest.v1+json",
+                manifest.len(),
+            ),
+        ] {
+            cache
+                .tag(&Named {
+                    name: name.into(),
+                    digest: pointed.clone(),
+                    media_type: media_type.into(),
+                    size: size as u64,
+                })
+                .unwrap();
+        }
+        let pinned = |tag: &str, digest: &str| RegistryRef {
+            registry: "x.io".into(),
+            repository: "a".into(),
+            tag: Some(tag.into()),
+            digest: Some(digest.into()),
+        };
+        let image = cache
+            .resolve_locked(&pinned("1", &index_digest), &manifest_digest, "amd64")
+            .unwrap();
+        assert_eq!(image.digest, manifest_digest);
+        assert_eq!(image.index.as_deref(), Some(index_digest.as_str()));
+        let other = digest(b"other");
+        let error = cache
+            .resolve_locked(&pinned("1", &index_digest), &other, "amd64")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!("image x.io/a:1: manifest {other} is not listed in the index {index_digest}")
+        );
+        // A lock naming a manifest as the index.
+        let error = cache
+            .resolve_locked(&pinned("2", &manifest_digest), &manifest_digest, "amd64")
+            .unwrap_err();
+        assert!(matches!(error, LayoutError::NotInIndex { .. }), "{error}");
+        let error = cache
+            .resolve_locked(&pinned("1", &index_digest), &manifest_digest, "arm64")
+            .unwrap_err();
+        assert!(matches!(error, LayoutError::NoPlatform { .. }), "{error}");
     }
 
     #[test]

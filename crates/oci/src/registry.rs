@@ -334,27 +334,23 @@ impl Remote {
                     available,
                 })?;
             let digest = chosen.digest().to_string();
-            if cache.has_blob(&digest) {
-                std::fs::read(cache.blob_path(&digest).expect("valid digest"))
-                    .map_err(|e| Problem::Invalid(e.to_string()))?
-            } else {
-                let by_digest = target.clone_with_digest(digest.clone());
-                let (bytes, _) = retry("manifest", || async {
-                    client
-                        .pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES)
-                        .await
-                })
-                .await?;
-                let got = digest::sha256(&bytes);
-                if got != digest {
-                    return Err(Problem::WrongDigest {
-                        expected: digest,
-                        actual: got,
-                    });
+            // The SPDX documents attested for the image come along
+            // (`crate::attestation`): they are small, and read offline. One
+            // that cannot be fetched is said and left out; the image is
+            // what was asked for.
+            for attestation in crate::attestation::manifests_for(&index, &digest) {
+                let digest = attestation.digest().to_string();
+                let fetched = async {
+                    let bytes = manifest_by_digest(&client, &target, &auth, cache, &digest).await?;
+                    let manifest: Value = serde_json::from_slice(&bytes)
+                        .map_err(|e| Problem::Invalid(format!("attestation manifest: {e}")))?;
+                    fetch_blobs(&client, &target, cache, &manifest, &progress).await
+                };
+                if let Err(problem) = fetched.await {
+                    progress.warn(&format!("its attestation {digest} is left out: {problem}"));
                 }
-                cache.write_blob(&digest, &bytes)?;
-                bytes.to_vec()
             }
+            manifest_by_digest(&client, &target, &auth, cache, &digest).await?
         } else {
             top.to_vec()
         };
@@ -385,32 +381,24 @@ impl Remote {
         reference: &RegistryRef,
         check: impl Fn(&[u8]) -> Result<(), String>,
     ) -> Result<String, RegistryError> {
-        let fail = RegistryError::at(reference);
-        self.runtime
-            .block_on(async {
-                let auth = Self::auth(&reference.registry);
-                let target = target(reference);
-                let client = self.client(&reference.registry, &target, &auth).await;
-                let accepted: Vec<&str> =
-                    MANIFEST_TYPES.iter().chain(INDEX_TYPES).copied().collect();
-                let (bytes, digest) =
-                    fetch_manifest(&client, &target, &auth, &accepted, reference).await?;
-                check(&bytes).map_err(Problem::Invalid)?;
-                let manifest: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| Problem::Invalid(format!("manifest is not JSON: {e}")))?;
-                let progress = Progress::new(reference.to_string());
-                fetch_blobs(&client, &target, cache, &manifest, &progress).await?;
-                cache.write_blob(&digest, &bytes)?;
-                cache.tag(&Named {
-                    name: reference.to_string(),
-                    digest: digest.clone(),
-                    media_type: media_type(&manifest),
-                    size: bytes.len() as u64,
-                })?;
-                progress.done();
-                Ok(digest)
-            })
-            .map_err(fail)
+        self.with_client(reference, async |client, target, auth| {
+            let (bytes, digest) =
+                fetch_manifest(client, target, auth, &any_manifest(), reference).await?;
+            check(&bytes).map_err(Problem::Invalid)?;
+            let manifest: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Problem::Invalid(format!("manifest is not JSON: {e}")))?;
+            let progress = Progress::new(reference.to_string());
+            fetch_blobs(client, target, cache, &manifest, &progress).await?;
+            cache.write_blob(&digest, &bytes)?;
+            cache.tag(&Named {
+                name: reference.to_string(),
+                digest: digest.clone(),
+                media_type: media_type(&manifest),
+                size: bytes.len() as u64,
+            })?;
+            progress.done();
+            Ok(digest)
+        })
     }
 
     /// Uploads `blobs` that the registry lacks, then `manifest` (of
@@ -436,6 +424,28 @@ impl Remote {
             .map_err(fail)
     }
 
+    /// Runs `request` with a client for `reference`'s registry, the
+    /// reference as oci-client names it and the credentials; a problem
+    /// becomes an error naming `reference`.
+    fn with_client<T>(
+        &self,
+        reference: &RegistryRef,
+        request: impl AsyncFnOnce(
+            &oci_client::Client,
+            &oci_client::Reference,
+            &RegistryAuth,
+        ) -> Result<T, Problem>,
+    ) -> Result<T, RegistryError> {
+        self.runtime
+            .block_on(async {
+                let auth = Self::auth(&reference.registry);
+                let target = target(reference);
+                let client = self.client(&reference.registry, &target, &auth).await;
+                request(&client, &target, &auth).await
+            })
+            .map_err(RegistryError::at(reference))
+    }
+
     /// A client that has authenticated for pushing to `destination`, and
     /// the tag pushed to.
     async fn push_client(
@@ -458,6 +468,119 @@ impl Remote {
         .await?;
         Ok((client, target))
     }
+}
+
+/// Small manifests read whole ([`crate::signature`]'s `.sig` manifests):
+/// nothing is written to the cache here; the caller checks what it got
+/// first.
+impl Remote {
+    /// The digest of the manifest or index `reference` names (pinned
+    /// digests are checked against the bytes).
+    pub fn resolve(&self, reference: &RegistryRef) -> Result<String, RegistryError> {
+        self.with_client(reference, async |client, target, auth| {
+            let (_, digest) =
+                fetch_manifest(client, target, auth, &any_manifest(), reference).await?;
+            Ok(digest)
+        })
+    }
+
+    /// The manifest `reference` names and its config and layers, held in
+    /// memory, each verified against its digest; `None` when the registry
+    /// has no such manifest. The manifest and the blobs together may not
+    /// exceed `limit` bytes.
+    pub fn pull_small(
+        &self,
+        reference: &RegistryRef,
+        limit: u64,
+    ) -> Result<Option<SmallManifest>, RegistryError> {
+        self.with_client(reference, async |client, target, auth| {
+            let (manifest, digest) =
+                match fetch_manifest(client, target, auth, MANIFEST_TYPES, reference).await {
+                    Ok(found) => found,
+                    Err(Problem::NotFound) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+            let mut total = manifest.len() as u64;
+            let document: Value = serde_json::from_slice(&manifest)
+                .map_err(|e| Problem::Invalid(format!("manifest is not JSON: {e}")))?;
+            let mut blobs = Vec::new();
+            for descriptor in std::iter::once(&document["config"])
+                .chain(document["layers"].as_array().into_iter().flatten())
+            {
+                let blob = descriptor["digest"].as_str().unwrap_or_default();
+                let size = descriptor["size"].as_u64();
+                let (true, Some(size)) = (digest::is_valid(blob), size) else {
+                    return Err(Problem::Invalid(format!(
+                        "manifest names a blob without a sha256 digest and size: {descriptor}"
+                    )));
+                };
+                total = total.saturating_add(size);
+                if total > limit {
+                    return Err(Problem::Invalid(format!(
+                        "the manifest and its blobs exceed the {limit} bytes berth reads"
+                    )));
+                }
+                let bytes = small_blob(client, target, blob, size).await?;
+                blobs.push((blob.to_string(), bytes));
+            }
+            Ok(Some(SmallManifest {
+                manifest: manifest.to_vec(),
+                digest,
+                blobs,
+            }))
+        })
+    }
+}
+
+/// A manifest and its blobs, in memory and verified.
+#[derive(Debug, Clone)]
+pub struct SmallManifest {
+    pub manifest: Vec<u8>,
+    pub digest: String,
+    /// Digest and bytes: the config first, then the layers in order.
+    pub blobs: Vec<(String, Vec<u8>)>,
+}
+
+/// The blob `digest` of `size` bytes, read into memory (no more than
+/// `size`) and verified.
+async fn small_blob(
+    client: &oci_client::Client,
+    target: &oci_client::Reference,
+    blob: &str,
+    size: u64,
+) -> Result<Vec<u8>, Problem> {
+    let descriptor = OciDescriptor {
+        digest: blob.to_string(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        ..OciDescriptor::default()
+    };
+    retry(&format!("blob {blob}"), || async {
+        let mut response = client
+            .pull_blob_stream(target, &descriptor)
+            .await
+            .map_err(Failure::from_client)?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.stream.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| Failure::local(e, true))?);
+            if bytes.len() as u64 > size {
+                return Err(Failure::local(
+                    std::io::Error::other(format!(
+                        "the registry sent more than the {size} bytes the manifest declares"
+                    )),
+                    true,
+                ));
+            }
+        }
+        let actual = digest::sha256(&bytes);
+        if actual != blob {
+            return Err(Failure::local(
+                std::io::Error::other(format!("blob {blob}: the registry sent {actual}")),
+                true,
+            ));
+        }
+        Ok(bytes)
+    })
+    .await
 }
 
 /// A blob to upload: its digest and size, and where its bytes are.
@@ -525,6 +648,11 @@ async fn push_manifest(
     .map(drop)
 }
 
+/// Every manifest and index media type.
+fn any_manifest() -> Vec<&'static str> {
+    MANIFEST_TYPES.iter().chain(INDEX_TYPES).copied().collect()
+}
+
 /// The reference as oci-client names it: by digest when pinned, else by tag.
 fn target(reference: &RegistryRef) -> oci_client::Reference {
     match (&reference.digest, reference.tag_or_default()) {
@@ -564,6 +692,37 @@ async fn fetch_manifest(
         });
     }
     Ok((bytes, actual))
+}
+
+/// The manifest of `target`'s repository with this digest: from the cache,
+/// or fetched, checked against the digest and cached.
+async fn manifest_by_digest(
+    client: &oci_client::Client,
+    target: &oci_client::Reference,
+    auth: &RegistryAuth,
+    cache: &Layout,
+    digest: &str,
+) -> Result<Vec<u8>, Problem> {
+    if cache.has_blob(digest) {
+        return std::fs::read(cache.blob_path(digest).expect("valid digest"))
+            .map_err(|e| Problem::Invalid(e.to_string()));
+    }
+    let by_digest = target.clone_with_digest(digest.to_string());
+    let (bytes, _) = retry("manifest", || async {
+        client
+            .pull_manifest_raw(&by_digest, auth, MANIFEST_TYPES)
+            .await
+    })
+    .await?;
+    let got = digest::sha256(&bytes);
+    if got != digest {
+        return Err(Problem::WrongDigest {
+            expected: digest.to_string(),
+            actual: got,
+        });
+    }
+    cache.write_blob(digest, &bytes)?;
+    Ok(bytes.to_vec())
 }
 
 /// Fetches the config and layers of `manifest` that `cache` lacks, in
@@ -844,6 +1003,14 @@ impl Progress {
 
     fn retry(&self, digest: &str, message: &str) {
         let line = format!("retrying {} {digest}: {message}", self.reference);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        let line = format!("berth: warning: {}: {message}", self.reference);
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
