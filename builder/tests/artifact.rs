@@ -16,7 +16,7 @@ use fixtures::registry::Registry;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use common::{DEFINITION, KERNEL, small_cache, stderr};
+use common::{DEFINITION, KERNEL, small_cache, stderr, stdout};
 
 const ARTIFACT_TYPE: &str = "application/vnd.berth.build.v1";
 const EMPTY_DIGEST: &str =
@@ -47,21 +47,10 @@ fn berth(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Runs berth and expects it to fail with one line that contains every
 /// one of `needles`.
 fn fails(dir: &Path, args: &[&str], needles: &[&str]) -> String {
-    let out = berth(dir, args);
-    let error = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "berth {args:?}: {error}");
-    assert_eq!(error.trim_end().lines().count(), 1, "one line: {error}");
-    for needle in needles {
-        assert!(error.contains(needle), "{needle:?} in {error}");
-    }
-    error
+    common::one_line_error(&berth(dir, args), args, needles)
 }
 
 fn sha256(bytes: &[u8]) -> String {

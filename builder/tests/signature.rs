@@ -40,13 +40,7 @@ fn succeeds(dir: &Path, args: &[&str]) -> String {
 fn refused(dir: &Path, args: &[&str], needles: &[&str]) -> String {
     let index = dir.join("cache/index.json");
     let before = std::fs::read(&index).ok();
-    let out = berth(dir, args);
-    let error = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "berth {args:?}: {error}");
-    assert_eq!(error.trim_end().lines().count(), 1, "one line: {error}");
-    for needle in needles {
-        assert!(error.contains(needle), "{needle:?} in {error}");
-    }
+    let error = common::one_line_error(&berth(dir, args), args, needles);
     assert_eq!(
         std::fs::read(&index).ok(),
         before,

@@ -51,13 +51,7 @@ fn succeeds(dir: &Path, args: &[&str]) -> String {
 
 /// Runs berth, expects it to fail with one line holding every needle.
 fn fails(dir: &Path, args: &[&str], needles: &[&str]) -> String {
-    let out = berth(dir, args, false);
-    let error = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "berth {args:?}: {error}");
-    assert_eq!(error.trim_end().lines().count(), 1, "one line: {error}");
-    for needle in needles {
-        assert!(error.contains(needle), "{needle:?} in {error}");
-    }
+    let error = common::one_line_error(&berth(dir, args, false), args, needles);
     eprintln!("refused: {error}");
     error
 }

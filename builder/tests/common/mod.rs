@@ -298,6 +298,18 @@ pub fn berth_online(dir: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// The error of a run that failed as a refusal must: status 1, one line,
+/// every one of `needles` in it.
+pub fn one_line_error(out: &Output, args: &[&str], needles: &[&str]) -> String {
+    let error = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "berth {args:?}: {error}");
+    assert_eq!(error.trim_end().lines().count(), 1, "one line: {error}");
+    for needle in needles {
+        assert!(error.contains(needle), "{needle:?} in {error}");
+    }
+    error
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
