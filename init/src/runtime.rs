@@ -90,9 +90,9 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
     if Path::new(STATE).join(&launch.id).exists() {
         let _ = remove(&launch.id);
     }
-    if launch.host_dev {
-        with_host_devices(&launch.bundle.join("config.json"))?;
-    }
+    // Loaded before anything runs: rules init cannot enforce refuse the
+    // container.
+    let (devices, cgroup) = device_program(&launch.bundle.join("config.json"), launch.host_dev)?;
     let (read, write, err) = output()?;
     let null = File::open("/dev/null").map_err(chain)?;
     let mut container = builder(&launch.id)?
@@ -108,6 +108,12 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
         .pid()
         .ok_or_else(|| "the runtime gave no pid".to_string())?
         .as_raw();
+    // The container's cgroup exists and its process waits to be started:
+    // its devices are confined before its program runs.
+    if let Err(e) = crate::sys::attach_device_program(devices.as_fd(), &cgroup) {
+        let _ = container.delete(true);
+        return Err(e);
+    }
     container.start().map_err(chain)?;
     Ok(Started {
         pid,
@@ -115,19 +121,67 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
     })
 }
 
-/// Lists the host's device nodes in a bundle's `config.json`, as they are
-/// now: a restart sees a disk that appeared since the last start. They
-/// replace the YAML's `devices` nodes, as runc makes none when `/dev` is
-/// bound.
-fn with_host_devices(path: &Path) -> Result<(), String> {
+/// The device program of a bundle's `config.json` ([`crate::devices`]),
+/// loaded, and the cgroup directory to attach it to. With `host_dev`, the
+/// host's device nodes, as they are now, are first written into it, each
+/// with a rule that allows it: a restart sees a disk that appeared since
+/// the last start. They replace the YAML's `devices` nodes, as runc makes
+/// none when `/dev` is bound.
+fn device_program(path: &Path, host_dev: bool) -> Result<(OwnedFd, PathBuf), String> {
     let named = |e: String| format!("{}: {e}", path.display());
     let text = std::fs::read(path).map_err(|e| named(e.to_string()))?;
     let mut config: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| named(e.to_string()))?;
-    config["linux"]["devices"] =
-        serde_json::Value::Array(crate::bundle::host_devices(Path::new("/dev")));
-    let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
-    std::fs::write(path, text).map_err(|e| named(e.to_string()))
+    if host_dev {
+        with_host_devices(&mut config, crate::bundle::host_devices(Path::new("/dev")))
+            .map_err(named)?;
+        let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| named(e.to_string()))?;
+    }
+    let cgroup = config
+        .pointer("/linux/cgroupsPath")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| named("no linux.cgroupsPath".into()))?;
+    let cgroup = Path::new("/sys/fs/cgroup").join(cgroup.trim_start_matches('/'));
+    let rules = crate::devices::rules(&config).map_err(named)?;
+    let program = crate::devices::program(&rules).map_err(named)?;
+    Ok((crate::sys::load_device_program(&program)?, cgroup))
+}
+
+/// Sets `linux.devices` to `nodes` and allows each in
+/// `linux.resources.devices`.
+fn with_host_devices(
+    config: &mut serde_json::Value,
+    nodes: Vec<serde_json::Value>,
+) -> Result<(), String> {
+    let rules: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "allow": true, "type": n["type"], "major": n["major"], "minor": n["minor"], "access": "rwm",
+            })
+        })
+        .collect();
+    let linux = config
+        .as_object_mut()
+        .ok_or("config.json is not an object")?
+        .entry("linux")
+        .or_insert_with(|| serde_json::json!({}));
+    let linux = linux.as_object_mut().ok_or("linux is not an object")?;
+    linux.insert("devices".into(), serde_json::Value::Array(nodes));
+    let resources = linux
+        .entry("resources")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .ok_or("linux.resources is not an object")?;
+    match resources
+        .entry("devices")
+        .or_insert_with(|| serde_json::json!([]))
+    {
+        serde_json::Value::Array(list) => list.extend(rules),
+        _ => return Err("linux.resources.devices is not a list".into()),
+    }
+    Ok(())
 }
 
 /// Runs `args` in the running container `id` (a health probe); its output
@@ -183,6 +237,34 @@ mod tests {
         Failed {
             message: first.to_string(),
             source: (!rest.is_empty()).then(|| Box::new(failed(rest))),
+        }
+    }
+
+    #[test]
+    fn the_hosts_nodes_are_listed_and_allowed() {
+        use crate::devices::{Kind, Rule};
+        use serde_json::json;
+        let mut config = json!({"linux": {"resources": {"devices": [
+            {"allow": false, "type": "c", "major": 4, "minor": 64, "access": "w"}
+        ]}}});
+        let vda = json!({"path": "/dev/vda", "type": "b", "major": 254, "minor": 0});
+        with_host_devices(&mut config, vec![vda.clone()]).unwrap();
+        assert_eq!(config["linux"]["devices"], json!([vda]));
+        let rules = crate::devices::rules(&config).unwrap();
+        let allowed = Rule {
+            allow: true,
+            kind: Kind::Block,
+            major: Some(254),
+            minor: Some(0),
+            access: 7,
+        };
+        assert_eq!(rules[1], allowed);
+        assert!(!rules[0].allow);
+        let mut empty = json!({});
+        with_host_devices(&mut empty, vec![vda]).unwrap();
+        assert!(crate::devices::granted(&empty));
+        for mut bad in [json!([]), json!({"linux": {"resources": {"devices": {}}}})] {
+            assert!(with_host_devices(&mut bad, Vec::new()).is_err());
         }
     }
 
