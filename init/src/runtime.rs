@@ -123,18 +123,27 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
 
 /// The device program of a bundle's `config.json` ([`crate::devices`]),
 /// loaded, and the cgroup directory to attach it to. With `host_dev`, the
-/// host's device nodes, as they are now, are first written into it, each
-/// with a rule that allows it: a restart sees a disk that appeared since
-/// the last start. They replace the YAML's `devices` nodes, as runc makes
-/// none when `/dev` is bound.
+/// host's device nodes, as they are now, are first written into it (a
+/// restart sees a disk that appeared since the last start; they replace
+/// the YAML's `devices` nodes, as runc makes none when `/dev` is bound),
+/// and the program allows each.
 fn device_program(path: &Path, host_dev: bool) -> Result<(OwnedFd, PathBuf), String> {
     let named = |e: String| format!("{}: {e}", path.display());
     let text = std::fs::read(path).map_err(|e| named(e.to_string()))?;
     let mut config: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| named(e.to_string()))?;
+    let mut rules = crate::devices::rules(&config).map_err(named)?;
     if host_dev {
-        with_host_devices(&mut config, crate::bundle::host_devices(Path::new("/dev")))
-            .map_err(named)?;
+        let nodes = crate::bundle::host_devices(Path::new("/dev"));
+        rules.extend(allowing(&nodes));
+        config
+            .as_object_mut()
+            .ok_or_else(|| named("not an object".into()))?
+            .entry("linux")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .ok_or_else(|| named("linux is not an object".into()))?
+            .insert("devices".into(), serde_json::Value::Array(nodes));
         let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
         std::fs::write(path, text).map_err(|e| named(e.to_string()))?;
     }
@@ -143,45 +152,32 @@ fn device_program(path: &Path, host_dev: bool) -> Result<(OwnedFd, PathBuf), Str
         .and_then(serde_json::Value::as_str)
         .ok_or_else(|| named("no linux.cgroupsPath".into()))?;
     let cgroup = Path::new("/sys/fs/cgroup").join(cgroup.trim_start_matches('/'));
-    let rules = crate::devices::rules(&config).map_err(named)?;
     let program = crate::devices::program(&rules).map_err(named)?;
     Ok((crate::sys::load_device_program(&program)?, cgroup))
 }
 
-/// Sets `linux.devices` to `nodes` and allows each in
-/// `linux.resources.devices`.
-fn with_host_devices(
-    config: &mut serde_json::Value,
-    nodes: Vec<serde_json::Value>,
-) -> Result<(), String> {
-    let rules: Vec<serde_json::Value> = nodes
+/// A rule allowing each of `nodes` (OCI `linux.devices` entries), after
+/// the others: the last rules win.
+fn allowing(nodes: &[serde_json::Value]) -> Vec<crate::devices::Rule> {
+    use crate::devices::{Kind, Rule};
+    let number = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    nodes
         .iter()
-        .map(|n| {
-            serde_json::json!({
-                "allow": true, "type": n["type"], "major": n["major"], "minor": n["minor"], "access": "rwm",
+        .filter_map(|n| {
+            let kind = match n["type"].as_str()? {
+                "b" => Kind::Block,
+                "c" | "u" => Kind::Char,
+                _ => return None,
+            };
+            Some(Rule {
+                allow: true,
+                kind,
+                major: Some(number(&n["major"])?),
+                minor: Some(number(&n["minor"])?),
+                access: crate::devices::MKNOD | crate::devices::READ | crate::devices::WRITE,
             })
         })
-        .collect();
-    let linux = config
-        .as_object_mut()
-        .ok_or("config.json is not an object")?
-        .entry("linux")
-        .or_insert_with(|| serde_json::json!({}));
-    let linux = linux.as_object_mut().ok_or("linux is not an object")?;
-    linux.insert("devices".into(), serde_json::Value::Array(nodes));
-    let resources = linux
-        .entry("resources")
-        .or_insert_with(|| serde_json::json!({}))
-        .as_object_mut()
-        .ok_or("linux.resources is not an object")?;
-    match resources
-        .entry("devices")
-        .or_insert_with(|| serde_json::json!([]))
-    {
-        serde_json::Value::Array(list) => list.extend(rules),
-        _ => return Err("linux.resources.devices is not a list".into()),
-    }
-    Ok(())
+        .collect()
 }
 
 /// Runs `args` in the running container `id` (a health probe); its output
@@ -241,31 +237,25 @@ mod tests {
     }
 
     #[test]
-    fn the_hosts_nodes_are_listed_and_allowed() {
+    fn the_hosts_nodes_are_allowed() {
         use crate::devices::{Kind, Rule};
         use serde_json::json;
-        let mut config = json!({"linux": {"resources": {"devices": [
-            {"allow": false, "type": "c", "major": 4, "minor": 64, "access": "w"}
-        ]}}});
-        let vda = json!({"path": "/dev/vda", "type": "b", "major": 254, "minor": 0});
-        with_host_devices(&mut config, vec![vda.clone()]).unwrap();
-        assert_eq!(config["linux"]["devices"], json!([vda]));
-        let rules = crate::devices::rules(&config).unwrap();
-        let allowed = Rule {
+        let nodes = [
+            json!({"path": "/dev/vda", "type": "b", "major": 254, "minor": 0}),
+            json!({"path": "/dev/ttyS0", "type": "c", "major": 4, "minor": 64}),
+            json!({"path": "/dev/odd", "type": "b", "major": -3, "minor": 0}),
+        ];
+        let rule = |kind, major, minor| Rule {
             allow: true,
-            kind: Kind::Block,
-            major: Some(254),
-            minor: Some(0),
+            kind,
+            major: Some(major),
+            minor: Some(minor),
             access: 7,
         };
-        assert_eq!(rules[1], allowed);
-        assert!(!rules[0].allow);
-        let mut empty = json!({});
-        with_host_devices(&mut empty, vec![vda]).unwrap();
-        assert!(crate::devices::granted(&empty));
-        for mut bad in [json!([]), json!({"linux": {"resources": {"devices": {}}}})] {
-            assert!(with_host_devices(&mut bad, Vec::new()).is_err());
-        }
+        assert_eq!(
+            allowing(&nodes),
+            [rule(Kind::Block, 254, 0), rule(Kind::Char, 4, 64)]
+        );
     }
 
     #[test]
