@@ -279,6 +279,16 @@ fn plan(
         }
         mounts.push(host_mount(mount).map_err(refuse)?);
     }
+    // A root whose device nodes nothing may use is mounted `nodev`, so
+    // that a node shipped in an image is no way around the device rules.
+    // (The builder always writes the mount that makes `rootfs`.)
+    if !(host_dev || crate::devices::granted(&config)) {
+        for (_, mount) in mounts.iter_mut() {
+            if Path::new(&mount.target) == rootfs && !mount.flags.contains(&"remount") {
+                mount.flags.push("nodev");
+            }
+        }
+    }
     let ns = &runtime.bind_namespaces;
     let bind_namespaces = [
         ("cgroup", &ns.cgroup),
@@ -533,7 +543,7 @@ mod tests {
             [
                 "tmpfs /containers/services/x/tmp [] ",
                 "none /containers/services/x/tmp [\"remount\", \"private\"] ",
-                "overlay /containers/services/x/rootfs [] lowerdir=/containers/services/x/lower,upperdir=/containers/services/x/tmp/upper,workdir=/containers/services/x/tmp/work",
+                "overlay /containers/services/x/rootfs [\"nodev\"] lowerdir=/containers/services/x/lower,upperdir=/containers/services/x/tmp/upper,workdir=/containers/services/x/tmp/work",
             ]
         );
         assert_eq!(p.config["root"]["path"], "/containers/services/x/rootfs");
@@ -566,6 +576,7 @@ mod tests {
         .unwrap();
         assert!(p.mkdir.is_empty());
         assert_eq!(p.mounts.len(), 1);
+        assert_eq!(p.mounts[0].1.flags, ["nodev"]);
         assert_eq!(
             p.mounts[0].0,
             [
@@ -580,6 +591,41 @@ mod tests {
                 "lowerdir=/containers/onboot/000-b/lower,upperdir=/run/berth/rootfs/001-a/upper,workdir=/run/berth/rootfs/001-a/work"
             )
         );
+    }
+
+    #[test]
+    fn a_root_is_nodev_unless_the_bundle_is_granted_devices() {
+        let runtime = || -> Runtime {
+            serde_json::from_value(json!({
+                "mounts": [{"destination": "/containers/services/d/rootfs", "source": "/containers/services/d/lower", "options": ["bind"]}]
+            }))
+            .unwrap()
+        };
+        let flags = |config: Value| {
+            let p = plan(
+                &found(BundleKind::Service, "d", "d"),
+                config,
+                runtime(),
+                "b",
+            )
+            .unwrap();
+            p.mounts[0].1.flags.clone()
+        };
+        let rules = |rules: Value| json!({"linux": {"resources": {"devices": rules}}});
+        assert_eq!(flags(json!({})), ["nodev"]);
+        // Making nodes is not using them.
+        assert_eq!(
+            flags(rules(json!([{"allow": true, "type": "b", "access": "m"}]))),
+            ["nodev"]
+        );
+        assert!(
+            flags(rules(
+                json!([{"allow": true, "type": "b", "major": 254, "minor": 0, "access": "rwm"}])
+            ))
+            .is_empty()
+        );
+        let dev_bind = json!({"mounts": [{"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind"]}]});
+        assert!(flags(dev_bind).is_empty());
     }
 
     #[test]

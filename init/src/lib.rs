@@ -15,6 +15,7 @@
 pub mod boot;
 pub mod bundle;
 pub mod control;
+pub mod devices;
 pub mod events;
 pub mod kernel;
 pub mod logs;
@@ -25,4 +26,5 @@ pub mod services;
 pub mod shutdown;
 pub mod squashfs;
 pub mod supervise;
+pub mod sys;
 pub mod system;

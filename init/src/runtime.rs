@@ -90,9 +90,9 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
     if Path::new(STATE).join(&launch.id).exists() {
         let _ = remove(&launch.id);
     }
-    if launch.host_dev {
-        with_host_devices(&launch.bundle.join("config.json"))?;
-    }
+    // Loaded before anything runs: rules init cannot enforce refuse the
+    // container.
+    let (devices, cgroup) = device_program(&launch.bundle.join("config.json"), launch.host_dev)?;
     let (read, write, err) = output()?;
     let null = File::open("/dev/null").map_err(chain)?;
     let mut container = builder(&launch.id)?
@@ -108,6 +108,12 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
         .pid()
         .ok_or_else(|| "the runtime gave no pid".to_string())?
         .as_raw();
+    // The container's cgroup exists and its process waits to be started:
+    // its devices are confined before its program runs.
+    if let Err(e) = crate::sys::attach_device_program(devices.as_fd(), &cgroup) {
+        let _ = container.delete(true);
+        return Err(e);
+    }
     container.start().map_err(chain)?;
     Ok(Started {
         pid,
@@ -115,19 +121,63 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
     })
 }
 
-/// Lists the host's device nodes in a bundle's `config.json`, as they are
-/// now: a restart sees a disk that appeared since the last start. They
-/// replace the YAML's `devices` nodes, as runc makes none when `/dev` is
-/// bound.
-fn with_host_devices(path: &Path) -> Result<(), String> {
+/// The device program of a bundle's `config.json` ([`crate::devices`]),
+/// loaded, and the cgroup directory to attach it to. With `host_dev`, the
+/// host's device nodes, as they are now, are first written into it (a
+/// restart sees a disk that appeared since the last start; they replace
+/// the YAML's `devices` nodes, as runc makes none when `/dev` is bound),
+/// and the program allows each.
+fn device_program(path: &Path, host_dev: bool) -> Result<(OwnedFd, PathBuf), String> {
     let named = |e: String| format!("{}: {e}", path.display());
     let text = std::fs::read(path).map_err(|e| named(e.to_string()))?;
     let mut config: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| named(e.to_string()))?;
-    config["linux"]["devices"] =
-        serde_json::Value::Array(crate::bundle::host_devices(Path::new("/dev")));
-    let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
-    std::fs::write(path, text).map_err(|e| named(e.to_string()))
+    let mut rules = crate::devices::rules(&config).map_err(named)?;
+    if host_dev {
+        let nodes = crate::bundle::host_devices(Path::new("/dev"));
+        rules.extend(allowing(&nodes));
+        config
+            .as_object_mut()
+            .ok_or_else(|| named("not an object".into()))?
+            .entry("linux")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .ok_or_else(|| named("linux is not an object".into()))?
+            .insert("devices".into(), serde_json::Value::Array(nodes));
+        let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| named(e.to_string()))?;
+    }
+    let cgroup = config
+        .pointer("/linux/cgroupsPath")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| named("no linux.cgroupsPath".into()))?;
+    let cgroup = Path::new("/sys/fs/cgroup").join(cgroup.trim_start_matches('/'));
+    let program = crate::devices::program(&rules).map_err(named)?;
+    Ok((crate::sys::load_device_program(&program)?, cgroup))
+}
+
+/// A rule allowing each of `nodes` (OCI `linux.devices` entries), after
+/// the others: the last rules win.
+fn allowing(nodes: &[serde_json::Value]) -> Vec<crate::devices::Rule> {
+    use crate::devices::{Kind, Rule};
+    let number = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let kind = match n["type"].as_str()? {
+                "b" => Kind::Block,
+                "c" | "u" => Kind::Char,
+                _ => return None,
+            };
+            Some(Rule {
+                allow: true,
+                kind,
+                major: Some(number(&n["major"])?),
+                minor: Some(number(&n["minor"])?),
+                access: crate::devices::MKNOD | crate::devices::READ | crate::devices::WRITE,
+            })
+        })
+        .collect()
 }
 
 /// Runs `args` in the running container `id` (a health probe); its output
@@ -184,6 +234,28 @@ mod tests {
             message: first.to_string(),
             source: (!rest.is_empty()).then(|| Box::new(failed(rest))),
         }
+    }
+
+    #[test]
+    fn the_hosts_nodes_are_allowed() {
+        use crate::devices::{Kind, Rule};
+        use serde_json::json;
+        let nodes = [
+            json!({"path": "/dev/vda", "type": "b", "major": 254, "minor": 0}),
+            json!({"path": "/dev/ttyS0", "type": "c", "major": 4, "minor": 64}),
+            json!({"path": "/dev/odd", "type": "b", "major": -3, "minor": 0}),
+        ];
+        let rule = |kind, major, minor| Rule {
+            allow: true,
+            kind,
+            major: Some(major),
+            minor: Some(minor),
+            access: 7,
+        };
+        assert_eq!(
+            allowing(&nodes),
+            [rule(Kind::Block, 254, 0), rule(Kind::Char, 4, 64)]
+        );
     }
 
     #[test]
