@@ -220,7 +220,7 @@ const ALLOWED: &[&str] = &[
     // Memory.
     "brk madvise membarrier memfd_create memfd_secret mincore mlock mlock2 mlockall mmap mprotect mremap msync munlock munlockall munmap pkey_alloc pkey_free pkey_mprotect remap_file_pages",
     // Processes, threads, identity, limits and scheduling.
-    "arch_prctl capget capset execve execveat exit exit_group fork getcpu getegid geteuid getgid getgroups getpgid getpgrp getpid getppid getpriority getresgid getresuid getrlimit get_robust_list getrusage getsid get_thread_area gettid getuid ioprio_get ioprio_set kill landlock_add_rule landlock_create_ruleset landlock_restrict_self modify_ldt pidfd_open pidfd_send_signal prctl prlimit64 process_mrelease restart_syscall rseq sched_getaffinity sched_getattr sched_getparam sched_get_priority_max sched_get_priority_min sched_getscheduler sched_rr_get_interval sched_setaffinity sched_setattr sched_setparam sched_setscheduler sched_yield seccomp setfsgid setfsuid setgid setgroups setpgid setpriority setregid setresgid setresuid setreuid setrlimit set_robust_list setsid set_thread_area set_tid_address setuid sysinfo tgkill tkill uname vfork wait4 waitid",
+    "arch_prctl capget capset execve execveat exit exit_group fork getcpu getegid getrandom geteuid getgid getgroups getpgid getpgrp getpid getppid getpriority getresgid getresuid getrlimit get_robust_list getrusage getsid get_thread_area gettid getuid ioprio_get ioprio_set kill landlock_add_rule landlock_create_ruleset landlock_restrict_self modify_ldt pidfd_open pidfd_send_signal prctl prlimit64 process_mrelease restart_syscall rseq sched_getaffinity sched_getattr sched_getparam sched_get_priority_max sched_get_priority_min sched_getscheduler sched_rr_get_interval sched_setaffinity sched_setattr sched_setparam sched_setscheduler sched_yield seccomp setfsgid setfsuid setgid setgroups setpgid setpriority setregid setresgid setresuid setreuid setrlimit set_robust_list setsid set_thread_area set_tid_address setuid sysinfo tgkill tkill uname vfork wait4 waitid",
     // Signals.
     "pause rt_sigaction rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait rt_tgsigqueueinfo sigaltstack signalfd signalfd4",
     // Time and timers.
@@ -334,6 +334,7 @@ mod tests {
         );
         assert_eq!(allowed(&plain, "clone3")[0]["errnoRet"], 38);
         assert_eq!(allowed(&plain, "read")[0]["action"], "SCMP_ACT_ALLOW");
+        assert_eq!(allowed(&plain, "getrandom")[0]["action"], "SCMP_ACT_ALLOW");
         assert_eq!(allowed(&plain, "personality").len(), 5);
         assert_eq!(
             plain["architectures"],
