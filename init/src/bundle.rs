@@ -6,8 +6,9 @@
 //! mounts that make `rootfs`) and writes the runtime's copy of
 //! `config.json` under `/run/berth/bundles/ID`, with the root made
 //! absolute, a cgroup path when the YAML gave none, and `runtime.json`'s
-//! interfaces as OCI network devices. What it cannot honour (seccomp
-//! without libseccomp, interfaces to create) refuses the container, so that
+//! interfaces as OCI network devices, and its seccomp profile moved beside
+//! it for [`crate::seccomp`] to enforce. What it cannot honour (interfaces
+//! to create, a profile it cannot compile) refuses the container, so that
 //! nothing is silently left out. [`prepare`] decides, [`ready`] does it
 //! through [`System`]; starting the container is the runtime's.
 //!
@@ -89,6 +90,8 @@ pub struct Prepared {
     pub bind_namespaces: Vec<(&'static str, String)>,
     /// The YAML bound the host's `/dev`: the container gets its nodes.
     pub host_dev: bool,
+    /// What [`crate::seccomp::take`] took out of `config.json`.
+    pub seccomp: Option<Value>,
 }
 
 /// Every bundle of the image, made ready, by kind.
@@ -163,6 +166,15 @@ pub fn ready(
     let config = serde_json::to_vec_pretty(&p.config).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("config.json"), config)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let seccomp = dir.join(crate::seccomp::FILE);
+    match &p.seccomp {
+        Some(file) => std::fs::write(&seccomp, file.to_string()),
+        None => std::fs::remove_file(&seccomp).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        }),
+    }
+    .map_err(|e| format!("{}: {e}", seccomp.display()))?;
     Ok(p)
 }
 
@@ -203,14 +215,7 @@ fn plan(
     cgroup_root: &str,
 ) -> Result<Prepared, String> {
     let refuse = |what: String| format!("{}: {what}", found.name);
-    if config
-        .pointer("/linux/seccomp")
-        .is_some_and(|s| !s.is_null())
-    {
-        return Err(refuse(
-            "has a seccomp profile, which this init cannot enforce (built without libseccomp); refusing to run it unconfined".into(),
-        ));
-    }
+    let seccomp = crate::seccomp::take(&mut config).map_err(refuse)?;
     let mut net_devices = serde_json::Map::new();
     for interface in runtime.interfaces.iter().flatten() {
         if !interface.add.is_empty() || interface.create_in_root {
@@ -313,6 +318,7 @@ fn plan(
         healthcheck: runtime.healthcheck,
         bind_namespaces,
         host_dev,
+        seccomp,
     })
 }
 
@@ -721,7 +727,7 @@ mod tests {
 
     #[test]
     fn what_cannot_be_honoured_is_refused() {
-        let seccomp = json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}}});
+        let seccomp = json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_NOTIFY"}}});
         let err = plan(
             &found(BundleKind::Service, "s", "s"),
             seccomp,
@@ -729,7 +735,7 @@ mod tests {
             "b",
         )
         .unwrap_err();
-        assert!(err.starts_with("s: has a seccomp profile"), "{err}");
+        assert!(err.starts_with("s: linux.seccomp: defaultAction"), "{err}");
         let runtime: Runtime = serde_json::from_value(
             json!({"interfaces": [{"name": "veth0", "add": "veth", "peer": "v1"}]}),
         )

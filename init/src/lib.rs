@@ -22,6 +22,7 @@ pub mod logs;
 pub mod modules;
 pub mod root;
 pub mod runtime;
+pub mod seccomp;
 pub mod services;
 pub mod shutdown;
 pub mod squashfs;

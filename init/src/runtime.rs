@@ -17,6 +17,7 @@ use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use rustix::pipe::PipeFlags;
 
+use crate::seccomp::{self, Confinement};
 use crate::system::{Launch, Started};
 
 pub const STATE: &str = "/run/berth/containers";
@@ -49,12 +50,23 @@ fn output() -> Result<(OwnedFd, OwnedFd, OwnedFd), String> {
 /// libcontainer's executor, except that a command given by its absolute
 /// path runs without `PATH` in the environment, as with runc: LinuxKit
 /// definitions often replace the image's environment (`env:`) with one
-/// that has no `PATH`.
+/// that has no `PATH`; and that the container's seccomp filter is loaded
+/// first ([`crate::seccomp`]: the executor runs in the container's process
+/// after libcontainer dropped privileges, right before `execve`).
 #[derive(Clone)]
-struct Workload;
+struct Workload {
+    confinement: Option<Confinement>,
+}
 
 impl Executor for Workload {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if let Some(confinement) = &self.confinement {
+            // stderr is the container's log: the reason lands there.
+            seccomp::install(confinement).map_err(|e| {
+                eprintln!("berth: {e}");
+                ExecutorError::Other(e)
+            })?;
+        }
         DefaultExecutor {}.exec(spec)
     }
 
@@ -78,11 +90,29 @@ impl Executor for Workload {
     }
 }
 
-fn builder(id: &str) -> Result<ContainerBuilder, String> {
+/// A container's seccomp profile, as [`crate::bundle::ready`] left it
+/// beside the runtime's `config.json` in `bundle`.
+fn confinement(bundle: &Path) -> Result<Option<Confinement>, String> {
+    let path = bundle.join(seccomp::FILE);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let file = serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    seccomp::confinement(&file)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn builder(id: &str, bundle: &Path) -> Result<ContainerBuilder, String> {
+    let workload = Workload {
+        confinement: confinement(bundle)?,
+    };
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(STATE)
         .map_err(chain)
-        .map(|b| b.with_executor(Workload))
+        .map(|b| b.with_executor(workload))
 }
 
 pub fn start(launch: &Launch) -> Result<Started, String> {
@@ -95,7 +125,7 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
     let (devices, cgroup) = device_program(&launch.bundle.join("config.json"), launch.host_dev)?;
     let (read, write, err) = output()?;
     let null = File::open("/dev/null").map_err(chain)?;
-    let mut container = builder(&launch.id)?
+    let mut container = builder(&launch.id, &launch.bundle)?
         .with_stdin(null)
         .with_stdout(write)
         .with_stderr(err)
@@ -180,15 +210,17 @@ fn allowing(nodes: &[serde_json::Value]) -> Vec<crate::devices::Rule> {
         .collect()
 }
 
-/// Runs `args` in the running container `id` (a health probe); its output
-/// is dropped, its errors go to the console.
+/// Runs `args` in the running container `id` (a health probe), under the
+/// container's seccomp profile, as runc's `exec` does; its output is
+/// dropped, its errors go to the console.
 pub fn exec(id: &str, args: &[String]) -> Result<i32, String> {
     let null = || File::open("/dev/null").map_err(chain);
     let console = std::io::stderr()
         .as_fd()
         .try_clone_to_owned()
         .map_err(chain)?;
-    let pid = builder(id)?
+    let bundle = Path::new(crate::bundle::RUN).join("bundles").join(id);
+    let pid = builder(id, &bundle)?
         .with_stdin(null()?)
         .with_stdout(null()?)
         .with_stderr(console)

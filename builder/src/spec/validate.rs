@@ -454,6 +454,25 @@ fn check_config(
             );
         }
     }
+    if let Some(seccomp) = &image.seccomp {
+        let keyword = ["unconfined", "default"].contains(&seccomp.as_str());
+        if names.is_none() && !keyword {
+            problems.at(
+                seccomp,
+                format!("{path}.seccomp"),
+                format!(
+                    "seccomp {:?}: a label can only say unconfined or default, not name a file",
+                    seccomp.value
+                ),
+            );
+        } else if seccomp.is_empty() || seccomp.contains('\0') {
+            problems.at(
+                seccomp,
+                format!("{path}.seccomp"),
+                "seccomp must be unconfined, default or the path of a profile file".into(),
+            );
+        }
+    }
     for (i, r) in image.rlimits.iter().flatten().enumerate() {
         if let Err(message) = rlimit(r) {
             problems.at(r, format!("{path}.rlimits[{i}]"), message);
