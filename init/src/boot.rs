@@ -375,11 +375,11 @@ fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
+    while let Some(&byte) = bytes.get(i) {
         let octal = bytes
             .get(i + 1..i + 4)
             .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
+        match (byte, octal) {
             (b'\\', Some(digits)) => {
                 out.push(
                     digits

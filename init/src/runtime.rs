@@ -124,8 +124,15 @@ fn with_host_devices(path: &Path) -> Result<(), String> {
     let text = std::fs::read(path).map_err(|e| named(e.to_string()))?;
     let mut config: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| named(e.to_string()))?;
-    config["linux"]["devices"] =
-        serde_json::Value::Array(crate::bundle::host_devices(Path::new("/dev")));
+    let object = config
+        .as_object_mut()
+        .ok_or_else(|| named("not a JSON object".into()))?;
+    crate::bundle::object_at(object, "linux")
+        .map_err(named)?
+        .insert(
+            "devices".into(),
+            serde_json::Value::Array(crate::bundle::host_devices(Path::new("/dev"))),
+        );
     let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
     std::fs::write(path, text).map_err(|e| named(e.to_string()))
 }
