@@ -120,6 +120,19 @@ impl BindNamespaces {
     pub fn is_empty(&self) -> bool {
         *self == BindNamespaces::default()
     }
+
+    /// Each namespace by its name in `/proc/PID/ns`, with its path.
+    pub fn entries(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            ("cgroup", &self.cgroup),
+            ("ipc", &self.ipc),
+            ("mnt", &self.mnt),
+            ("net", &self.net),
+            ("pid", &self.pid),
+            ("user", &self.user),
+            ("uts", &self.uts),
+        ]
+    }
 }
 
 /// `runtime.json`: what init does around a container that the OCI runtime

@@ -343,20 +343,13 @@ fn plan(
         }
         mounts.push(host_mount(mount).map_err(refuse)?);
     }
-    let ns = &runtime.bind_namespaces;
-    let bind_namespaces = [
-        ("cgroup", &ns.cgroup),
-        ("ipc", &ns.ipc),
-        ("mnt", &ns.mnt),
-        ("net", &ns.net),
-        ("pid", &ns.pid),
-        ("user", &ns.user),
-        ("uts", &ns.uts),
-    ]
-    .into_iter()
-    // LinuxKit writes every key; an empty path binds nothing.
-    .filter_map(|(kind, path)| Some((kind, path.clone().filter(|p| !p.is_empty())?)))
-    .collect();
+    let bind_namespaces = runtime
+        .bind_namespaces
+        .entries()
+        .into_iter()
+        // LinuxKit writes every key; an empty path binds nothing.
+        .filter_map(|(kind, path)| Some((kind, path.clone().filter(|p| !p.is_empty())?)))
+        .collect();
     Ok(Prepared {
         found: found.clone(),
         mkdir,
