@@ -42,7 +42,9 @@ pub fn load_at_boot(system: &mut dyn System, root: &Path, program: &str) -> Inde
             .iter()
             .filter(|f| f.extension() == Some("conf".as_ref()))
         {
-            explicit.extend(listed(&std::fs::read_to_string(file).unwrap_or_default()));
+            // The image's text: bytes that are not UTF-8 name no module.
+            let bytes = std::fs::read(file).unwrap_or_default();
+            explicit.extend(listed(&String::from_utf8_lossy(&bytes)));
         }
     }
     let devices = under(root, "/sys/devices");
