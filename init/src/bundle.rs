@@ -22,8 +22,10 @@
 use std::path::{Path, PathBuf};
 
 use contract::{BundleKind, CONTAINERS_DIR, Healthcheck, Restart, Runtime};
+use libcontainer::oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
+use crate::logs::{DEFAULT_CAP, LOG_DIR, Log};
 use crate::modules::{Index, Loader};
 use crate::system::{Launch, Mount, System, under};
 
@@ -103,7 +105,9 @@ pub struct Bundles {
 }
 
 /// Finds the bundles under `/containers` and makes each ready; one that
-/// cannot be is logged and left out. `mounted` gets the mounts made.
+/// cannot be is left out, and why is said on the console and in its log
+/// (`/var/log/NAME.log`), so that `berthctl log NAME` tells it too.
+/// `mounted` gets the mounts made.
 pub fn ready_all(
     system: &mut dyn System,
     root: &Path,
@@ -116,7 +120,15 @@ pub fn ready_all(
         for found in find(&containers, kind) {
             match ready(system, root, index, &found, mounted) {
                 Ok(p) => list.push(p),
-                Err(e) => system.log(&format!("{} {}: {e}", kind.directory(), found.id)),
+                Err(e) => {
+                    let line = format!("{} {}: not started: {e}", kind.directory(), found.id);
+                    system.log(&line);
+                    let logs = under(root, LOG_DIR);
+                    let mut log = Log::open(&logs, &found.name, DEFAULT_CAP, false);
+                    if let Err(e) = log.write(format!("{line}\n").as_bytes()) {
+                        system.log(&format!("{}/{}.log: {e}", logs.display(), found.name));
+                    }
+                }
             }
         }
         list
@@ -193,12 +205,16 @@ pub fn launch(root: &Path, p: &Prepared) -> Launch {
 }
 
 /// Reads a bundle's two files and says what to do with them.
+///
+/// Both come from the image: each is read as its type before anything is
+/// done with it, so that a malformed bundle is this bundle's error, never
+/// PID 1's panic (issue #15).
 pub fn prepare(found: &Found, cgroup_root: &str) -> Result<Prepared, String> {
     let read = |name: &str| -> Result<String, String> {
         let path = found.dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
     };
-    let config: Value = serde_json::from_str(&read("config.json")?)
+    let config = read_config(&read("config.json")?)
         .map_err(|e| format!("{}/config.json: {e}", found.dir.display()))?;
     let runtime: Runtime = match found.dir.join("runtime.json").exists() {
         true => serde_json::from_str(&read("runtime.json")?)
@@ -206,6 +222,46 @@ pub fn prepare(found: &Found, cgroup_root: &str) -> Result<Prepared, String> {
         false => Runtime::default(),
     };
     plan(found, config, runtime, cgroup_root)
+}
+
+/// `config.json` as the object init edits, once it has been read as the
+/// OCI runtime specification the runtime will read it as: a field of the
+/// wrong type is refused here, with its line and column.
+fn read_config(text: &str) -> Result<Value, String> {
+    let config: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if !config.is_object() {
+        return Err(format!("not a JSON object but {}", kind_of(&config)));
+    }
+    serde_json::from_str::<Spec>(text).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// What a JSON value is, for errors.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The object at `key` of `object`, made empty if it is missing or null;
+/// an error naming `key` if it is anything else.
+pub fn object_at<'a>(
+    object: &'a mut serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<&'a mut serde_json::Map<String, Value>, String> {
+    let value = object.entry(key).or_insert(Value::Null);
+    if value.is_null() {
+        *value = json!({});
+    }
+    let kind = kind_of(value);
+    value
+        .as_object_mut()
+        .ok_or_else(|| format!("config.json: {key} is {kind}, not an object"))
 }
 
 fn plan(
@@ -228,27 +284,35 @@ fn plan(
     }
 
     let rootfs = found.dir.join("rootfs");
-    config["root"]["path"] = json!(rootfs.to_string_lossy());
-    let linux = config
+    let object = config
         .as_object_mut()
-        .ok_or_else(|| refuse("config.json is not an object".into()))?
-        .entry("linux")
-        .or_insert_with(|| json!({}));
-    let cgroup = linux
-        .get("cgroupsPath")
-        .and_then(Value::as_str)
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("/{cgroup_root}/{}", found.name));
-    linux["cgroupsPath"] = json!(cgroup);
+        .ok_or_else(|| refuse("config.json is not a JSON object".into()))?;
+    object_at(object, "root")
+        .map_err(&refuse)?
+        .insert("path".into(), json!(rootfs.to_string_lossy()));
+    let linux = object_at(object, "linux").map_err(&refuse)?;
+    let cgroup = match linux.get("cgroupsPath") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(path)) => Some(path.clone()).filter(|p| !p.is_empty()),
+        Some(other) => {
+            let kind = kind_of(other);
+            return Err(refuse(format!(
+                "config.json: linux.cgroupsPath is {kind}, not a string"
+            )));
+        }
+    }
+    .unwrap_or_else(|| format!("/{cgroup_root}/{}", found.name));
+    linux.insert("cgroupsPath".into(), json!(cgroup));
     if !net_devices.is_empty() {
-        linux["netDevices"] = Value::Object(net_devices);
+        linux.insert("netDevices".into(), Value::Object(net_devices));
+    }
+    // There is no console to hand a terminal to; output goes to the log.
+    if let Some(process) = object.get_mut("process").and_then(Value::as_object_mut)
+        && process.get("terminal") == Some(&json!(true))
+    {
+        process.insert("terminal".into(), json!(false));
     }
     let host_dev = replace_dev_bind(&mut config);
-    // There is no console to hand a terminal to; output goes to the log.
-    if config.pointer("/process/terminal") == Some(&json!(true)) {
-        config["process"]["terminal"] = json!(false);
-    }
 
     let mut mkdir: Vec<String> = runtime.mkdir.clone().unwrap_or_default();
     for group in runtime.cgroups.iter().flatten() {
@@ -294,20 +358,13 @@ fn plan(
             }
         }
     }
-    let ns = &runtime.bind_namespaces;
-    let bind_namespaces = [
-        ("cgroup", &ns.cgroup),
-        ("ipc", &ns.ipc),
-        ("mnt", &ns.mnt),
-        ("net", &ns.net),
-        ("pid", &ns.pid),
-        ("user", &ns.user),
-        ("uts", &ns.uts),
-    ]
-    .into_iter()
-    // LinuxKit writes every key; an empty path binds nothing.
-    .filter_map(|(kind, path)| Some((kind, path.clone().filter(|p| !p.is_empty())?)))
-    .collect();
+    let bind_namespaces = runtime
+        .bind_namespaces
+        .entries()
+        .into_iter()
+        // LinuxKit writes every key; an empty path binds nothing.
+        .filter_map(|(kind, path)| Some((kind, path.clone().filter(|p| !p.is_empty())?)))
+        .collect();
     Ok(Prepared {
         found: found.clone(),
         mkdir,
@@ -723,6 +780,149 @@ mod tests {
         std::fs::write(dir.path().join("file"), "").unwrap();
         std::os::unix::fs::symlink("/dev/null", dir.path().join("link")).unwrap();
         assert!(host_devices(dir.path()).is_empty());
+    }
+
+    /// A bundle directory holding `config` (and `runtime`, if given).
+    fn bundle_with(config: &str, runtime: Option<&str>) -> (tempfile::TempDir, Found) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        if let Some(runtime) = runtime {
+            std::fs::write(dir.path().join("runtime.json"), runtime).unwrap();
+        }
+        let found = Found {
+            kind: BundleKind::Service,
+            id: "bad".into(),
+            name: "bad".into(),
+            dir: dir.path().to_path_buf(),
+        };
+        (dir, found)
+    }
+
+    /// The error [`prepare`] gives, with the bundle's directory written `DIR`.
+    fn refusal(config: &str, runtime: Option<&str>) -> String {
+        let (dir, found) = bundle_with(config, runtime);
+        let err = prepare(&found, "berth").expect_err("a malformed bundle is refused");
+        err.replace(&*dir.path().to_string_lossy(), "DIR")
+    }
+
+    #[test]
+    fn a_malformed_config_json_is_this_bundles_error() {
+        for (config, expected) in [
+            ("[]", "DIR/config.json: not a JSON object but an array"),
+            ("null", "DIR/config.json: not a JSON object but null"),
+            ("\"x\"", "DIR/config.json: not a JSON object but a string"),
+            (
+                "{\"root\": ",
+                "DIR/config.json: EOF while parsing a value at line 1 column 9",
+            ),
+            (
+                "{\"root\": 5}",
+                "DIR/config.json: invalid type: integer `5`, expected struct Root at line 1 column 10",
+            ),
+            (
+                "{\"root\": {\"path\": []}}",
+                "DIR/config.json: invalid type: sequence, expected path string at line 1 column 18",
+            ),
+            (
+                "{\"process\": {\"terminal\": \"yes\", \"cwd\": \"/\"}}",
+                "DIR/config.json: invalid type: string \"yes\", expected a boolean at line 1 column 30",
+            ),
+            (
+                "{\"linux\": {\"cgroupsPath\": 7}}",
+                "DIR/config.json: invalid type: integer `7`, expected path string at line 1 column 27",
+            ),
+            (
+                "{\"mounts\": {\"destination\": \"/dev\"}}",
+                "DIR/config.json: invalid type: map, expected a sequence at line 1 column 11",
+            ),
+        ] {
+            assert_eq!(refusal(config, None), expected, "{config}");
+        }
+    }
+
+    #[test]
+    fn plan_refuses_what_is_not_an_object_without_panicking() {
+        let found = found(BundleKind::Service, "s", "s");
+        for (config, expected) in [
+            (json!([]), "s: config.json is not a JSON object"),
+            (
+                json!({"root": []}),
+                "s: config.json: root is an array, not an object",
+            ),
+            (
+                json!({"linux": "x"}),
+                "s: config.json: linux is a string, not an object",
+            ),
+            (
+                json!({"linux": {"cgroupsPath": 7}}),
+                "s: config.json: linux.cgroupsPath is a number, not a string",
+            ),
+        ] {
+            let err = plan(&found, config, Runtime::default(), "b").unwrap_err();
+            assert_eq!(err, expected);
+        }
+        // Null is as good as missing.
+        let p = plan(
+            &found,
+            json!({"root": null, "linux": null}),
+            Runtime::default(),
+            "b",
+        );
+        assert_eq!(p.unwrap().config["linux"]["cgroupsPath"], "/b/s");
+    }
+
+    #[test]
+    fn a_malformed_runtime_json_is_this_bundles_error() {
+        for (runtime, expected) in [
+            (
+                "",
+                "DIR/runtime.json: EOF while parsing a value at line 1 column 0",
+            ),
+            (
+                "[1]",
+                "DIR/runtime.json: invalid type: integer `1`, expected a sequence at line 1 column 2",
+            ),
+            (
+                "{\"mkdir\": \"/x\"}",
+                "DIR/runtime.json: invalid type: string \"/x\", expected a sequence at line 1 column 14",
+            ),
+            (
+                "{\"bindNS\": {\"net\": 1}}",
+                "DIR/runtime.json: invalid type: integer `1`, expected a string at line 1 column 20",
+            ),
+            (
+                "{\"mkdirs\": []}",
+                "DIR/runtime.json: unknown field `mkdirs`, expected one of `cgroups`, `mounts`, `mkdir`, `interfaces`, `bindNS`, `namespace`, `restart`, `depends`, `healthcheck` at line 1 column 9",
+            ),
+        ] {
+            assert_eq!(refusal("{}", Some(runtime)), expected, "{runtime}");
+        }
+    }
+
+    #[test]
+    fn a_bad_bundle_is_left_out_named_on_the_console_and_in_its_log() {
+        let root = tempfile::tempdir().unwrap();
+        let services = root.path().join("containers/services");
+        for (name, config) in [("broken", "[]"), ("good", "{}")] {
+            std::fs::create_dir_all(services.join(name)).unwrap();
+            std::fs::write(services.join(name).join("config.json"), config).unwrap();
+        }
+        std::fs::create_dir_all(root.path().join("var/log")).unwrap();
+        let mut system = crate::system::Fake::default();
+        let bundles = ready_all(&mut system, root.path(), &Index::default(), &mut Vec::new());
+        let ready: Vec<&str> = bundles
+            .services
+            .iter()
+            .map(|p| p.found.name.as_str())
+            .collect();
+        assert_eq!(ready, ["good"]);
+        let line = format!(
+            "services broken: not started: {}/broken/config.json: not a JSON object but an array",
+            services.display()
+        );
+        assert_eq!(system.calls, [format!("log {line}")]);
+        let log = std::fs::read_to_string(root.path().join("var/log/broken.log")).unwrap();
+        assert_eq!(log, format!("{line}\n"));
     }
 
     #[test]

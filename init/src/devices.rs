@@ -290,7 +290,10 @@ fn section(rules: &[Rule], bit: u8) -> Result<Vec<Insn>, String> {
     }
     let end = section.len();
     for at in allowed {
-        section[at].off = jump(end - at - 1)?;
+        // `at` is an index this function pushed at, so always present.
+        if let Some(jump_to_end) = section.get_mut(at) {
+            jump_to_end.off = jump(end - at - 1)?;
+        }
     }
     Ok(section)
 }

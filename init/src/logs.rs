@@ -123,7 +123,7 @@ pub fn tail_of(dir: &Path, name: &str, lines: usize) -> io::Result<String> {
     let text = String::from_utf8_lossy(&all);
     let kept: Vec<&str> = text.lines().collect();
     let from = kept.len().saturating_sub(lines);
-    Ok(kept[from..].iter().map(|l| format!("{l}\n")).collect())
+    Ok(kept.iter().skip(from).map(|l| format!("{l}\n")).collect())
 }
 
 #[cfg(test)]

@@ -166,13 +166,11 @@ fn device_program(path: &Path, host_dev: bool) -> Result<(OwnedFd, PathBuf), Str
     if host_dev {
         let nodes = crate::bundle::host_devices(Path::new("/dev"));
         rules.extend(allowing(&nodes));
-        config
+        let object = config
             .as_object_mut()
-            .ok_or_else(|| named("not an object".into()))?
-            .entry("linux")
-            .or_insert_with(|| serde_json::json!({}))
-            .as_object_mut()
-            .ok_or_else(|| named("linux is not an object".into()))?
+            .ok_or_else(|| named("not a JSON object".into()))?;
+        crate::bundle::object_at(object, "linux")
+            .map_err(named)?
             .insert("devices".into(), serde_json::Value::Array(nodes));
         let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
         std::fs::write(path, text).map_err(|e| named(e.to_string()))?;

@@ -63,8 +63,9 @@ pub fn load_device_program(program: &[Insn]) -> Result<OwnedFd, String> {
         let _ = load(program, Some(&mut log));
         let text = String::from_utf8_lossy(&log);
         let text = text.trim_end_matches('\0');
-        let last: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        let last = last[last.len().saturating_sub(2)..].join("; ");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let last = lines.len().saturating_sub(2);
+        let last = lines.get(last..).unwrap_or_default().join("; ");
         match last.is_empty() {
             true => format!("loading the device program: {e}"),
             false => format!("loading the device program: {e} ({last})"),
