@@ -113,6 +113,13 @@ fn runtime_cgroups_outside_the_cgroup_tree() {
 }
 
 #[test]
+fn a_cgroups_path_at_the_root_of_the_cgroup_tree() {
+    insta::assert_snapshot!(check(
+        "services:\n  - name: a\n    image: b\n    cgroupsPath: /\n  - name: c\n    image: b\n    cgroupsPath: //\n  - name: d\n    image: b\n    cgroupsPath: \"\"\n"
+    ));
+}
+
+#[test]
 fn runtime_bind_namespaces_outside_the_root() {
     insta::assert_snapshot!(check(
         "services:\n  - name: a\n    image: b\n    net: /run/netns/../../x\n    runtime:\n      bindNS: {net: ../../x, pid: \"\", uts: /run/../x}\n"
@@ -143,6 +150,6 @@ fn numbers_outside_the_kernels_ranges() {
 #[test]
 fn other_paths_init_and_the_runtime_act_on() {
     insta::assert_snapshot!(check(
-        "services:\n  - name: a\n    image: b\n    cwd: work\n    maskedPaths: [/proc/../etc]\n    readonlyPaths: [sys]\n    devices: [{path: dev/x, type: c, major: 1, minor: 3, mode: \"0600\"}]\n    sysctl: {\"net..x\": 1}\n"
+        "services:\n  - name: a\n    image: b\n    cwd: work\n    maskedPaths: [/proc/../etc]\n    readonlyPaths: [sys]\n    devices: [{path: dev/x, type: c, major: 1, minor: 3, mode: \"0600\"}]\n    sysctl: {\"net..x\": 1, \".x\": 2, \"x.\": 3}\n"
     ));
 }

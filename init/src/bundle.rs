@@ -302,6 +302,21 @@ fn plan(
         }
     }
     .unwrap_or_else(|| format!("/{cgroup_root}/{}", found.name));
+    // The device program is attached to this cgroup: at the root of the
+    // tree, or above it, it would confine every process of the host.
+    let own = Path::new(&cgroup).components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::RootDir | std::path::Component::Normal(_)
+        )
+    }) && Path::new(&cgroup)
+        .components()
+        .any(|c| matches!(c, std::path::Component::Normal(_)));
+    if !own {
+        return Err(refuse(format!(
+            "config.json: linux.cgroupsPath {cgroup:?} is not a cgroup of its own under the root of the tree"
+        )));
+    }
     linux.insert("cgroupsPath".into(), json!(cgroup));
     if !net_devices.is_empty() {
         linux.insert("netDevices".into(), Value::Object(net_devices));
@@ -350,10 +365,11 @@ fn plan(
     }
     // A root whose device nodes nothing may use is mounted `nodev`, so
     // that a node shipped in an image is no way around the device rules.
-    // (The builder always writes the mount that makes `rootfs`.)
+    // (The builder always writes the mount that makes `rootfs`.) A
+    // remount sets the flags anew, so it keeps `nodev` too.
     if !(host_dev || crate::devices::granted(&config)) {
         for (_, mount) in mounts.iter_mut() {
-            if Path::new(&mount.target) == rootfs && !mount.flags.contains(&"remount") {
+            if Path::new(&mount.target) == rootfs {
                 mount.flags.push("nodev");
             }
         }
@@ -394,7 +410,10 @@ fn replace_dev_bind(config: &mut Value) -> bool {
             .get("source")
             .and_then(Value::as_str)
             .is_some_and(|s| s.trim_end_matches('/') == "/dev");
-        let to_dev = mount.get("destination").and_then(Value::as_str) == Some("/dev");
+        let to_dev = mount
+            .get("destination")
+            .and_then(Value::as_str)
+            .is_some_and(|d| d.trim_end_matches('/') == "/dev");
         if to_dev && is_bind && from_host_dev {
             let read_only = options.is_some_and(|o| o.iter().any(|o| o == "ro"));
             let mut options = vec!["nosuid", "strictatime", "mode=755", "size=65536k"];
@@ -860,6 +879,16 @@ mod tests {
         ] {
             let err = plan(&found, config, Runtime::default(), "b").unwrap_err();
             assert_eq!(err, expected);
+        }
+        for path in ["/", "//", "/berth/../..", "../x"] {
+            let config = json!({"linux": {"cgroupsPath": path}});
+            let err = plan(&found, config, Runtime::default(), "b").unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "s: config.json: linux.cgroupsPath {path:?} is not a cgroup of its own under the root of the tree"
+                )
+            );
         }
         // Null is as good as missing.
         let p = plan(

@@ -9,13 +9,13 @@
 //! them into instructions, which [`crate::sys`] loads and attaches. No
 //! I/O here.
 //!
-//! Semantics: everything is denied, then each rule, in order, allows or
-//! denies its access (`r`, `w`, `m`) to the devices it names; a later rule
-//! wins. An access asked for is allowed when each of its bits is: the
-//! program checks the bits one at a time, going through the rules that name
-//! that bit from the last one back, and the first whose device matches
-//! decides. So `allow c 1:3 r` then `allow c 1:3 w` allows opening 1:3 for
-//! reading and writing, and a later `deny` of one bit takes just that bit.
+//! Semantics, those of runc and of the cgroup v1 device controller:
+//! everything is denied, then the rules are read from the last one back and
+//! the first that matches the request decides. An allow matches a device it
+//! names when it grants every access asked for (`r`, `w`, `m`); a deny
+//! matches when it names any of them. So `allow c 1:3 r` then
+//! `allow c 1:3 w` allows opening 1:3 for reading or for writing, not for
+//! both at once, and a later `deny c 1:3 w` takes writing alone.
 
 use serde_json::Value;
 
@@ -64,8 +64,10 @@ const ALL: u8 = MKNOD | READ | WRITE;
 
 /// runc's default rules, which every container gets after its own: making
 /// any node, and using `null`, `zero`, `full`, `random`, `urandom`, `tty`,
-/// `console`, `ptmx` and the pseudo-terminals (`pts/*`). Opening a node
+/// `ptmx`, the pseudo-terminals (`pts/*`) and `net/tun`. Opening a node
 /// made with the first two is still denied unless another rule allows it.
+/// Not `console` (5:1), which runc left out in 1.0 as it reaches the
+/// host's console; a container that needs it is granted it.
 pub const DEFAULTS: &[Rule] = &[
     Rule::allow(Kind::Char, None, None, MKNOD),
     Rule::allow(Kind::Block, None, None, MKNOD),
@@ -75,8 +77,8 @@ pub const DEFAULTS: &[Rule] = &[
     Rule::allow(Kind::Char, Some(1), Some(8), ALL),
     Rule::allow(Kind::Char, Some(1), Some(9), ALL),
     Rule::allow(Kind::Char, Some(5), Some(0), ALL),
-    Rule::allow(Kind::Char, Some(5), Some(1), ALL),
     Rule::allow(Kind::Char, Some(5), Some(2), ALL),
+    Rule::allow(Kind::Char, Some(10), Some(200), ALL),
     Rule::allow(Kind::Char, Some(136), None, ALL),
 ];
 
@@ -184,7 +186,6 @@ const ALU64_MOV_K: u8 = 0x07 | 0xb0; // BPF_ALU64 | BPF_MOV | BPF_K
 const ALU64_MOV_X: u8 = 0x07 | 0xb0 | 0x08; // BPF_ALU64 | BPF_MOV | BPF_X
 const ALU64_AND_K: u8 = 0x07 | 0x50; // BPF_ALU64 | BPF_AND | BPF_K
 const ALU64_RSH_K: u8 = 0x07 | 0x70; // BPF_ALU64 | BPF_RSH | BPF_K
-const JMP_JA: u8 = 0x05; // BPF_JMP | BPF_JA
 const JMP_JEQ_K: u8 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
 const JMP_JNE_K: u8 = 0x05 | 0x50; // BPF_JMP | BPF_JNE | BPF_K
 const JMP_EXIT: u8 = 0x05 | 0x90; // BPF_JMP | BPF_EXIT
@@ -235,67 +236,67 @@ pub fn program(rules: &[Rule]) -> Result<Vec<Insn>, String> {
         insn(LDX_MEM_W, MAJOR, CTX, 4, 0),
         insn(LDX_MEM_W, MINOR, CTX, 8, 0),
     ];
-    for bit in [MKNOD, READ, WRITE] {
-        let section = section(rules, bit)?;
-        // Asked for without this bit: on to the next one.
-        program.push(insn(ALU64_MOV_X, SCRATCH, ACCESS, 0, 0));
-        program.push(insn(ALU64_AND_K, SCRATCH, 0, 0, i32::from(bit)));
-        program.push(insn(JMP_JEQ_K, SCRATCH, 0, jump(section.len())?, 0));
-        program.extend(section);
+    for rule in rules.iter().rev() {
+        let block = block(rule)?;
+        // The verifier refuses unreachable instructions: a rule that
+        // matches every request ends the program.
+        let conclusive = block.len() == 2;
+        program.extend(block);
+        if conclusive {
+            return Ok(program);
+        }
     }
-    program.extend(exit_with(1));
+    program.extend(exit_with(0));
     Ok(program)
 }
 
-/// The decision for one access bit: the rules naming it from the last,
-/// each a few comparisons that skip it when the device differs, then its
-/// verdict (deny: return 0; allow: on to the next bit). Nothing matched:
-/// denied. The verifier refuses unreachable instructions, so a rule that
-/// matches every device ends the section.
-fn section(rules: &[Rule], bit: u8) -> Result<Vec<Insn>, String> {
-    let mut section = Vec::new();
-    let mut allowed = Vec::new();
-    let mut conclusive = false;
-    for rule in rules.iter().rev().filter(|r| r.access & bit != 0) {
-        let mut checks = Vec::new();
-        match rule.kind {
-            Kind::All => {}
-            Kind::Block => checks.push((TYPE, DEV_BLOCK)),
-            Kind::Char => checks.push((TYPE, DEV_CHAR)),
-        }
-        for (register, number) in [(MAJOR, rule.major), (MINOR, rule.minor)] {
-            if let Some(n) = number {
-                let n = i32::try_from(n).map_err(|_| format!("device number {n} is too large"))?;
-                checks.push((register, n));
-            }
-        }
-        let verdict = if rule.allow { 1 } else { 2 };
-        for (i, (register, value)) in checks.iter().enumerate() {
-            let skip = checks.len() - 1 - i + verdict;
-            section.push(insn(JMP_JNE_K, *register, 0, jump(skip)?, *value));
-        }
-        if rule.allow {
-            allowed.push(section.len());
-            section.push(insn(JMP_JA, 0, 0, 0, 0));
-        } else {
-            section.extend(exit_with(0));
-        }
-        if checks.is_empty() {
-            conclusive = true;
-            break;
+/// One rule: comparisons that skip it when the request is not its, then
+/// its verdict.
+fn block(rule: &Rule) -> Result<Vec<Insn>, String> {
+    // Each guard is the instructions before a jump past the block, and
+    // that jump (`true`: taken when equal).
+    let mut guards: Vec<(Vec<Insn>, bool, u8, i32)> = Vec::new();
+    match rule.kind {
+        Kind::All => {}
+        Kind::Block => guards.push((Vec::new(), false, TYPE, DEV_BLOCK)),
+        Kind::Char => guards.push((Vec::new(), false, TYPE, DEV_CHAR)),
+    }
+    for (register, number) in [(MAJOR, rule.major), (MINOR, rule.minor)] {
+        if let Some(n) = number {
+            let n = i32::try_from(n).map_err(|_| format!("device number {n} is too large"))?;
+            guards.push((Vec::new(), false, register, n));
         }
     }
-    if !conclusive {
-        section.extend(exit_with(0));
-    }
-    let end = section.len();
-    for at in allowed {
-        // `at` is an index this function pushed at, so always present.
-        if let Some(jump_to_end) = section.get_mut(at) {
-            jump_to_end.off = jump(end - at - 1)?;
+    let copy = insn(ALU64_MOV_X, SCRATCH, ACCESS, 0, 0);
+    match rule.allow {
+        // Skipped when something asked for is not granted.
+        true if rule.access != ALL => {
+            let others = i32::from(!rule.access & ALL);
+            let and = insn(ALU64_AND_K, SCRATCH, 0, 0, others);
+            guards.push((vec![copy, and], false, SCRATCH, 0));
         }
+        // Skipped when nothing asked for is denied.
+        false if rule.access != ALL => {
+            let and = insn(ALU64_AND_K, SCRATCH, 0, 0, i32::from(rule.access));
+            guards.push((vec![copy, and], true, SCRATCH, 0));
+        }
+        _ => {}
     }
-    Ok(section)
+    let verdict = exit_with(i32::from(rule.allow));
+    let mut block = Vec::new();
+    let mut rest: usize = guards
+        .iter()
+        .map(|(before, _, _, _)| before.len() + 1)
+        .sum();
+    rest += verdict.len();
+    for (before, when_equal, register, value) in guards {
+        rest -= before.len() + 1;
+        block.extend(before);
+        let code = if when_equal { JMP_JEQ_K } else { JMP_JNE_K };
+        block.push(insn(code, register, 0, jump(rest)?, value));
+    }
+    block.extend(verdict);
+    Ok(block)
 }
 
 #[cfg(test)]
@@ -344,7 +345,6 @@ mod tests {
                     r[dst] >>= imm;
                     pc + 1
                 }
-                JMP_JA => jump(true),
                 JMP_JEQ_K => jump(r[dst] == imm),
                 JMP_JNE_K => jump(r[dst] != imm),
                 JMP_EXIT => return r[0] == 1,
@@ -374,15 +374,15 @@ mod tests {
             (1, 8),
             (1, 9),
             (5, 0),
-            (5, 1),
             (5, 2),
+            (10, 200),
         ] {
             assert!(allowed(&none, C, RW, major, minor), "c {major}:{minor}");
             assert!(!allowed(&none, B, READ, major, minor), "b {major}:{minor}");
         }
         assert!(allowed(&none, C, RW, 136, 7), "pts/7");
-        // The host's disk, its memory, its serial port: denied.
-        for (kind, major, minor) in [(B, 254, 0), (B, 8, 0), (C, 1, 1), (C, 4, 64), (C, 10, 200)] {
+        // The host's disk, its memory, its serial port, its console: denied.
+        for (kind, major, minor) in [(B, 254, 0), (B, 8, 0), (C, 1, 1), (C, 4, 64), (C, 5, 1)] {
             assert!(
                 !allowed(&none, kind, READ, major, minor),
                 "{kind} {major}:{minor}"
@@ -419,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn a_later_rule_wins_bit_by_bit() {
+    fn a_later_rule_wins_and_an_allow_grants_all_that_is_asked_or_nothing() {
         // A deny of writing takes writing alone.
         let rules = json!([
             {"allow": true, "type": "c", "access": "rwm"},
@@ -429,12 +429,26 @@ mod tests {
         assert!(!allowed(&rules, C, WRITE, 4, 64));
         assert!(!allowed(&rules, C, RW, 4, 64));
         assert!(allowed(&rules, C, RW, 4, 65));
-        // Two allows of one device add up.
+        // Two allows of one device do not add up, as with runc.
         let rules = json!([
             {"allow": true, "type": "b", "major": 8, "minor": 0, "access": "r"},
             {"allow": true, "type": "b", "major": 8, "minor": 0, "access": "w"}
         ]);
-        assert!(allowed(&rules, B, RW, 8, 0));
+        assert!(allowed(&rules, B, READ, 8, 0) && allowed(&rules, B, WRITE, 8, 0));
+        assert!(!allowed(&rules, B, RW, 8, 0));
+        let rules = json!([
+            {"allow": true, "type": "c", "access": "r"},
+            {"allow": true, "type": "c", "major": 4, "minor": 64, "access": "w"}
+        ]);
+        assert!(!allowed(&rules, C, RW, 4, 64));
+        assert!(allowed(&rules, C, READ, 4, 65) && !allowed(&rules, C, WRITE, 4, 65));
+        // A deny of one bit takes the requests that ask for it.
+        let rules = json!([
+            {"allow": true, "type": "b", "access": "rwm"},
+            {"allow": false, "type": "b", "major": 8, "access": "r"}
+        ]);
+        assert!(allowed(&rules, B, WRITE, 8, 1) && !allowed(&rules, B, READ, 8, 1));
+        assert!(!allowed(&rules, B, RW, 8, 1) && allowed(&rules, B, RW, 9, 1));
         // A deny of everything undoes the allows before it, not the
         // defaults after.
         let rules = json!([
@@ -519,7 +533,6 @@ mod tests {
                 let target = (pc as i64 + 1 + i64::from(i.off)) as usize;
                 match i.code {
                     JMP_EXIT => {}
-                    JMP_JA => todo.push(target),
                     JMP_JEQ_K | JMP_JNE_K => todo.extend([pc + 1, target]),
                     _ => todo.push(pc + 1),
                 }

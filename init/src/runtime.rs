@@ -123,27 +123,37 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
     // Loaded before anything runs: rules init cannot enforce refuse the
     // container.
     let (devices, cgroup) = device_program(&launch.bundle.join("config.json"), launch.host_dev)?;
-    let (read, write, err) = output()?;
-    let null = File::open("/dev/null").map_err(chain)?;
-    let mut container = builder(&launch.id, &launch.bundle)?
-        .with_stdin(null)
-        .with_stdout(write)
-        .with_stderr(err)
-        .as_init(&launch.bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(chain)?;
+    // Attached to the cgroup before libcontainer moves the container's
+    // first process into it, which it does before that process prepares
+    // the root: a mount of a device in config.json is confined too.
+    // libcontainer takes the directory as it finds it.
+    std::fs::create_dir_all(&cgroup).map_err(|e| format!("{}: {e}", cgroup.display()))?;
+    let built = crate::sys::attach_device_program(devices.as_fd(), &cgroup).and_then(|()| {
+        let (read, write, err) = output()?;
+        let null = File::open("/dev/null").map_err(chain)?;
+        let container = builder(&launch.id, &launch.bundle)?
+            .with_stdin(null)
+            .with_stdout(write)
+            .with_stderr(err)
+            .as_init(&launch.bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(chain)?;
+        Ok((container, read))
+    });
+    let (mut container, read) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            // Nothing else is in it: the cgroup goes with its program.
+            let _ = std::fs::remove_dir(&cgroup);
+            return Err(e);
+        }
+    };
     let pid = container
         .pid()
         .ok_or_else(|| "the runtime gave no pid".to_string())?
         .as_raw();
-    // The container's cgroup exists and its process waits to be started:
-    // its devices are confined before its program runs.
-    if let Err(e) = crate::sys::attach_device_program(devices.as_fd(), &cgroup) {
-        let _ = container.delete(true);
-        return Err(e);
-    }
     container.start().map_err(chain)?;
     Ok(Started {
         pid,

@@ -212,11 +212,11 @@ pub fn to_oci(profile: &Profile, capabilities: &BTreeSet<&str>) -> Value {
 /// x86_64's share of it, grouped by what they are for.
 const ALLOWED: &[&str] = &[
     // Files and directories.
-    "access chdir chmod chown close close_range copy_file_range creat dup dup2 dup3 faccessat faccessat2 fadvise64 fallocate fchdir fchmod fchmodat fchown fchownat fcntl fdatasync flock fstat fstatfs fsync ftruncate futimesat getcwd getdents getdents64 lchown link linkat lseek lstat mkdir mkdirat mknod mknodat name_to_handle_at newfstatat open openat openat2 read readahead readlink readlinkat readv pread64 preadv preadv2 pwrite64 pwritev pwritev2 rename renameat renameat2 rmdir sendfile splice stat statfs statx symlink symlinkat sync sync_file_range syncfs tee truncate umask unlink unlinkat utime utimensat utimes vmsplice write writev",
+    "access chdir chmod chown close close_range copy_file_range creat dup dup2 dup3 faccessat faccessat2 fadvise64 fallocate fchdir fchmod fchmodat fchmodat2 fchown fchownat fcntl fdatasync flock fstat fstatfs fsync ftruncate futimesat getcwd getdents getdents64 lchown link linkat lseek lstat mkdir mkdirat mknod mknodat name_to_handle_at newfstatat open openat openat2 read readahead readlink readlinkat readv pread64 preadv preadv2 pwrite64 pwritev pwritev2 rename renameat renameat2 rmdir sendfile splice stat statfs statx symlink symlinkat sync sync_file_range syncfs tee truncate umask unlink unlinkat utime utimensat utimes vmsplice write writev",
     // Extended attributes and notifications.
     "fgetxattr flistxattr fremovexattr fsetxattr getxattr lgetxattr listxattr llistxattr lremovexattr lsetxattr removexattr setxattr fanotify_mark inotify_add_watch inotify_init inotify_init1 inotify_rm_watch",
     // Asynchronous and multiplexed I/O.
-    "epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2 epoll_wait epoll_wait_old eventfd eventfd2 io_cancel io_destroy io_getevents io_pgetevents io_setup io_submit io_uring_enter io_uring_register io_uring_setup ioctl pipe pipe2 poll ppoll pselect6 select",
+    "epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2 epoll_wait epoll_wait_old eventfd eventfd2 io_cancel io_destroy io_getevents io_pgetevents io_setup io_submit ioctl pipe pipe2 poll ppoll pselect6 select",
     // Memory.
     "brk madvise membarrier memfd_create memfd_secret mincore mlock mlock2 mlockall mmap mprotect mremap msync munlock munlockall munmap pkey_alloc pkey_free pkey_mprotect remap_file_pages",
     // Processes, threads, identity, limits and scheduling.
@@ -274,6 +274,11 @@ pub fn default_profile() -> Profile {
         "names": ALLOWED.iter().flat_map(|group| names(group)).collect::<Vec<_>>(),
         "action": "SCMP_ACT_ALLOW",
     })];
+    // The kernel reads `socket`'s family as an int: a family whose low
+    // word is `AF_VSOCK` is refused first, whatever its high word, which
+    // Docker's one comparison of all 64 bits lets through.
+    syscalls.push(json!({"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+        "args": [{"index": 0, "value": 0xffff_ffff_u64, "valueTwo": AF_VSOCK, "op": "SCMP_CMP_MASKED_EQ"}]}));
     syscalls.push(json!({"names": ["socket"], "action": "SCMP_ACT_ALLOW",
         "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}]}));
     for value in PERSONALITIES {

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use super::parse::{Problem, SpecError};
-use super::values::{absolute_path, bind, capability, clean_path, mode, rlimit, text_without_nul};
+use super::values::{
+    absolute_path, bind, capability, cgroup_path, clean_path, mode, rlimit, text_without_nul,
+};
 use super::{Container, Definition, File, IdRef, Located};
 
 /// Checks a whole definition. Parsing has already checked keys and types.
@@ -655,9 +657,15 @@ fn check_runtime_values(problems: &mut Problems, image: &Container, path: &str, 
         // The runtime writes /proc/sys/KEY with `.` as `/`.
         problem(
             at,
-            clean_path(&key.replace('.', "/")).map_err(|_| {
-                format!("sysctl {key:?} is not a name of /proc/sys (parts joined by `.` or `/`)")
-            }),
+            Some(key.replace('.', "/"))
+                .filter(|path| !path.starts_with('/') && !path.ends_with('/'))
+                .ok_or_else(String::new)
+                .and_then(|path| clean_path(&path))
+                .map_err(|_| {
+                    format!(
+                        "sysctl {key:?} is not a name of /proc/sys (parts joined by `.` or `/`)"
+                    )
+                }),
         );
     }
     if let Some(runtime) = &image.runtime {
@@ -703,7 +711,7 @@ fn check_runtime_values(problems: &mut Problems, image: &Container, path: &str, 
         }
     }
     if let Some(cgroup) = &image.cgroups_path {
-        problem("cgroupsPath".into(), clean_path(cgroup));
+        problem("cgroupsPath".into(), cgroup_path(cgroup));
     }
     for (key, ns) in [
         ("net", &image.net),

@@ -166,6 +166,19 @@ pub fn clean_path(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a container's `cgroupsPath`: a [`clean_path`] that names a
+/// cgroup of its own. The root of the tree holds every process of the
+/// host, and a device program attached there would confine them all.
+pub fn cgroup_path(text: &str) -> Result<(), String> {
+    clean_path(text)?;
+    if !text.is_empty() && text.trim_matches('/').is_empty() {
+        return Err(format!(
+            "path {text:?} is the root of the cgroup tree, which holds every process of the host"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that a string can reach the kernel: strings are passed to it as
 /// C strings, which end at the first NUL.
 pub fn text_without_nul(text: &str) -> Result<(), String> {

@@ -217,6 +217,28 @@ fn conditions_are_and_rules_are_or() {
     assert_eq!(call(&f, "read", [0; 6]), RET_ALLOW);
 }
 
+/// The builder's default profile refuses `AF_VSOCK` on the low word the
+/// kernel reads, before Docker's comparison of all 64 bits allows the rest.
+#[test]
+fn the_first_rule_of_a_call_that_matches_decides() {
+    let f = profile(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [
+            {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "args": [
+                {"index": 0, "value": 0xffff_ffffu64, "valueTwo": 40, "op": "SCMP_CMP_MASKED_EQ"}]},
+            {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [
+                {"index": 0, "value": 40, "op": "SCMP_CMP_NE"}]},
+        ]
+    }));
+    assert_eq!(call(&f, "socket", [2, 1, 0, 0, 0, 0]), RET_ALLOW);
+    assert_eq!(call(&f, "socket", [40, 1, 0, 0, 0, 0]), DENIED);
+    assert_eq!(call(&f, "socket", [0x1_0000_0028, 1, 0, 0, 0, 0]), DENIED);
+    assert_eq!(
+        call(&f, "socket", [0x1_0000_0002, 1, 0, 0, 0, 0]),
+        RET_ALLOW
+    );
+}
+
 #[test]
 fn what_cannot_be_enforced_is_an_error() {
     for (json, expected) in [

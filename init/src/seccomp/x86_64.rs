@@ -65,6 +65,7 @@ pub const SYSCALLS: &[(&str, u32)] = &[
     ("fchdir", 81),
     ("fchmod", 91),
     ("fchmodat", 268),
+    ("fchmodat2", 452),
     ("fchown", 93),
     ("fchownat", 260),
     ("fcntl", 72),
