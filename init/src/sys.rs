@@ -58,7 +58,17 @@ const LICENSE: &[u8] = b"Apache-2.0\0";
 /// Loads a `BPF_PROG_TYPE_CGROUP_DEVICE` program. The verifier's last
 /// words come with a refusal.
 pub fn load_device_program(program: &[Insn]) -> Result<OwnedFd, String> {
-    load(program, None).map_err(|e| {
+    // The verifier gives up with EAGAIN when a signal arrives while it
+    // works, as SIGCHLD does whenever a container ends; libbpf tries again
+    // too.
+    let mut tries = 0;
+    let loaded = loop {
+        match load(program, None) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < 10 => tries += 1,
+            loaded => break loaded,
+        }
+    };
+    loaded.map_err(|e| {
         let mut log = vec![0u8; 1 << 16];
         let _ = load(program, Some(&mut log));
         let text = String::from_utf8_lossy(&log);
