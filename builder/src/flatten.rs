@@ -12,8 +12,10 @@
 //! image, the layer and the entry: `..` in a name or a hard link target, a
 //! name or link target that passes through a symbolic link, a hard link to
 //! something that is not a regular file of the image, a whiteout outside the
-//! root. Nothing is written to the host in any case: the stream goes into
-//! archives.
+//! root, an owner of `(uid_t)-1`. Device nodes, setuid and setgid files and
+//! world-writable directories are kept (docs/compatibility.md, "What image
+//! layers may carry"). Nothing is written to the host in any case: the
+//! stream goes into archives.
 //!
 //! What the stream is *for* (prefixing into bundles, LinuxKit's fix-ups of
 //! `/etc/hosts` and friends, picking the kernel out of a kernel image) is the
@@ -48,6 +50,9 @@ pub enum FlattenError {
     #[error("{0}")]
     Emit(String),
 }
+
+/// The uid and gid that no file can have (`(uid_t)-1`); see docs/compatibility.md.
+pub(crate) const NO_OWNER: u32 = u32::MAX;
 
 /// Where an entry stands: layer index and position in that layer.
 type Position = (usize, usize);
@@ -159,7 +164,13 @@ fn header<R: Read>(cx: &Context, entry: &tar::Entry<R>) -> Result<Option<Header>
     }
     let h = entry.header();
     let number = |v: io::Result<u64>| v.map_err(|e| cx.read(e));
-    let id = |v: u64| u32::try_from(v).map_err(|_| cx.hostile(&raw, "uid or gid beyond 32 bits"));
+    let id = |v: u64| match u32::try_from(v) {
+        Err(_) => Err(cx.hostile(&raw, "uid or gid beyond 32 bits")),
+        // chown(2)'s "leave it": unpacked by the kernel (an initrd) or by
+        // tar as root, the entry would stay root's, a setuid file too.
+        Ok(NO_OWNER) => Err(cx.hostile(&raw, format!("uid or gid {NO_OWNER} (-1) is no owner"))),
+        Ok(id) => Ok(id),
+    };
     let link = entry
         .link_name_bytes()
         .map(|l| {

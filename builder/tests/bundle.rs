@@ -370,6 +370,7 @@ fn errors() {
         ("name: a\nimage: a\nmounts: [{type: tmpfs}]", ""),
         ("name: a\nimage: a", r#"{"ipc":"none"}"#),
         ("name: a\nimage: a", r#"{"binds":["/a"]}"#),
+        ("name: a\nimage: a\nseccomp: no-such-profile.json", ""),
     ];
     let mut out = String::new();
     for (entry, label) in cases {
@@ -380,4 +381,69 @@ fn errors() {
         ));
     }
     insta::assert_snapshot!(out);
+}
+
+/// `seccomp:` (docs/compatibility.md): Docker's default unless the entry
+/// has every capability or opts out; a file in Docker's format, relative
+/// to the YAML, turned into the OCI form for the entry's capabilities.
+#[test]
+fn seccomp() {
+    let profile = |entry: &str, label: &str| -> Value {
+        let bundle = build(&service(entry), label, "{}").unwrap_or_else(|e| panic!("{e}"));
+        let config: Value = serde_json::from_slice(&bundle.config_json()).unwrap();
+        config["linux"]["seccomp"].clone()
+    };
+    let names = |profile: &Value| -> Vec<String> {
+        let mut names: Vec<String> = profile["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["names"].as_array().unwrap().clone())
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    // The default follows the capabilities.
+    let plain = profile("name: a\nimage: a", "");
+    assert_eq!(plain["defaultAction"], "SCMP_ACT_ERRNO");
+    assert!(!names(&plain).contains(&"unshare".to_string()));
+    let admin = profile("name: a\nimage: a\ncapabilities: [CAP_SYS_ADMIN]", "");
+    assert!(names(&admin).contains(&"unshare".to_string()));
+    // No profile: every capability, or opted out in the YAML or the label.
+    assert_eq!(
+        profile("name: a\nimage: a\ncapabilities: [all]", ""),
+        Value::Null
+    );
+    assert_eq!(
+        profile("name: a\nimage: a\nseccomp: unconfined", ""),
+        Value::Null
+    );
+    assert_eq!(
+        profile("name: a\nimage: a", r#"{"seccomp":"unconfined"}"#),
+        Value::Null
+    );
+    // The YAML wins over the label.
+    let back = profile(
+        "name: a\nimage: a\nseccomp: default",
+        r#"{"seccomp":"unconfined"}"#,
+    );
+    assert_eq!(back, plain);
+
+    // A file, with a rule for a capability the entry lacks.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("profile.json");
+    std::fs::write(
+        &file,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["unshare", "setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["reboot"], "action": "SCMP_ACT_ERRNO", "excludes": {"caps": ["CAP_SYS_BOOT"]}},
+            {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]}]}"#,
+    )
+    .unwrap();
+    let entry = format!("name: a\nimage: a\nseccomp: {}", file.display());
+    insta::assert_snapshot!(text(
+        build(&service(&entry), "", "{}").unwrap().config_json()
+    ));
 }

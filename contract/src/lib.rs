@@ -17,6 +17,19 @@ pub mod squashfs;
 /// Where the bundles live inside the image, relative to `/`.
 pub const CONTAINERS_DIR: &str = "containers";
 
+/// Whether `name` can name an entry: letters, digits, `-`, `_` and `.`,
+/// and not `.` or `..`. A name becomes a directory under `/containers`
+/// and a file name under `/var/log`, so the builder accepts no other and
+/// init's control socket takes no other.
+pub fn is_entry_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// The three kinds of bundle, in the order init runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum BundleKind {
@@ -106,6 +119,19 @@ pub struct BindNamespaces {
 impl BindNamespaces {
     pub fn is_empty(&self) -> bool {
         *self == BindNamespaces::default()
+    }
+
+    /// Each namespace by its name in `/proc/PID/ns`, with its path.
+    pub fn entries(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            ("cgroup", &self.cgroup),
+            ("ipc", &self.ipc),
+            ("mnt", &self.mnt),
+            ("net", &self.net),
+            ("pid", &self.pid),
+            ("user", &self.user),
+            ("uts", &self.uts),
+        ]
     }
 }
 

@@ -273,10 +273,13 @@ pub fn read_options(system: &mut dyn System, root: &Path) -> Options {
 /// Sets the hostname: `/etc/hostname` if the image has one, else a name
 /// from the first network interface's MAC address.
 pub fn set_hostname(system: &mut dyn System, root: &Path) {
-    let from_file = std::fs::read_to_string(under(root, "/etc/hostname"))
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty());
+    let from_file = match hostname_file(&under(root, "/etc/hostname")) {
+        Ok(name) => name,
+        Err(why) => {
+            system.log(&format!("/etc/hostname: {why}; using the MAC address"));
+            None
+        }
+    };
     let name = from_file.or_else(|| {
         let mut interfaces: Vec<_> = std::fs::read_dir(under(root, "/sys/class/net"))
             .ok()?
@@ -295,6 +298,26 @@ pub fn set_hostname(system: &mut dyn System, root: &Path) {
             Err(e) => system.log(&format!("setting hostname {name}: {e}")),
         }
     }
+}
+
+/// The name `/etc/hostname` gives (its first line, trimmed), `None` if
+/// there is no such file or it is empty, or why it cannot be a hostname
+/// (the image wrote it: not text, a NUL, more than the kernel's 64 bytes).
+pub fn hostname_file(path: &Path) -> Result<Option<String>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+    let name = text.lines().next().unwrap_or_default().trim();
+    if name.contains('\0') {
+        return Err("holds a NUL byte".into());
+    }
+    if name.len() > 64 {
+        return Err(format!("{} bytes, more than 64", name.len()));
+    }
+    Ok(Some(name.to_string()).filter(|n| !n.is_empty()))
 }
 
 /// berth's options on the kernel command line (documented in init's README).
@@ -375,11 +398,11 @@ fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
+    while let Some(&byte) = bytes.get(i) {
         let octal = bytes
             .get(i + 1..i + 4)
             .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
+        match (byte, octal) {
             (b'\\', Some(digits)) => {
                 out.push(
                     digits
@@ -459,6 +482,44 @@ mod tests {
         assert_eq!(problems, ["unknown option berth.nope"]);
         let (_, problems) = options("berth.grace=soon");
         assert_eq!(problems, ["berth.grace=soon: not a number of seconds"]);
+    }
+
+    #[test]
+    fn a_hostname_file_is_read_as_text_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hostname");
+        assert_eq!(hostname_file(&file), Ok(None));
+        for (bytes, expected) in [
+            (&b"box\n"[..], Ok(Some("box".to_string()))),
+            (b"  box  \nsecond line\n", Ok(Some("box".to_string()))),
+            (b"\n", Ok(None)),
+            (b"\xff\xfe", Err("not UTF-8 text".to_string())),
+            (b"a\0b", Err("holds a NUL byte".to_string())),
+            (&[b'a'; 65][..], Err("65 bytes, more than 64".to_string())),
+        ] {
+            std::fs::write(&file, bytes).unwrap();
+            assert_eq!(hostname_file(&file), expected, "{bytes:?}");
+        }
+        // A bad file is said, and the MAC address names the host instead.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::create_dir_all(root.path().join("sys/class/net/eth0")).unwrap();
+        std::fs::write(root.path().join("etc/hostname"), b"\xff").unwrap();
+        std::fs::write(
+            root.path().join("sys/class/net/eth0/address"),
+            "52:54:00:12:34:56\n",
+        )
+        .unwrap();
+        let mut system = Fake::default();
+        set_hostname(&mut system, root.path());
+        assert_eq!(
+            system.calls,
+            [
+                "log /etc/hostname: not UTF-8 text; using the MAC address",
+                "hostname berth-525400123456",
+                "log hostname berth-525400123456",
+            ]
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! mounts that make `rootfs`) and writes the runtime's copy of
 //! `config.json` under `/run/berth/bundles/ID`, with the root made
 //! absolute, a cgroup path when the YAML gave none, and `runtime.json`'s
-//! interfaces as OCI network devices. What it cannot honour (seccomp
-//! without libseccomp, interfaces to create) refuses the container, so that
+//! interfaces as OCI network devices, and its seccomp profile moved beside
+//! it for [`crate::seccomp`] to enforce. What it cannot honour (interfaces
+//! to create, a profile it cannot compile) refuses the container, so that
 //! nothing is silently left out. [`prepare`] decides, [`ready`] does it
 //! through [`System`]; starting the container is the runtime's.
 //!
@@ -21,8 +22,10 @@
 use std::path::{Path, PathBuf};
 
 use contract::{BundleKind, CONTAINERS_DIR, Healthcheck, Restart, Runtime};
+use libcontainer::oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
+use crate::logs::{DEFAULT_CAP, LOG_DIR, Log};
 use crate::modules::{Index, Loader};
 use crate::system::{Launch, Mount, System, under};
 
@@ -89,6 +92,8 @@ pub struct Prepared {
     pub bind_namespaces: Vec<(&'static str, String)>,
     /// The YAML bound the host's `/dev`: the container gets its nodes.
     pub host_dev: bool,
+    /// What [`crate::seccomp::take`] took out of `config.json`.
+    pub seccomp: Option<Value>,
 }
 
 /// Every bundle of the image, made ready, by kind.
@@ -100,7 +105,9 @@ pub struct Bundles {
 }
 
 /// Finds the bundles under `/containers` and makes each ready; one that
-/// cannot be is logged and left out. `mounted` gets the mounts made.
+/// cannot be is left out, and why is said on the console and in its log
+/// (`/var/log/NAME.log`), so that `berthctl log NAME` tells it too.
+/// `mounted` gets the mounts made.
 pub fn ready_all(
     system: &mut dyn System,
     root: &Path,
@@ -113,7 +120,15 @@ pub fn ready_all(
         for found in find(&containers, kind) {
             match ready(system, root, index, &found, mounted) {
                 Ok(p) => list.push(p),
-                Err(e) => system.log(&format!("{} {}: {e}", kind.directory(), found.id)),
+                Err(e) => {
+                    let line = format!("{} {}: not started: {e}", kind.directory(), found.id);
+                    system.log(&line);
+                    let logs = under(root, LOG_DIR);
+                    let mut log = Log::open(&logs, &found.name, DEFAULT_CAP, false);
+                    if let Err(e) = log.write(format!("{line}\n").as_bytes()) {
+                        system.log(&format!("{}/{}.log: {e}", logs.display(), found.name));
+                    }
+                }
             }
         }
         list
@@ -163,6 +178,15 @@ pub fn ready(
     let config = serde_json::to_vec_pretty(&p.config).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("config.json"), config)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let seccomp = dir.join(crate::seccomp::FILE);
+    match &p.seccomp {
+        Some(file) => std::fs::write(&seccomp, file.to_string()),
+        None => std::fs::remove_file(&seccomp).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        }),
+    }
+    .map_err(|e| format!("{}: {e}", seccomp.display()))?;
     Ok(p)
 }
 
@@ -181,12 +205,16 @@ pub fn launch(root: &Path, p: &Prepared) -> Launch {
 }
 
 /// Reads a bundle's two files and says what to do with them.
+///
+/// Both come from the image: each is read as its type before anything is
+/// done with it, so that a malformed bundle is this bundle's error, never
+/// PID 1's panic (issue #15).
 pub fn prepare(found: &Found, cgroup_root: &str) -> Result<Prepared, String> {
     let read = |name: &str| -> Result<String, String> {
         let path = found.dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
     };
-    let config: Value = serde_json::from_str(&read("config.json")?)
+    let config = read_config(&read("config.json")?)
         .map_err(|e| format!("{}/config.json: {e}", found.dir.display()))?;
     let runtime: Runtime = match found.dir.join("runtime.json").exists() {
         true => serde_json::from_str(&read("runtime.json")?)
@@ -196,6 +224,46 @@ pub fn prepare(found: &Found, cgroup_root: &str) -> Result<Prepared, String> {
     plan(found, config, runtime, cgroup_root)
 }
 
+/// `config.json` as the object init edits, once it has been read as the
+/// OCI runtime specification the runtime will read it as: a field of the
+/// wrong type is refused here, with its line and column.
+fn read_config(text: &str) -> Result<Value, String> {
+    let config: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if !config.is_object() {
+        return Err(format!("not a JSON object but {}", kind_of(&config)));
+    }
+    serde_json::from_str::<Spec>(text).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// What a JSON value is, for errors.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The object at `key` of `object`, made empty if it is missing or null;
+/// an error naming `key` if it is anything else.
+pub fn object_at<'a>(
+    object: &'a mut serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<&'a mut serde_json::Map<String, Value>, String> {
+    let value = object.entry(key).or_insert(Value::Null);
+    if value.is_null() {
+        *value = json!({});
+    }
+    let kind = kind_of(value);
+    value
+        .as_object_mut()
+        .ok_or_else(|| format!("config.json: {key} is {kind}, not an object"))
+}
+
 fn plan(
     found: &Found,
     mut config: Value,
@@ -203,14 +271,7 @@ fn plan(
     cgroup_root: &str,
 ) -> Result<Prepared, String> {
     let refuse = |what: String| format!("{}: {what}", found.name);
-    if config
-        .pointer("/linux/seccomp")
-        .is_some_and(|s| !s.is_null())
-    {
-        return Err(refuse(
-            "has a seccomp profile, which this init cannot enforce (built without libseccomp); refusing to run it unconfined".into(),
-        ));
-    }
+    let seccomp = crate::seccomp::take(&mut config).map_err(refuse)?;
     let mut net_devices = serde_json::Map::new();
     for interface in runtime.interfaces.iter().flatten() {
         if !interface.add.is_empty() || interface.create_in_root {
@@ -223,27 +284,50 @@ fn plan(
     }
 
     let rootfs = found.dir.join("rootfs");
-    config["root"]["path"] = json!(rootfs.to_string_lossy());
-    let linux = config
+    let object = config
         .as_object_mut()
-        .ok_or_else(|| refuse("config.json is not an object".into()))?
-        .entry("linux")
-        .or_insert_with(|| json!({}));
-    let cgroup = linux
-        .get("cgroupsPath")
-        .and_then(Value::as_str)
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("/{cgroup_root}/{}", found.name));
-    linux["cgroupsPath"] = json!(cgroup);
+        .ok_or_else(|| refuse("config.json is not a JSON object".into()))?;
+    object_at(object, "root")
+        .map_err(&refuse)?
+        .insert("path".into(), json!(rootfs.to_string_lossy()));
+    let linux = object_at(object, "linux").map_err(&refuse)?;
+    let cgroup = match linux.get("cgroupsPath") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(path)) => Some(path.clone()).filter(|p| !p.is_empty()),
+        Some(other) => {
+            let kind = kind_of(other);
+            return Err(refuse(format!(
+                "config.json: linux.cgroupsPath is {kind}, not a string"
+            )));
+        }
+    }
+    .unwrap_or_else(|| format!("/{cgroup_root}/{}", found.name));
+    // The device program is attached to this cgroup: at the root of the
+    // tree, or above it, it would confine every process of the host.
+    let own = Path::new(&cgroup).components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::RootDir | std::path::Component::Normal(_)
+        )
+    }) && Path::new(&cgroup)
+        .components()
+        .any(|c| matches!(c, std::path::Component::Normal(_)));
+    if !own {
+        return Err(refuse(format!(
+            "config.json: linux.cgroupsPath {cgroup:?} is not a cgroup of its own under the root of the tree"
+        )));
+    }
+    linux.insert("cgroupsPath".into(), json!(cgroup));
     if !net_devices.is_empty() {
-        linux["netDevices"] = Value::Object(net_devices);
+        linux.insert("netDevices".into(), Value::Object(net_devices));
+    }
+    // There is no console to hand a terminal to; output goes to the log.
+    if let Some(process) = object.get_mut("process").and_then(Value::as_object_mut)
+        && process.get("terminal") == Some(&json!(true))
+    {
+        process.insert("terminal".into(), json!(false));
     }
     let host_dev = replace_dev_bind(&mut config);
-    // There is no console to hand a terminal to; output goes to the log.
-    if config.pointer("/process/terminal") == Some(&json!(true)) {
-        config["process"]["terminal"] = json!(false);
-    }
 
     let mut mkdir: Vec<String> = runtime.mkdir.clone().unwrap_or_default();
     for group in runtime.cgroups.iter().flatten() {
@@ -279,20 +363,24 @@ fn plan(
         }
         mounts.push(host_mount(mount).map_err(refuse)?);
     }
-    let ns = &runtime.bind_namespaces;
-    let bind_namespaces = [
-        ("cgroup", &ns.cgroup),
-        ("ipc", &ns.ipc),
-        ("mnt", &ns.mnt),
-        ("net", &ns.net),
-        ("pid", &ns.pid),
-        ("user", &ns.user),
-        ("uts", &ns.uts),
-    ]
-    .into_iter()
-    // LinuxKit writes every key; an empty path binds nothing.
-    .filter_map(|(kind, path)| Some((kind, path.clone().filter(|p| !p.is_empty())?)))
-    .collect();
+    // A root whose device nodes nothing may use is mounted `nodev`, so
+    // that a node shipped in an image is no way around the device rules.
+    // (The builder always writes the mount that makes `rootfs`.) A
+    // remount sets the flags anew, so it keeps `nodev` too.
+    if !(host_dev || crate::devices::granted(&config)) {
+        for (_, mount) in mounts.iter_mut() {
+            if Path::new(&mount.target) == rootfs {
+                mount.flags.push("nodev");
+            }
+        }
+    }
+    let bind_namespaces = runtime
+        .bind_namespaces
+        .entries()
+        .into_iter()
+        // LinuxKit writes every key; an empty path binds nothing.
+        .filter_map(|(kind, path)| Some((kind, path.clone().filter(|p| !p.is_empty())?)))
+        .collect();
     Ok(Prepared {
         found: found.clone(),
         mkdir,
@@ -303,6 +391,7 @@ fn plan(
         healthcheck: runtime.healthcheck,
         bind_namespaces,
         host_dev,
+        seccomp,
     })
 }
 
@@ -321,7 +410,10 @@ fn replace_dev_bind(config: &mut Value) -> bool {
             .get("source")
             .and_then(Value::as_str)
             .is_some_and(|s| s.trim_end_matches('/') == "/dev");
-        let to_dev = mount.get("destination").and_then(Value::as_str) == Some("/dev");
+        let to_dev = mount
+            .get("destination")
+            .and_then(Value::as_str)
+            .is_some_and(|d| d.trim_end_matches('/') == "/dev");
         if to_dev && is_bind && from_host_dev {
             let read_only = options.is_some_and(|o| o.iter().any(|o| o == "ro"));
             let mut options = vec!["nosuid", "strictatime", "mode=755", "size=65536k"];
@@ -533,7 +625,7 @@ mod tests {
             [
                 "tmpfs /containers/services/x/tmp [] ",
                 "none /containers/services/x/tmp [\"remount\", \"private\"] ",
-                "overlay /containers/services/x/rootfs [] lowerdir=/containers/services/x/lower,upperdir=/containers/services/x/tmp/upper,workdir=/containers/services/x/tmp/work",
+                "overlay /containers/services/x/rootfs [\"nodev\"] lowerdir=/containers/services/x/lower,upperdir=/containers/services/x/tmp/upper,workdir=/containers/services/x/tmp/work",
             ]
         );
         assert_eq!(p.config["root"]["path"], "/containers/services/x/rootfs");
@@ -566,6 +658,7 @@ mod tests {
         .unwrap();
         assert!(p.mkdir.is_empty());
         assert_eq!(p.mounts.len(), 1);
+        assert_eq!(p.mounts[0].1.flags, ["nodev"]);
         assert_eq!(
             p.mounts[0].0,
             [
@@ -580,6 +673,41 @@ mod tests {
                 "lowerdir=/containers/onboot/000-b/lower,upperdir=/run/berth/rootfs/001-a/upper,workdir=/run/berth/rootfs/001-a/work"
             )
         );
+    }
+
+    #[test]
+    fn a_root_is_nodev_unless_the_bundle_is_granted_devices() {
+        let runtime = || -> Runtime {
+            serde_json::from_value(json!({
+                "mounts": [{"destination": "/containers/services/d/rootfs", "source": "/containers/services/d/lower", "options": ["bind"]}]
+            }))
+            .unwrap()
+        };
+        let flags = |config: Value| {
+            let p = plan(
+                &found(BundleKind::Service, "d", "d"),
+                config,
+                runtime(),
+                "b",
+            )
+            .unwrap();
+            p.mounts[0].1.flags.clone()
+        };
+        let rules = |rules: Value| json!({"linux": {"resources": {"devices": rules}}});
+        assert_eq!(flags(json!({})), ["nodev"]);
+        // Making nodes is not using them.
+        assert_eq!(
+            flags(rules(json!([{"allow": true, "type": "b", "access": "m"}]))),
+            ["nodev"]
+        );
+        assert!(
+            flags(rules(
+                json!([{"allow": true, "type": "b", "major": 254, "minor": 0, "access": "rwm"}])
+            ))
+            .is_empty()
+        );
+        let dev_bind = json!({"mounts": [{"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind"]}]});
+        assert!(flags(dev_bind).is_empty());
     }
 
     #[test]
@@ -673,9 +801,162 @@ mod tests {
         assert!(host_devices(dir.path()).is_empty());
     }
 
+    /// A bundle directory holding `config` (and `runtime`, if given).
+    fn bundle_with(config: &str, runtime: Option<&str>) -> (tempfile::TempDir, Found) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        if let Some(runtime) = runtime {
+            std::fs::write(dir.path().join("runtime.json"), runtime).unwrap();
+        }
+        let found = Found {
+            kind: BundleKind::Service,
+            id: "bad".into(),
+            name: "bad".into(),
+            dir: dir.path().to_path_buf(),
+        };
+        (dir, found)
+    }
+
+    /// The error [`prepare`] gives, with the bundle's directory written `DIR`.
+    fn refusal(config: &str, runtime: Option<&str>) -> String {
+        let (dir, found) = bundle_with(config, runtime);
+        let err = prepare(&found, "berth").expect_err("a malformed bundle is refused");
+        err.replace(&*dir.path().to_string_lossy(), "DIR")
+    }
+
+    #[test]
+    fn a_malformed_config_json_is_this_bundles_error() {
+        for (config, expected) in [
+            ("[]", "DIR/config.json: not a JSON object but an array"),
+            ("null", "DIR/config.json: not a JSON object but null"),
+            ("\"x\"", "DIR/config.json: not a JSON object but a string"),
+            (
+                "{\"root\": ",
+                "DIR/config.json: EOF while parsing a value at line 1 column 9",
+            ),
+            (
+                "{\"root\": 5}",
+                "DIR/config.json: invalid type: integer `5`, expected struct Root at line 1 column 10",
+            ),
+            (
+                "{\"root\": {\"path\": []}}",
+                "DIR/config.json: invalid type: sequence, expected path string at line 1 column 18",
+            ),
+            (
+                "{\"process\": {\"terminal\": \"yes\", \"cwd\": \"/\"}}",
+                "DIR/config.json: invalid type: string \"yes\", expected a boolean at line 1 column 30",
+            ),
+            (
+                "{\"linux\": {\"cgroupsPath\": 7}}",
+                "DIR/config.json: invalid type: integer `7`, expected path string at line 1 column 27",
+            ),
+            (
+                "{\"mounts\": {\"destination\": \"/dev\"}}",
+                "DIR/config.json: invalid type: map, expected a sequence at line 1 column 11",
+            ),
+        ] {
+            assert_eq!(refusal(config, None), expected, "{config}");
+        }
+    }
+
+    #[test]
+    fn plan_refuses_what_is_not_an_object_without_panicking() {
+        let found = found(BundleKind::Service, "s", "s");
+        for (config, expected) in [
+            (json!([]), "s: config.json is not a JSON object"),
+            (
+                json!({"root": []}),
+                "s: config.json: root is an array, not an object",
+            ),
+            (
+                json!({"linux": "x"}),
+                "s: config.json: linux is a string, not an object",
+            ),
+            (
+                json!({"linux": {"cgroupsPath": 7}}),
+                "s: config.json: linux.cgroupsPath is a number, not a string",
+            ),
+        ] {
+            let err = plan(&found, config, Runtime::default(), "b").unwrap_err();
+            assert_eq!(err, expected);
+        }
+        for path in ["/", "//", "/berth/../..", "../x"] {
+            let config = json!({"linux": {"cgroupsPath": path}});
+            let err = plan(&found, config, Runtime::default(), "b").unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "s: config.json: linux.cgroupsPath {path:?} is not a cgroup of its own under the root of the tree"
+                )
+            );
+        }
+        // Null is as good as missing.
+        let p = plan(
+            &found,
+            json!({"root": null, "linux": null}),
+            Runtime::default(),
+            "b",
+        );
+        assert_eq!(p.unwrap().config["linux"]["cgroupsPath"], "/b/s");
+    }
+
+    #[test]
+    fn a_malformed_runtime_json_is_this_bundles_error() {
+        for (runtime, expected) in [
+            (
+                "",
+                "DIR/runtime.json: EOF while parsing a value at line 1 column 0",
+            ),
+            (
+                "[1]",
+                "DIR/runtime.json: invalid type: integer `1`, expected a sequence at line 1 column 2",
+            ),
+            (
+                "{\"mkdir\": \"/x\"}",
+                "DIR/runtime.json: invalid type: string \"/x\", expected a sequence at line 1 column 14",
+            ),
+            (
+                "{\"bindNS\": {\"net\": 1}}",
+                "DIR/runtime.json: invalid type: integer `1`, expected a string at line 1 column 20",
+            ),
+            (
+                "{\"mkdirs\": []}",
+                "DIR/runtime.json: unknown field `mkdirs`, expected one of `cgroups`, `mounts`, `mkdir`, `interfaces`, `bindNS`, `namespace`, `restart`, `depends`, `healthcheck` at line 1 column 9",
+            ),
+        ] {
+            assert_eq!(refusal("{}", Some(runtime)), expected, "{runtime}");
+        }
+    }
+
+    #[test]
+    fn a_bad_bundle_is_left_out_named_on_the_console_and_in_its_log() {
+        let root = tempfile::tempdir().unwrap();
+        let services = root.path().join("containers/services");
+        for (name, config) in [("broken", "[]"), ("good", "{}")] {
+            std::fs::create_dir_all(services.join(name)).unwrap();
+            std::fs::write(services.join(name).join("config.json"), config).unwrap();
+        }
+        std::fs::create_dir_all(root.path().join("var/log")).unwrap();
+        let mut system = crate::system::Fake::default();
+        let bundles = ready_all(&mut system, root.path(), &Index::default(), &mut Vec::new());
+        let ready: Vec<&str> = bundles
+            .services
+            .iter()
+            .map(|p| p.found.name.as_str())
+            .collect();
+        assert_eq!(ready, ["good"]);
+        let line = format!(
+            "services broken: not started: {}/broken/config.json: not a JSON object but an array",
+            services.display()
+        );
+        assert_eq!(system.calls, [format!("log {line}")]);
+        let log = std::fs::read_to_string(root.path().join("var/log/broken.log")).unwrap();
+        assert_eq!(log, format!("{line}\n"));
+    }
+
     #[test]
     fn what_cannot_be_honoured_is_refused() {
-        let seccomp = json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}}});
+        let seccomp = json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_NOTIFY"}}});
         let err = plan(
             &found(BundleKind::Service, "s", "s"),
             seccomp,
@@ -683,7 +964,7 @@ mod tests {
             "b",
         )
         .unwrap_err();
-        assert!(err.starts_with("s: has a seccomp profile"), "{err}");
+        assert!(err.starts_with("s: linux.seccomp: defaultAction"), "{err}");
         let runtime: Runtime = serde_json::from_value(
             json!({"interfaces": [{"name": "veth0", "add": "veth", "peer": "v1"}]}),
         )

@@ -29,10 +29,20 @@ pub const USAGE: &str = "usage: berthctl list | start NAME | stop NAME | restart
 
 pub fn parse(line: &str) -> Result<Request, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
+    // Every name is an entry's, as the builder allows them: a name becomes
+    // a file name under /var/log. (A number of lines passes too, harmlessly.)
+    if let Some(bad) = words.iter().skip(1).find(|w| !contract::is_entry_name(w)) {
+        return Err(format!(
+            "{bad:?} is not a service name (letters, digits, '-', '_' and '.')"
+        ));
+    }
     let name = |words: &[&str]| -> Result<String, String> {
         match words {
             [_, name] => Ok(name.to_string()),
-            _ => Err(format!("{} takes one service name", words[0])),
+            _ => Err(format!(
+                "{} takes one service name",
+                words.first().unwrap_or(&"")
+            )),
         }
     };
     match words.first().copied() {
@@ -130,6 +140,36 @@ mod tests {
                 .unwrap_err()
                 .starts_with("unknown request \"dance\"")
         );
+    }
+
+    /// A name becomes `/var/log/NAME.log`: nothing that leaves the
+    /// directory or names another file gets through.
+    #[test]
+    fn only_names_are_names() {
+        for bad in [
+            "../x",
+            "..",
+            ".",
+            "/etc/passwd",
+            "a/b",
+            "x\0",
+            "sshd.log/..",
+            "*",
+        ] {
+            for request in [
+                format!("log {bad}"),
+                format!("log {bad} 5"),
+                format!("stop {bad}"),
+            ] {
+                let err = parse(&request).unwrap_err();
+                assert!(err.contains("is not a service name"), "{request}: {err}");
+            }
+        }
+        assert_eq!(
+            parse("log a.b-c_1 5"),
+            Ok(Request::Log("a.b-c_1".into(), 5))
+        );
+        assert_eq!(parse("log 5"), Ok(Request::Log("5".into(), 20)));
     }
 
     #[test]

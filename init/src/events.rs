@@ -287,9 +287,9 @@ impl<'s> EventLoop<'s> {
         let logs_at = fds.len();
         let log_fds: Vec<i32> = self.logs.keys().copied().collect();
         fds.extend(
-            log_fds
-                .iter()
-                .map(|fd| PollFd::from_borrowed_fd(self.logs[fd].0.as_fd(), PollFlags::IN)),
+            self.logs
+                .values()
+                .map(|(pipe, _)| PollFd::from_borrowed_fd(pipe.as_fd(), PollFlags::IN)),
         );
         self.system.poll(&mut fds, timeout);
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
@@ -301,15 +301,15 @@ impl<'s> EventLoop<'s> {
         }
         // Output first, so that a container's last words precede its end.
         for (i, fd) in log_fds.iter().enumerate() {
-            if ready[logs_at + i] {
+            if ready.get(logs_at + i) == Some(&true) {
                 self.drain(*fd);
             }
         }
         while let Some((pid, exit)) = self.system.reap(Duration::ZERO) {
             on(self.system, Event::Exit(pid, exit));
         }
-        for i in 0..self.inputs.len() {
-            if ready[inputs_at + i] && power_pressed(&mut self.inputs[i]) {
+        for (i, input) in self.inputs.iter_mut().enumerate() {
+            if ready.get(inputs_at + i) == Some(&true) && power_pressed(input) {
                 self.system.log("power button pressed");
                 self.power = Some(Power::Off);
             }
@@ -352,7 +352,7 @@ impl<'s> EventLoop<'s> {
                     }
                     return;
                 }
-                Ok(n) => match log.write(&buffer[..n]) {
+                Ok(n) => match log.write(buffer.get(..n).unwrap_or_default()) {
                     Ok(echo) if !echo.is_empty() => eprint!("{echo}"),
                     Ok(_) => {}
                     Err(e) => {
@@ -441,12 +441,12 @@ fn read_request(system: &mut dyn System, mut stream: UnixStream) -> Option<(Requ
             break;
         }
         match stream.read(&mut chunk) {
-            Ok(n) if n > 0 => line.extend_from_slice(&chunk[..n]),
+            Ok(n) if n > 0 => line.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             _ => break,
         }
     }
-    let end = line.iter().position(|b| *b == b'\n').unwrap_or(line.len());
-    let line = String::from_utf8_lossy(&line[..end]).into_owned();
+    let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line).into_owned();
     match control::parse(&line) {
         Ok(request) => {
             system.log(&format!("control: {}", line.trim()));
@@ -493,11 +493,14 @@ fn power_pressed(device: &mut std::fs::File) -> bool {
         if n == 0 {
             break;
         }
-        for event in buffer[..n].chunks_exact(INPUT_EVENT_SIZE) {
-            let kind = u16::from_ne_bytes([event[16], event[17]]);
-            let code = u16::from_ne_bytes([event[18], event[19]]);
-            let value = i32::from_ne_bytes([event[20], event[21], event[22], event[23]]);
-            pressed |= kind == EV_KEY && code == KEY_POWER && value == 1;
+        let events = buffer.get(..n).unwrap_or_default();
+        for event in events.chunks_exact(INPUT_EVENT_SIZE) {
+            // type, code and value follow the 16-byte time.
+            let field = |at: usize, len: usize| event.get(at..at + len).unwrap_or_default();
+            let kind = field(16, 2).try_into().ok().map(u16::from_ne_bytes);
+            let code = field(18, 2).try_into().ok().map(u16::from_ne_bytes);
+            let value = field(20, 4).try_into().ok().map(i32::from_ne_bytes);
+            pressed |= kind == Some(EV_KEY) && code == Some(KEY_POWER) && value == Some(1);
         }
     }
     pressed

@@ -1,6 +1,6 @@
 //! [`System`] on the real kernel, through rustix's safe wrappers (and
 //! signal-hook's for signals, libcontainer through [`crate::runtime`] for
-//! containers): no `unsafe` in PID 1.
+//! containers): no `unsafe` here (see [`crate::sys`]).
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;

@@ -117,13 +117,37 @@ impl Log {
 
 /// The last `lines` lines of `DIR/NAME.log`, reaching into the rotated file.
 pub fn tail_of(dir: &Path, name: &str, lines: usize) -> io::Result<String> {
-    let current = std::fs::read(dir.join(format!("{name}.log")))?;
-    let old = std::fs::read(dir.join(format!("{name}.log.1"))).unwrap_or_default();
+    let current = read_log(&dir.join(format!("{name}.log")))?;
+    let old = read_log(&dir.join(format!("{name}.log.1"))).unwrap_or_default();
     let all = [old, current].concat();
     let text = String::from_utf8_lossy(&all);
     let kept: Vec<&str> = text.lines().collect();
     let from = kept.len().saturating_sub(lines);
-    Ok(kept[from..].iter().map(|l| format!("{l}\n")).collect())
+    Ok(kept.iter().skip(from).map(|l| format!("{l}\n")).collect())
+}
+
+/// At most this much of the end of a log file is read: twice the cap.
+const READ_AT_MOST: u64 = 2 << 20;
+
+/// The end of the log file `path`, which a container with a bind of the
+/// log directory may have replaced: a link is not followed, and a FIFO or
+/// anything else that is not a regular file is refused without blocking.
+fn read_log(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let skip = metadata.len().saturating_sub(READ_AT_MOST);
+    file.seek(SeekFrom::Start(skip))?;
+    let mut bytes = Vec::new();
+    file.take(READ_AT_MOST).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -150,6 +174,25 @@ mod tests {
         assert!(across.starts_with("line 15\n"), "{across}");
         assert!(log.tail().ends_with("line 29\n"));
         assert!(tail_of(dir.path(), "none", 3).is_err());
+    }
+
+    #[test]
+    fn a_log_that_is_a_link_or_a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "host data\n").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), dir.path().join("link.log")).unwrap();
+        let err = tail_of(dir.path(), "link", 3).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        let fifo = dir.path().join("fifo.log");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let err = tail_of(dir.path(), "fifo", 3).unwrap_err();
+        assert_eq!(err.to_string(), "not a regular file");
     }
 
     #[test]

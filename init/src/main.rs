@@ -10,6 +10,14 @@
 //! and the kernel's `modprobe` (`-q -- NAME`); run as any other process
 //! with no arguments, it prints its version.
 
+// As in the library: data never panics PID 1.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,10 +41,10 @@ fn main() {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if program == "berthctl" {
-        std::process::exit(control::client(&args[1..]));
+        std::process::exit(control::client(args.get(1..).unwrap_or_default()));
     }
     if args.get(1).map(String::as_str) == Some("ctl") {
-        std::process::exit(control::client(&args[2..]));
+        std::process::exit(control::client(args.get(2..).unwrap_or_default()));
     }
     if std::process::id() != 1 {
         if let [_, q, dashes, name] = &args[..]
@@ -213,8 +221,9 @@ mod tests {
         "mount cgroup2 /sys/fs/cgroup",
     ];
 
-    const CONFIG: &str =
-        r#"{"root": {"path": "rootfs", "readonly": true}, "process": {"args": ["/bin/x"]}}"#;
+    /// As the runtime reads it: `user` and `cwd` are required.
+    const CONFIG: &str = r#"{"root": {"path": "rootfs", "readonly": true},
+        "process": {"args": ["/bin/x"], "user": {"uid": 0, "gid": 0}, "cwd": "/"}}"#;
 
     #[test]
     fn boots_in_order_and_shuts_down_one_way() {

@@ -42,7 +42,9 @@ pub fn load_at_boot(system: &mut dyn System, root: &Path, program: &str) -> Inde
             .iter()
             .filter(|f| f.extension() == Some("conf".as_ref()))
         {
-            explicit.extend(listed(&std::fs::read_to_string(file).unwrap_or_default()));
+            // The image's text: bytes that are not UTF-8 name no module.
+            let bytes = std::fs::read(file).unwrap_or_default();
+            explicit.extend(listed(&String::from_utf8_lossy(&bytes)));
         }
     }
     let devices = under(root, "/sys/devices");
@@ -64,9 +66,14 @@ pub struct Index {
 
 impl Index {
     /// Reads the index in `dir` (`/lib/modules/VERSION`); missing files
-    /// read as empty.
+    /// read as empty, and bytes that are not text as U+FFFD, so that a
+    /// damaged index loses its damaged lines only: a line that does not
+    /// parse is no module.
     pub fn load(dir: &Path) -> Index {
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let read = |name: &str| {
+            let bytes = std::fs::read(dir.join(name)).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
         Index::parse(
             dir,
             &read("modules.dep"),
@@ -135,7 +142,7 @@ pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     // Where to resume after the last `*`: pattern position, text position.
     let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
+    while let Some(&c) = text.get(t) {
         let step = match pattern.get(p) {
             Some(b'*') => {
                 star = Some((p + 1, t));
@@ -143,13 +150,13 @@ pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
                 continue;
             }
             Some(b'?') => Some(p + 1),
-            Some(b'[') => match class(pattern, p, text[t]) {
+            Some(b'[') => match class(pattern, p, c) {
                 Some((true, next)) => Some(next),
                 Some((false, _)) => None,
                 // An unterminated bracket is a literal `[`, as in fnmatch.
-                None => (text[t] == b'[').then_some(p + 1),
+                None => (c == b'[').then_some(p + 1),
             },
-            Some(c) if *c == text[t] => Some(p + 1),
+            Some(q) if *q == c => Some(p + 1),
             _ => None,
         };
         match (step, star) {
@@ -165,7 +172,7 @@ pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
             (None, None) => return false,
         }
     }
-    pattern[p..].iter().all(|c| *c == b'*')
+    pattern.iter().skip(p).all(|c| *c == b'*')
 }
 
 /// Matches `c` against the bracket expression at `pattern[start]`: whether
@@ -185,8 +192,8 @@ fn class(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
             break;
         }
         first = false;
-        if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|h| *h != b']') {
-            let hi = pattern[i + 2];
+        let hi = pattern.get(i + 2).filter(|h| **h != b']');
+        if let (Some(b'-'), Some(&hi)) = (pattern.get(i + 1), hi) {
             matched |= lo <= c && c <= hi;
             i += 3;
         } else {
@@ -375,6 +382,40 @@ alias fs-overlay overlay\n";
         assert!(!glob(b"x[!0-9]y", b"x7y") && glob(b"x[!0-9]y", b"xzy"));
         assert!(glob(b"*", b"") && glob(b"**a", b"bba") && !glob(b"*a", b"ab"));
         assert!(glob(b"x[", b"x[") && !glob(b"x[", b"xa"));
+    }
+
+    #[test]
+    fn a_garbage_index_loads_what_parses_and_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut garbage: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        garbage.extend_from_slice(b"\nkernel/fs/ok.ko:\n:::\n.ko:\n");
+        for name in ["modules.dep", "modules.alias", "modules.builtin"] {
+            std::fs::write(dir.path().join(name), &garbage).unwrap();
+        }
+        let index = Index::load(dir.path());
+        assert_eq!(
+            index.plan("ok"),
+            Ok(vec![dir.path().join("kernel/fs/ok.ko")])
+        );
+        let mut system = Fake::default();
+        let mut loader = Loader::new(&index);
+        assert!(loader.load(&mut system, "pci:v00001AF4d00001000").is_err());
+        // Patterns as an image may write them: unterminated, empty, odd.
+        for pattern in [
+            &b"["[..],
+            b"[!",
+            b"[a-",
+            b"[]",
+            b"[^]]",
+            b"\xff*[",
+            b"",
+            b"**[z-a]",
+        ] {
+            for text in [&b""[..], b"a", b"[", b"]", b"-", b"\xff"] {
+                let _ = glob(pattern, text);
+            }
+        }
+        assert!(glob(b"[]]", b"]") && glob(b"[a-]", b"-"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use rustix::pipe::PipeFlags;
 
+use crate::seccomp::{self, Confinement};
 use crate::system::{Launch, Started};
 
 pub const STATE: &str = "/run/berth/containers";
@@ -49,12 +50,23 @@ fn output() -> Result<(OwnedFd, OwnedFd, OwnedFd), String> {
 /// libcontainer's executor, except that a command given by its absolute
 /// path runs without `PATH` in the environment, as with runc: LinuxKit
 /// definitions often replace the image's environment (`env:`) with one
-/// that has no `PATH`.
+/// that has no `PATH`; and that the container's seccomp filter is loaded
+/// first ([`crate::seccomp`]: the executor runs in the container's process
+/// after libcontainer dropped privileges, right before `execve`).
 #[derive(Clone)]
-struct Workload;
+struct Workload {
+    confinement: Option<Confinement>,
+}
 
 impl Executor for Workload {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if let Some(confinement) = &self.confinement {
+            // stderr is the container's log: the reason lands there.
+            seccomp::install(confinement).map_err(|e| {
+                eprintln!("berth: {e}");
+                ExecutorError::Other(e)
+            })?;
+        }
         DefaultExecutor {}.exec(spec)
     }
 
@@ -78,11 +90,29 @@ impl Executor for Workload {
     }
 }
 
-fn builder(id: &str) -> Result<ContainerBuilder, String> {
+/// A container's seccomp profile, as [`crate::bundle::ready`] left it
+/// beside the runtime's `config.json` in `bundle`.
+fn confinement(bundle: &Path) -> Result<Option<Confinement>, String> {
+    let path = bundle.join(seccomp::FILE);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let file = serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    seccomp::confinement(&file)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn builder(id: &str, bundle: &Path) -> Result<ContainerBuilder, String> {
+    let workload = Workload {
+        confinement: confinement(bundle)?,
+    };
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(STATE)
         .map_err(chain)
-        .map(|b| b.with_executor(Workload))
+        .map(|b| b.with_executor(workload))
 }
 
 pub fn start(launch: &Launch) -> Result<Started, String> {
@@ -90,20 +120,36 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
     if Path::new(STATE).join(&launch.id).exists() {
         let _ = remove(&launch.id);
     }
-    if launch.host_dev {
-        with_host_devices(&launch.bundle.join("config.json"))?;
-    }
-    let (read, write, err) = output()?;
-    let null = File::open("/dev/null").map_err(chain)?;
-    let mut container = builder(&launch.id)?
-        .with_stdin(null)
-        .with_stdout(write)
-        .with_stderr(err)
-        .as_init(&launch.bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(chain)?;
+    // Loaded before anything runs: rules init cannot enforce refuse the
+    // container.
+    let (devices, cgroup) = device_program(&launch.bundle.join("config.json"), launch.host_dev)?;
+    // Attached to the cgroup before libcontainer moves the container's
+    // first process into it, which it does before that process prepares
+    // the root: a mount of a device in config.json is confined too.
+    // libcontainer takes the directory as it finds it.
+    std::fs::create_dir_all(&cgroup).map_err(|e| format!("{}: {e}", cgroup.display()))?;
+    let built = crate::sys::attach_device_program(devices.as_fd(), &cgroup).and_then(|()| {
+        let (read, write, err) = output()?;
+        let null = File::open("/dev/null").map_err(chain)?;
+        let container = builder(&launch.id, &launch.bundle)?
+            .with_stdin(null)
+            .with_stdout(write)
+            .with_stderr(err)
+            .as_init(&launch.bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(chain)?;
+        Ok((container, read))
+    });
+    let (mut container, read) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            // Nothing else is in it: the cgroup goes with its program.
+            let _ = std::fs::remove_dir(&cgroup);
+            return Err(e);
+        }
+    };
     let pid = container
         .pid()
         .ok_or_else(|| "the runtime gave no pid".to_string())?
@@ -115,30 +161,74 @@ pub fn start(launch: &Launch) -> Result<Started, String> {
     })
 }
 
-/// Lists the host's device nodes in a bundle's `config.json`, as they are
-/// now: a restart sees a disk that appeared since the last start. They
-/// replace the YAML's `devices` nodes, as runc makes none when `/dev` is
-/// bound.
-fn with_host_devices(path: &Path) -> Result<(), String> {
+/// The device program of a bundle's `config.json` ([`crate::devices`]),
+/// loaded, and the cgroup directory to attach it to. With `host_dev`, the
+/// host's device nodes, as they are now, are first written into it (a
+/// restart sees a disk that appeared since the last start; they replace
+/// the YAML's `devices` nodes, as runc makes none when `/dev` is bound),
+/// and the program allows each.
+fn device_program(path: &Path, host_dev: bool) -> Result<(OwnedFd, PathBuf), String> {
     let named = |e: String| format!("{}: {e}", path.display());
     let text = std::fs::read(path).map_err(|e| named(e.to_string()))?;
     let mut config: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| named(e.to_string()))?;
-    config["linux"]["devices"] =
-        serde_json::Value::Array(crate::bundle::host_devices(Path::new("/dev")));
-    let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
-    std::fs::write(path, text).map_err(|e| named(e.to_string()))
+    let mut rules = crate::devices::rules(&config).map_err(named)?;
+    if host_dev {
+        let nodes = crate::bundle::host_devices(Path::new("/dev"));
+        rules.extend(allowing(&nodes));
+        let object = config
+            .as_object_mut()
+            .ok_or_else(|| named("not a JSON object".into()))?;
+        crate::bundle::object_at(object, "linux")
+            .map_err(named)?
+            .insert("devices".into(), serde_json::Value::Array(nodes));
+        let text = serde_json::to_vec_pretty(&config).map_err(|e| named(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| named(e.to_string()))?;
+    }
+    let cgroup = config
+        .pointer("/linux/cgroupsPath")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| named("no linux.cgroupsPath".into()))?;
+    let cgroup = Path::new("/sys/fs/cgroup").join(cgroup.trim_start_matches('/'));
+    let program = crate::devices::program(&rules).map_err(named)?;
+    Ok((crate::sys::load_device_program(&program)?, cgroup))
 }
 
-/// Runs `args` in the running container `id` (a health probe); its output
-/// is dropped, its errors go to the console.
+/// A rule allowing each of `nodes` (OCI `linux.devices` entries), after
+/// the others: the last rules win.
+fn allowing(nodes: &[serde_json::Value]) -> Vec<crate::devices::Rule> {
+    use crate::devices::{Kind, Rule};
+    let number = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let kind = match n["type"].as_str()? {
+                "b" => Kind::Block,
+                "c" | "u" => Kind::Char,
+                _ => return None,
+            };
+            Some(Rule {
+                allow: true,
+                kind,
+                major: Some(number(&n["major"])?),
+                minor: Some(number(&n["minor"])?),
+                access: crate::devices::MKNOD | crate::devices::READ | crate::devices::WRITE,
+            })
+        })
+        .collect()
+}
+
+/// Runs `args` in the running container `id` (a health probe), under the
+/// container's seccomp profile, as runc's `exec` does; its output is
+/// dropped, its errors go to the console.
 pub fn exec(id: &str, args: &[String]) -> Result<i32, String> {
     let null = || File::open("/dev/null").map_err(chain);
     let console = std::io::stderr()
         .as_fd()
         .try_clone_to_owned()
         .map_err(chain)?;
-    let pid = builder(id)?
+    let bundle = Path::new(crate::bundle::RUN).join("bundles").join(id);
+    let pid = builder(id, &bundle)?
         .with_stdin(null()?)
         .with_stdout(null()?)
         .with_stderr(console)
@@ -184,6 +274,28 @@ mod tests {
             message: first.to_string(),
             source: (!rest.is_empty()).then(|| Box::new(failed(rest))),
         }
+    }
+
+    #[test]
+    fn the_hosts_nodes_are_allowed() {
+        use crate::devices::{Kind, Rule};
+        use serde_json::json;
+        let nodes = [
+            json!({"path": "/dev/vda", "type": "b", "major": 254, "minor": 0}),
+            json!({"path": "/dev/ttyS0", "type": "c", "major": 4, "minor": 64}),
+            json!({"path": "/dev/odd", "type": "b", "major": -3, "minor": 0}),
+        ];
+        let rule = |kind, major, minor| Rule {
+            allow: true,
+            kind,
+            major: Some(major),
+            minor: Some(minor),
+            access: 7,
+        };
+        assert_eq!(
+            allowing(&nodes),
+            [rule(Kind::Block, 254, 0), rule(Kind::Char, 4, 64)]
+        );
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub struct Supervisor {
     pub units: Vec<Unit>,
 }
 
+// Indexes are positions in `units`, taken from `units` itself and never
+// from the image: the list does not change size after `new`.
+#[allow(clippy::indexing_slicing)]
 impl Supervisor {
     pub fn new(units: Vec<Unit>) -> Supervisor {
         Supervisor { units }

@@ -179,15 +179,15 @@ fn superblock_id(device: &Path) -> Result<String, String> {
         .map_err(|e| format!("cannot open: {e}"))?;
     let mut block = [0u8; SUPERBLOCK_SIZE];
     let mut filled = 0;
-    while filled < block.len() {
-        match file.read(&mut block[filled..]) {
+    while let Some(rest) = block.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match file.read(rest) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("cannot read: {e}")),
         }
     }
-    root_id(&block[..filled]).map_err(|e| e.to_string())
+    root_id(block.get(..filled).unwrap_or_default()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! independent reader; and the `inspect` checks the boot cases declare.
 //!
 //! Only the first cpio archive of an initrd is read: berth writes one.
+//! A case may add a second ([`append`]), as a boot loader concatenates
+//! initrds, to change what berth built (a broken bundle).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -37,6 +39,57 @@ pub fn read(initrd: &Path, path: &str) -> Result<Vec<u8>> {
         initrd,
         &["-i", "--to-stdout", "--quiet", &glob_escape(&stored)],
     )
+}
+
+/// Appends the regular files under `dir`, named by their paths relative to
+/// it and owned by root, to `initrd` as a second, uncompressed newc archive
+/// written by GNU `cpio`. The kernel unpacks the archives in order, a later
+/// file replacing an earlier one; it looks for an archive's magic only at
+/// a multiple of 4 bytes and skips zeros in between, hence the padding.
+pub fn append(initrd: &Path, dir: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(next) = dirs.pop() {
+        for entry in std::fs::read_dir(&next).with_context(|| format!("{}", next.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(relative) = path.strip_prefix(dir) {
+                files.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    let mut cpio = Command::new("cpio")
+        .args(["-o", "-H", "newc", "-R", "0:0", "--quiet"])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting cpio -o")?;
+    cpio.stdin
+        .take()
+        .context("cpio stdin")?
+        .write_all(format!("{}\n", files.join("\n")).as_bytes())?;
+    let archive = cpio.wait_with_output().context("running cpio -o")?;
+    if !archive.status.success() {
+        bail!(
+            "cpio -o in {} failed ({}): {}",
+            dir.display(),
+            archive.status,
+            String::from_utf8_lossy(&archive.stderr).trim()
+        );
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(initrd)
+        .with_context(|| format!("opening {}", initrd.display()))?;
+    let length = file.metadata()?.len();
+    let padding = vec![0u8; ((4 - length % 4) % 4) as usize];
+    file.write_all(&[padding, archive.stdout].concat())
+        .with_context(|| format!("appending to {}", initrd.display()))
 }
 
 fn normalise(name: &str) -> String {

@@ -1148,9 +1148,10 @@ fn run_case(
     let missing_tool = initrd::TOOLS
         .iter()
         .find(|tool| qemu::find_program(tool).is_none());
-    if let (false, Some(tool)) = (checks.is_empty(), missing_tool) {
+    let changes_initrd = !checks.is_empty() || case.dir.join("append").is_dir();
+    if let (true, Some(tool)) = (changes_initrd, missing_tool) {
         return skip(format!(
-            "{tool} is not installed (needed to inspect the initrd)"
+            "{tool} is not installed (needed to inspect or append to the initrd)"
         ));
     }
     let label = match boot {
@@ -1963,6 +1964,12 @@ fn build_case(
         if fs::metadata(artifact).map_or(0, |m| m.len()) == 0 {
             return Err(format!("{shown} wrote an empty {}", artifact.display()));
         }
+    }
+    // A case's `append/` tree goes on as a second archive, replacing
+    // files of the first (a bundle broken on purpose).
+    let extra = case.dir.join("append");
+    if extra.is_dir() {
+        initrd::append(&initrd_image, &extra).map_err(|e| format!("{e:#}"))?;
     }
     // Inspect. A failed check does not stop the boot: both verdicts
     // together say more about what went wrong.

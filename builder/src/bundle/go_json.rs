@@ -287,6 +287,17 @@ fn key_order(path: &str) -> &'static [&'static str] {
         "linux.resources.network.priorities" => &["name", "priority"],
         "linux.namespaces" => &["type", "path"],
         "linux.devices" => &["path", "type", "major", "minor", "fileMode", "uid", "gid"],
+        "linux.seccomp" => &[
+            "defaultAction",
+            "defaultErrnoRet",
+            "architectures",
+            "flags",
+            "listenerPath",
+            "listenerMetadata",
+            "syscalls",
+        ],
+        "linux.seccomp.syscalls" => &["names", "action", "errnoRet", "args"],
+        "linux.seccomp.syscalls.args" => &["index", "value", "valueTwo", "op"],
         _ => &[],
     }
 }

@@ -29,6 +29,7 @@ use crate::spec::{Container, IdMapping};
 mod go_json;
 mod ids;
 mod merge;
+pub mod seccomp;
 
 use go_json::{Ordered, to_json};
 pub use ids::IdMap;
@@ -166,7 +167,7 @@ impl Bundle {
             )
             .set_namespaces(Some(merge.namespaces()?))
             .set_devices(non_empty(devices))
-            .set_seccomp(None)
+            .set_seccomp(seccomp_profile(entry, merge.label, &bounding)?)
             .set_rootfs_propagation(
                 merge.optional_text(|i| i.rootfs_propagation.as_ref().map(|p| p.as_str())),
             )
@@ -506,6 +507,14 @@ pub enum BundleError {
         position: String,
         message: String,
     },
+    /// `seccomp`: a profile that cannot be read or used; the message names
+    /// the file and what is wrong in it.
+    #[error("{}{message}", place(.entry, .position, "seccomp"))]
+    Seccomp {
+        entry: String,
+        position: String,
+        message: String,
+    },
     #[error("{}namespace {value:?} must be host, new or an absolute path{}", place(.entry, .position, .key), if .key == "net" { " (or none)" } else { "" })]
     Namespace {
         entry: String,
@@ -513,6 +522,44 @@ pub enum BundleError {
         value: String,
         position: String,
     },
+}
+
+/// The entry's seccomp profile (YAML over label), in the OCI form for a
+/// process whose bounding set is `bounding` ([`seccomp`]): none for
+/// `unconfined` or a process given every capability, Docker's default
+/// unless a file is named.
+fn seccomp_profile(
+    entry: &Container,
+    label: &Container,
+    bounding: &[&str],
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, BundleError> {
+    let bounding: BTreeSet<&str> = bounding.iter().copied().collect();
+    let chosen = entry.seccomp.as_ref().or(label.seccomp.as_ref());
+    let failed = |message: String| BundleError::Seccomp {
+        entry: entry.name().into(),
+        position: chosen.map(|c| c.position()).unwrap_or_default(),
+        message,
+    };
+    let privileged = crate::spec::values::CAPABILITIES
+        .iter()
+        .all(|c| bounding.contains(c));
+    let profile = match chosen {
+        Some(c) if c.value == "unconfined" => return Ok(None),
+        None if privileged => return Ok(None),
+        Some(c) if c.value == "default" && privileged => return Ok(None),
+        None => seccomp::default_profile(),
+        Some(c) if c.value == "default" => seccomp::default_profile(),
+        Some(file) => {
+            let path = crate::assemble::resolve_source(&file.value, file.origin.as_deref());
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            seccomp::parse(&text).map_err(|e| failed(format!("{}: {e}", path.display())))?
+        }
+    };
+    let oci = seccomp::to_oci(&profile, &bounding);
+    serde_json::from_value(oci)
+        .map(Some)
+        .map_err(|e| failed(e.to_string()))
 }
 
 impl BundleError {

@@ -225,6 +225,13 @@ fn write_modules(
         let Some(mut out) = entry::from_tar(&entry)? else {
             continue;
         };
+        if out.uid == crate::flatten::NO_OWNER || out.gid == crate::flatten::NO_OWNER {
+            return Err(format!(
+                "entry {:?}: uid or gid {} (-1) is no owner",
+                out.path,
+                crate::flatten::NO_OWNER
+            ));
+        }
         // A stream cannot say how many names a file will have: hard links
         // become relative symbolic links, as LinuxKit makes them.
         if let Kind::HardLink { target } = &out.kind {

@@ -232,6 +232,10 @@ pub struct Container {
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<contract::Runtime>,
+    /// berth's: `unconfined`, `default`, or a seccomp profile file in
+    /// Docker's format, relative to the YAML file (docs/yaml.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<Located<String>>,
 }
 
 impl Container {

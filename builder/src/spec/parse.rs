@@ -222,7 +222,7 @@ mod tests {
     fn unknown_key_names_position_and_path() {
         assert_eq!(
             error_of("services:\n  - name: a\n    image: b\n    bogus: 1\n"),
-            "t.yml:4:5: services[0].bogus: unknown field `bogus`, expected one of name, image, capabilities, capabilities.add, ambient, mounts, binds, binds.add, tmpfs, devices, command, env, cwd, net, pid, ipc, uts, userns, hostname, readonly, maskedPaths, readonlyPaths, uid, gid, additionalGids, noNewPrivileges, oomScoreAdj, rootfsPropagation, cgroupsPath, resources, sysctl, rlimits, uidMappings, gidMappings, annotations, runtime"
+            "t.yml:4:5: services[0].bogus: unknown field `bogus`, expected one of name, image, capabilities, capabilities.add, ambient, mounts, binds, binds.add, tmpfs, devices, command, env, cwd, net, pid, ipc, uts, userns, hostname, readonly, maskedPaths, readonlyPaths, uid, gid, additionalGids, noNewPrivileges, oomScoreAdj, rootfsPropagation, cgroupsPath, resources, sysctl, rlimits, uidMappings, gidMappings, annotations, runtime, seccomp"
         );
     }
 

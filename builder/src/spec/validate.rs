@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use super::parse::{Problem, SpecError};
-use super::values::{bind, capability, mode, rlimit};
+use super::values::{
+    absolute_path, bind, capability, cgroup_path, clean_path, mode, rlimit, text_without_nul,
+};
 use super::{Container, Definition, File, IdRef, Located};
 
 /// Checks a whole definition. Parsing has already checked keys and types.
@@ -196,6 +198,14 @@ impl Problems {
         });
     }
 
+    fn placed(&mut self, position: &str, path: String, message: String) {
+        self.0.push(Problem {
+            position: position.into(),
+            path,
+            message,
+        });
+    }
+
     fn plain(&mut self, path: &str, message: String) {
         self.0.push(Problem {
             position: "<definition>".into(),
@@ -344,13 +354,7 @@ fn check_reference(problems: &mut Problems, reference: &Located<String>, path: &
 
 /// Names become directory names under `/containers`.
 fn check_name(problems: &mut Problems, name: &Located<String>, path: &str) {
-    let ok = !name.is_empty()
-        && name.as_str() != "."
-        && name.as_str() != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !ok {
+    if !contract::is_entry_name(name) {
         problems.at(
             name,
             path.into(),
@@ -386,7 +390,7 @@ fn check_entry(
             format!("entry {:?} has no image", name.value),
         ),
     }
-    check_config(problems, image, path, Some(names));
+    check_config(problems, image, path, &name.position(), Some(names));
 }
 
 /// Checks an image's `org.mobyproject.config` label with the same rules as
@@ -402,14 +406,24 @@ pub fn check_label(label: &Container, image: &str) -> Result<(), SpecError> {
             );
         }
     }
-    check_config(&mut problems, label, &format!("label of {image}"), None);
+    let origin = format!("label org.mobyproject.config of {image}");
+    check_config(
+        &mut problems,
+        label,
+        &format!("label of {image}"),
+        &origin,
+        None,
+    );
     problems.finish()
 }
 
+/// `place` is where to point for a value that keeps no position of its
+/// own: the entry's name, or the label.
 fn check_config(
     problems: &mut Problems,
     image: &Container,
     path: &str,
+    place: &str,
     names: Option<&BTreeMap<&str, &Located<String>>>,
 ) {
     for (key, list) in [
@@ -451,6 +465,27 @@ fn check_config(
                 t,
                 format!("{path}.tmpfs[{i}]"),
                 format!("tmpfs {:?}: destination must be an absolute path", t.value),
+            );
+        } else if let Err(message) = absolute_path(destination).and_then(|()| text_without_nul(t)) {
+            problems.at(t, format!("{path}.tmpfs[{i}]"), message);
+        }
+    }
+    if let Some(seccomp) = &image.seccomp {
+        let keyword = ["unconfined", "default"].contains(&seccomp.as_str());
+        if names.is_none() && !keyword {
+            problems.at(
+                seccomp,
+                format!("{path}.seccomp"),
+                format!(
+                    "seccomp {:?}: a label can only say unconfined or default, not name a file",
+                    seccomp.value
+                ),
+            );
+        } else if seccomp.is_empty() || seccomp.contains('\0') {
+            problems.at(
+                seccomp,
+                format!("{path}.seccomp"),
+                "seccomp must be unconfined, default or the path of a profile file".into(),
             );
         }
     }
@@ -568,16 +603,10 @@ fn check_config(
             _ => None,
         };
         if let Some(message) = problem {
-            problems.0.push(Problem {
-                position: image
-                    .name
-                    .as_ref()
-                    .map_or_else(|| "<label>".into(), |n| n.position()),
-                path: format!("{path}.mounts[{i}]"),
-                message,
-            });
+            problems.placed(place, format!("{path}.mounts[{i}]"), message);
         }
     }
+    check_runtime_values(problems, image, path, place);
     let ids = [("uid", &image.uid), ("gid", &image.gid)];
     let extra = image.additional_gids.iter().flatten();
     for (key, id) in ids
@@ -593,6 +622,237 @@ fn check_config(
     }
 }
 
+/// What reaches the kernel or init's hands at boot: every path absolute and
+/// normalised (or, for cgroups, unable to leave the cgroup tree), no NUL
+/// in any string, every number within the kernel's range (issue #15).
+/// Values without a position of their own are placed at `place`.
+fn check_runtime_values(problems: &mut Problems, image: &Container, path: &str, place: &str) {
+    let mut problem = |key: String, result: Result<(), String>| {
+        if let Err(message) = result {
+            problems.placed(place, format!("{path}.{key}"), message);
+        }
+    };
+    let strings = |key: &str, list: Option<&Vec<String>>| -> Vec<(String, String)> {
+        list.into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, s)| (format!("{key}[{i}]"), s.clone()))
+            .collect()
+    };
+    let mut texts: Vec<(String, String)> = strings("command", image.command.as_ref());
+    texts.extend(
+        image
+            .hostname
+            .iter()
+            .map(|h| ("hostname".into(), h.clone())),
+    );
+    // A key goes into the key path escaped: an error line holds no NUL.
+    for (key, value) in image.annotations.iter().flatten() {
+        let at = format!("annotations.{}", key.escape_debug());
+        texts.extend([(at.clone(), key.clone()), (at, value.clone())]);
+    }
+    for (key, value) in image.sysctl.iter().flatten() {
+        let at = format!("sysctl.{}", key.escape_debug());
+        texts.push((at.clone(), value.to_string()));
+        // The runtime writes /proc/sys/KEY with `.` as `/`.
+        problem(
+            at,
+            Some(key.replace('.', "/"))
+                .filter(|path| !path.starts_with('/') && !path.ends_with('/'))
+                .ok_or_else(String::new)
+                .and_then(|path| clean_path(&path))
+                .map_err(|_| {
+                    format!(
+                        "sysctl {key:?} is not a name of /proc/sys (parts joined by `.` or `/`)"
+                    )
+                }),
+        );
+    }
+    if let Some(runtime) = &image.runtime {
+        texts.extend(
+            runtime
+                .namespace
+                .iter()
+                .map(|n| ("runtime.namespace".into(), n.clone())),
+        );
+        let exec = runtime.healthcheck.as_ref().and_then(|h| h.exec.as_ref());
+        texts.extend(strings("runtime.healthcheck.exec", exec));
+        for (i, interface) in runtime.interfaces.iter().flatten().enumerate() {
+            for field in [&interface.name, &interface.add, &interface.peer] {
+                texts.push((format!("runtime.interfaces[{i}]"), field.clone()));
+            }
+        }
+    }
+    for (key, text) in texts {
+        problem(key, text_without_nul(&text));
+    }
+    // Values that know where they were written are placed there.
+    let mut located: Vec<(&Located<String>, String, Result<(), String>)> = Vec::new();
+    for (i, e) in image.env.iter().flatten().enumerate() {
+        located.push((e, format!("env[{i}]"), text_without_nul(e)));
+    }
+    if let Some(hostname) = &image.hostname
+        && hostname.len() > 64
+    {
+        problem(
+            "hostname".into(),
+            Err(format!("hostname {hostname:?} is longer than 64 bytes")),
+        );
+    }
+    if let Some(cwd) = &image.cwd {
+        problem("cwd".into(), absolute_path(cwd));
+    }
+    for (key, list) in [
+        ("maskedPaths", &image.masked_paths),
+        ("readonlyPaths", &image.readonly_paths),
+    ] {
+        for (i, p) in list.iter().flatten().enumerate() {
+            problem(format!("{key}[{i}]"), absolute_path(p));
+        }
+    }
+    if let Some(cgroup) = &image.cgroups_path {
+        problem("cgroupsPath".into(), cgroup_path(cgroup));
+    }
+    for (key, ns) in [
+        ("net", &image.net),
+        ("pid", &image.pid),
+        ("ipc", &image.ipc),
+        ("uts", &image.uts),
+        ("userns", &image.userns),
+    ] {
+        if let Some(ns) = ns.as_ref().filter(|ns| ns.starts_with('/')) {
+            located.push((ns, key.into(), absolute_path(ns)));
+        }
+    }
+    if let Some(score) = image.oom_score_adj
+        && !(-1000..=1000).contains(&score)
+    {
+        problem(
+            "oomScoreAdj".into(),
+            Err(format!("oomScoreAdj {score} is not between -1000 and 1000")),
+        );
+    }
+    for (key, mappings) in [
+        ("uidMappings", &image.uid_mappings),
+        ("gidMappings", &image.gid_mappings),
+    ] {
+        for (i, m) in mappings.iter().flatten().enumerate() {
+            let past = [("containerID", m.container_id), ("hostID", m.host_id)]
+                .into_iter()
+                .find(|(_, start)| u64::from(*start) + u64::from(m.size) > 1 << 32);
+            let message = match past {
+                _ if m.size == 0 => Some("size must be at least 1".to_string()),
+                Some((which, start)) => Some(format!(
+                    "{which} {start} + size {} goes past 4294967295, the last id",
+                    m.size
+                )),
+                None => None,
+            };
+            problem(format!("{key}[{i}]"), message.map_or(Ok(()), Err));
+        }
+    }
+    for (i, device) in image.devices.iter().flatten().enumerate() {
+        if device.path.as_str() != "all" {
+            let result = absolute_path(&device.path);
+            located.push((&device.path, format!("devices[{i}].path"), result));
+        }
+        // dev_t: 12 bits of major, 20 of minor.
+        for (key, number, max) in [
+            ("major", device.major, (1 << 12) - 1),
+            ("minor", device.minor, (1 << 20) - 1),
+        ] {
+            if let Some(n) = number.filter(|n| !(0..=max).contains(n)) {
+                problem(
+                    format!("devices[{i}].{key}"),
+                    Err(format!("{key} {n} is not between 0 and {max}")),
+                );
+            }
+        }
+    }
+    for (i, mount) in image.mounts.iter().flatten().enumerate() {
+        for (key, result) in mount_paths(mount) {
+            problem(format!("mounts[{i}]{key}"), result);
+        }
+    }
+    for (value, key, result) in located {
+        if let Err(message) = result {
+            problems.at(value, format!("{path}.{key}"), message);
+        }
+    }
+    let mut problem = |key: String, result: Result<(), String>| {
+        if let Err(message) = result {
+            problems.placed(place, format!("{path}.{key}"), message);
+        }
+    };
+    let Some(runtime) = &image.runtime else {
+        return;
+    };
+    for (i, dir) in runtime.mkdir.iter().flatten().enumerate() {
+        problem(format!("runtime.mkdir[{i}]"), absolute_path(dir));
+    }
+    for (i, group) in runtime.cgroups.iter().flatten().enumerate() {
+        problem(format!("runtime.cgroups[{i}]"), clean_path(group));
+    }
+    for (i, mount) in runtime.mounts.iter().flatten().enumerate() {
+        let key = format!("runtime.mounts[{i}]");
+        if mount.destination.is_empty() {
+            problem(key.clone(), Err("a host mount needs a destination".into()));
+        }
+        for (field, result) in mount_paths(mount) {
+            problem(format!("{key}{field}"), result);
+        }
+    }
+    for (key, bound) in runtime.bind_namespaces.entries() {
+        // LinuxKit writes every key; an empty one binds nothing.
+        if let Some(bound) = bound.as_ref().filter(|b| !b.is_empty()) {
+            problem(format!("runtime.bindNS.{key}"), absolute_path(bound));
+        }
+    }
+}
+
+/// The paths of a mount (`mounts` or `runtime.mounts`) that are acted on:
+/// its destination, a bind's source, an overlay's directories; and its
+/// options, which reach the kernel as strings. Each with the key below the
+/// mount that it is at. A destination may be relative, as in LinuxKit's
+/// `hostmount-writeable-overlay` example (to the bundle, or to the
+/// container's root), but cannot climb out of it.
+fn mount_paths(mount: &contract::Mount) -> Vec<(String, Result<(), String>)> {
+    let mut checks = Vec::new();
+    if !mount.destination.is_empty() {
+        checks.push((".destination".into(), clean_path(&mount.destination)));
+    }
+    let options = mount.options.iter().flatten();
+    let bind = mount.kind.as_deref() == Some("bind")
+        || options.clone().any(|o| o == "bind" || o == "rbind");
+    if let Some(source) = mount.source.as_deref().filter(|_| bind) {
+        // A source that is no path names a volume (docs/linuxkit-runtime.md
+        // §1.12).
+        let result = if source.starts_with('/') || !contract::is_entry_name(source) {
+            absolute_path(source)
+        } else {
+            Ok(())
+        };
+        checks.push((".source".into(), result));
+    } else if let Some(source) = &mount.source {
+        checks.push((".source".into(), text_without_nul(source)));
+    }
+    for (j, option) in options.enumerate() {
+        let key = format!(".options[{j}]");
+        let dirs = ["lowerdir=", "upperdir=", "workdir="]
+            .iter()
+            .find_map(|k| option.strip_prefix(k));
+        match dirs {
+            Some(dirs) => {
+                for dir in dirs.split(':') {
+                    checks.push((key.clone(), absolute_path(dir)));
+                }
+            }
+            None => checks.push((key, text_without_nul(option))),
+        }
+    }
+    checks
+}
+
 fn check_id(
     problems: &mut Problems,
     id: &Located<IdRef>,
@@ -602,6 +862,13 @@ fn check_id(
     // A label is checked without the names of a definition (`None`): it may
     // name any entry, which is resolved when the bundle is made. `root` is
     // 0, as in LinuxKit.
+    if id.value == IdRef::Number(u32::MAX) {
+        problems.at(
+            id,
+            path.into(),
+            "4294967295 is no user or group: the kernel reads it as \"unchanged\"".into(),
+        );
+    }
     if let IdRef::Name(name) = &id.value
         && let Some(names) = names
         && !name.is_empty()
@@ -801,6 +1068,40 @@ mod tests {
         );
         assert!(
             problems("services:\n  - name: a\n    image: x\n    uid: 100\n    gid: a\n").is_empty()
+        );
+    }
+
+    /// A label is the image's, not the YAML's: its paths and values are
+    /// checked the same way, and named by image and key.
+    #[test]
+    fn a_labels_runtime_paths_and_values_are_checked_too() {
+        let label = r#"{"mounts": [{"destination": "../../x", "type": "bind", "source": "/x"}], "binds": ["/a:/b/../../c"], "oomScoreAdj": 5000, "command": ["a\u0000b"], "runtime": {"mkdir": ["../../../../tmp/x"], "cgroups": ["../x"], "bindNS": {"net": "../../x"}}}"#;
+        let parsed = crate::spec::parse_label(label, "example.org/bad:1").unwrap();
+        let error = check_label(&parsed, "example.org/bad:1").unwrap_err();
+        let found: Vec<String> = error.problems.iter().map(|p| p.to_string()).collect();
+        let origin = "label org.mobyproject.config of example.org/bad:1";
+        let key = "label of example.org/bad:1";
+        assert_eq!(
+            found,
+            [
+                format!(
+                    "{origin}:1:84: {key}.binds[0]: bind \"/a:/b/../../c\": destination path \"/b/../../c\" is not normalised (no `.` or `..` components, no `//`)"
+                ),
+                format!("{origin}: {key}.command[0]: \"a\\0b\" contains a NUL byte"),
+                format!(
+                    "{origin}: {key}.oomScoreAdj: oomScoreAdj 5000 is not between -1000 and 1000"
+                ),
+                format!(
+                    "{origin}: {key}.mounts[0].destination: path \"../../x\" is not normalised (no `.` or `..` components, no `//`)"
+                ),
+                format!(
+                    "{origin}: {key}.runtime.mkdir[0]: path \"../../../../tmp/x\" must be absolute"
+                ),
+                format!(
+                    "{origin}: {key}.runtime.cgroups[0]: path \"../x\" is not normalised (no `.` or `..` components, no `//`)"
+                ),
+                format!("{origin}: {key}.runtime.bindNS.net: path \"../../x\" must be absolute"),
+            ]
         );
     }
 

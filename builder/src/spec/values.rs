@@ -134,6 +134,60 @@ pub struct Bind<'a> {
     pub options: Vec<&'a str>,
 }
 
+/// Checks a path that init or the runtime acts on at boot (a mount's
+/// destination or source, `runtime.mkdir`, `bindNS`, a device node):
+/// absolute, without `.` or `..` components or `//`, without NUL. A
+/// trailing `/` is allowed, as LinuxKit's files write `/dev/:/dev`.
+pub fn absolute_path(text: &str) -> Result<(), String> {
+    if !text.starts_with('/') {
+        return Err(format!("path {text:?} must be absolute"));
+    }
+    clean_path(text)
+}
+
+/// Checks a path that init joins onto a directory of its own
+/// (`runtime.cgroups` under `/sys/fs/cgroup`, `cgroupsPath`): relative or
+/// absolute, but never leaving it.
+pub fn clean_path(text: &str) -> Result<(), String> {
+    text_without_nul(text)?;
+    let inner = text.trim_start_matches('/');
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if inner.is_empty() {
+        return Ok(());
+    }
+    if inner
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!(
+            "path {text:?} is not normalised (no `.` or `..` components, no `//`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a container's `cgroupsPath`: a [`clean_path`] that names a
+/// cgroup of its own. The root of the tree holds every process of the
+/// host, and a device program attached there would confine them all.
+pub fn cgroup_path(text: &str) -> Result<(), String> {
+    clean_path(text)?;
+    if !text.is_empty() && text.trim_matches('/').is_empty() {
+        return Err(format!(
+            "path {text:?} is the root of the cgroup tree, which holds every process of the host"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a string can reach the kernel: strings are passed to it as
+/// C strings, which end at the first NUL.
+pub fn text_without_nul(text: &str) -> Result<(), String> {
+    if text.contains('\0') {
+        return Err(format!("{text:?} contains a NUL byte"));
+    }
+    Ok(())
+}
+
 pub fn bind(text: &str) -> Result<Bind<'_>, String> {
     let parts: Vec<&str> = text.split(':').collect();
     let (source, destination, options) = match parts[..] {
@@ -152,6 +206,19 @@ pub fn bind(text: &str) -> Result<Bind<'_>, String> {
         return Err(format!(
             "bind {text:?}: destination must be an absolute path"
         ));
+    }
+    absolute_path(destination).map_err(|e| format!("bind {text:?}: destination {e}"))?;
+    // A source that is no path names a volume (docs/linuxkit-runtime.md
+    // §1.12).
+    if source.starts_with('/') {
+        absolute_path(source).map_err(|e| format!("bind {text:?}: source {e}"))?;
+    } else if !contract::is_entry_name(source) {
+        return Err(format!(
+            "bind {text:?}: source must be an absolute path or a volume name"
+        ));
+    }
+    for option in &options {
+        text_without_nul(option).map_err(|e| format!("bind {text:?}: option {e}"))?;
     }
     Ok(Bind {
         source,
@@ -207,5 +274,32 @@ mod tests {
         assert!(bind("/a").is_err());
         assert!(bind("/a:b").is_err());
         assert!(bind("/a:/b:c:d").is_err());
+        assert!(bind("/var/:/host_var:rbind").is_ok());
+        assert!(bind("docker:/var/lib/docker").is_ok());
+        assert_eq!(
+            bind("/a:/b/../../etc").unwrap_err(),
+            "bind \"/a:/b/../../etc\": destination path \"/b/../../etc\" is not normalised (no `.` or `..` components, no `//`)"
+        );
+        assert!(bind("/a/./b:/b").is_err());
+        assert!(bind("../x:/b").is_err());
+        assert!(bind("/a\0:/b").is_err());
+    }
+
+    #[test]
+    fn runtime_paths_stay_where_they_are_put() {
+        for good in ["/", "/a", "/a/b/", "/dev/"] {
+            assert_eq!(absolute_path(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "a", "", "../x", "/a/../b", "/a/./b", "/a//b", "/..", "/a/..", "/a\0b",
+        ] {
+            assert!(absolute_path(bad).is_err(), "{bad}");
+        }
+        for good in ["podruntime/docker", "/berth/x", "x"] {
+            assert_eq!(clean_path(good), Ok(()), "{good}");
+        }
+        for bad in ["../x", "a/../../x", "a//b", "a\0"] {
+            assert!(clean_path(bad).is_err(), "{bad}");
+        }
     }
 }
