@@ -52,7 +52,17 @@ pub enum FlattenError {
 }
 
 /// The uid and gid that no file can have (`(uid_t)-1`); see docs/compatibility.md.
-pub(crate) const NO_OWNER: u32 = u32::MAX;
+const NO_OWNER: u32 = u32::MAX;
+
+/// A layer's (or `kernel.tar`'s) uid or gid, unless it is `(uid_t)-1`,
+/// chown(2)'s "leave it": unpacked by the kernel (an initrd) or by tar as
+/// root, the entry would stay root's, a setuid file too.
+pub(crate) fn owner(id: u32) -> Result<u32, String> {
+    match id {
+        NO_OWNER => Err(format!("uid or gid {NO_OWNER} (-1) is no owner")),
+        id => Ok(id),
+    }
+}
 
 /// Where an entry stands: layer index and position in that layer.
 type Position = (usize, usize);
@@ -166,10 +176,7 @@ fn header<R: Read>(cx: &Context, entry: &tar::Entry<R>) -> Result<Option<Header>
     let number = |v: io::Result<u64>| v.map_err(|e| cx.read(e));
     let id = |v: u64| match u32::try_from(v) {
         Err(_) => Err(cx.hostile(&raw, "uid or gid beyond 32 bits")),
-        // chown(2)'s "leave it": unpacked by the kernel (an initrd) or by
-        // tar as root, the entry would stay root's, a setuid file too.
-        Ok(NO_OWNER) => Err(cx.hostile(&raw, format!("uid or gid {NO_OWNER} (-1) is no owner"))),
-        Ok(id) => Ok(id),
+        Ok(id) => owner(id).map_err(|reason| cx.hostile(&raw, reason)),
     };
     let link = entry
         .link_name_bytes()

@@ -191,7 +191,7 @@ pub fn ready(
 }
 
 /// Where [`ready`] writes the runtime's bundle of container `id`.
-fn runtime_bundle(root: &Path, id: &str) -> PathBuf {
+pub fn runtime_bundle(root: &Path, id: &str) -> PathBuf {
     under(root, RUN).join("bundles").join(id)
 }
 

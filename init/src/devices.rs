@@ -60,7 +60,8 @@ impl Rule {
     }
 }
 
-const ALL: u8 = MKNOD | READ | WRITE;
+/// Every access: `rwm`.
+pub const ALL: u8 = MKNOD | READ | WRITE;
 
 /// runc's default rules, which every container gets after its own: making
 /// any node, and using `null`, `zero`, `full`, `random`, `urandom`, `tty`,

@@ -212,7 +212,7 @@ fn allowing(nodes: &[serde_json::Value]) -> Vec<crate::devices::Rule> {
                 kind,
                 major: Some(number(&n["major"])?),
                 minor: Some(number(&n["minor"])?),
-                access: crate::devices::MKNOD | crate::devices::READ | crate::devices::WRITE,
+                access: crate::devices::ALL,
             })
         })
         .collect()
@@ -227,7 +227,7 @@ pub fn exec(id: &str, args: &[String]) -> Result<i32, String> {
         .as_fd()
         .try_clone_to_owned()
         .map_err(chain)?;
-    let bundle = Path::new(crate::bundle::RUN).join("bundles").join(id);
+    let bundle = crate::bundle::runtime_bundle(Path::new("/"), id);
     let pid = builder(id, &bundle)?
         .with_stdin(null()?)
         .with_stdout(null()?)

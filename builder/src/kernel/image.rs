@@ -225,12 +225,9 @@ fn write_modules(
         let Some(mut out) = entry::from_tar(&entry)? else {
             continue;
         };
-        if out.uid == crate::flatten::NO_OWNER || out.gid == crate::flatten::NO_OWNER {
-            return Err(format!(
-                "entry {:?}: uid or gid {} (-1) is no owner",
-                out.path,
-                crate::flatten::NO_OWNER
-            ));
+        for id in [out.uid, out.gid] {
+            crate::flatten::owner(id)
+                .map_err(|reason| format!("entry {:?}: {reason}", out.path))?;
         }
         // A stream cannot say how many names a file will have: hard links
         // become relative symbolic links, as LinuxKit makes them.

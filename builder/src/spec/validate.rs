@@ -655,17 +655,16 @@ fn check_runtime_values(problems: &mut Problems, image: &Container, path: &str, 
         let at = format!("sysctl.{}", key.escape_debug());
         texts.push((at.clone(), value.to_string()));
         // The runtime writes /proc/sys/KEY with `.` as `/`.
+        let path = key.replace('.', "/");
+        let named = !path.starts_with('/') && !path.ends_with('/') && clean_path(&path).is_ok();
         problem(
             at,
-            Some(key.replace('.', "/"))
-                .filter(|path| !path.starts_with('/') && !path.ends_with('/'))
-                .ok_or_else(String::new)
-                .and_then(|path| clean_path(&path))
-                .map_err(|_| {
-                    format!(
-                        "sysctl {key:?} is not a name of /proc/sys (parts joined by `.` or `/`)"
-                    )
-                }),
+            match named {
+                true => Ok(()),
+                false => Err(format!(
+                    "sysctl {key:?} is not a name of /proc/sys (parts joined by `.` or `/`)"
+                )),
+            },
         );
     }
     if let Some(runtime) = &image.runtime {
